@@ -1,0 +1,50 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# Installs again only when a requirements file changes.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+
+.PHONY: run test install lint bench sandbox clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) requirements.txt requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Install, migrate, load demo data, create schedules, start web + worker + beat (+ sandbox).
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	$(PY) manage.py setup_periodic_tasks
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@$(PY) manage.py demo_logins
+	$(BIN)/honcho start -f Procfile
+
+## Install the dev requirements and run the whole suite.
+test: install
+	$(BIN)/pytest -n 2 --dist loadfile -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+## Benchmarks (PostgreSQL); writes bench/results.json.
+bench: install
+	$(PY) -m bench.run
+
+## The sandbox as its own server process (for load tests).
+sandbox: install
+	$(PY) manage.py run_sandbox
+
+clean:
+	rm -rf $(VENV) var staticfiles

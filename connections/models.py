@@ -1,0 +1,525 @@
+"""The portal's domain model (see DESIGN.md, "Domain model").
+
+Rows only: decisions about status live in :mod:`connections.lifecycle`, writes
+in :mod:`connections.services`, reads in :mod:`connections.selectors`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .fields import EncryptedTextField
+
+
+class Provider(models.TextChoices):
+    TURNQEY = "turnqey", "Turnqey"
+    COINIFY = "coinify", "Coinify"
+    BLOQUO = "bloquo", "Bloquo"
+    DAPI = "dapi", "Dapi"
+
+
+class Environment(models.TextChoices):
+    SANDBOX = "sandbox", "Sandbox"
+    PRODUCTION = "production", "Production"
+
+
+class Status(models.TextChoices):
+    """One status vocabulary across providers (DESIGN.md)."""
+
+    PENDING = "pending", "Pending"
+    ACTIVE = "active", "Active"
+    DEGRADED = "degraded", "Degraded"
+    NEEDS_RECONNECT = "needs_reconnect", "Needs reconnect"
+    DISCONNECTED = "disconnected", "Disconnected"
+
+
+class Reason(models.TextChoices):
+    """Why a connection is not simply active. Empty when it is."""
+
+    NONE = "", "—"
+    EXPIRED = "expired", "Expired"
+    REVOKED = "revoked", "Revoked"
+    CREDENTIALS_INVALID = "credentials_invalid", "Credentials invalid"
+    TRANSIENT = "transient", "Temporary provider problem"
+    AUTHORIZATION_ABANDONED = "authorization_abandoned", "Authorization not finished"
+
+
+class TimeStamped(models.Model):
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+# --- Firms and people ---------------------------------------------------------
+
+
+class Firm(TimeStamped):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(TimeStamped):
+    """A user's place in one firm. A user belongs to at most one firm."""
+
+    class Role(models.TextChoices):
+        ADVISER = "adviser", "Adviser"
+        FIRM_ADMIN = "firm_admin", "Firm admin"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.ADVISER)
+    # The digest job sends each adviser what happened after this moment, then
+    # moves it forward: one email per adviser per run, nothing sent twice.
+    digest_sent_up_to = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["firm", "role"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.get_role_display()}, {self.firm})"
+
+    @property
+    def is_firm_admin(self) -> bool:
+        return self.role == self.Role.FIRM_ADMIN
+
+
+class Household(TimeStamped):
+    """A client household, estate or adviser record: the unit advisers work in."""
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="households")
+    name = models.CharField(max_length=200)
+    reference = models.CharField(max_length=64, blank=True, help_text="The firm's own reference for this household.")
+    advisers = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="assigned_households", blank=True)
+    # Provider-side grouping: a new Turnqey connection joins this collection so
+    # a household's sources stay together at the provider too.
+    turnqey_collection = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["firm", "name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Client(TimeStamped):
+    """A person in a household."""
+
+    household = models.ForeignKey(Household, on_delete=models.CASCADE, related_name="clients")
+    name = models.CharField(max_length=200)
+    email = models.EmailField(blank=True)
+    # Partner-side identity in provider flows (Turnqey `identity`): stable and
+    # meaningless outside the portal, so no personal data leaves with it.
+    identity = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# --- Providers ----------------------------------------------------------------
+
+
+class ProviderApp(TimeStamped):
+    """The portal's own credentials with one provider in one environment."""
+
+    class BreakerState(models.TextChoices):
+        CLOSED = "closed", "Closed"
+        OPEN = "open", "Open"
+        HALF_OPEN = "half_open", "Half-open"
+
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    environment = models.CharField(max_length=20, choices=Environment.choices, default=Environment.SANDBOX)
+    name = models.CharField(max_length=100)
+    base_url = models.URLField(max_length=300, help_text="API base URL, without a trailing slash.")
+    connect_url = models.URLField(
+        max_length=300, blank=True, help_text="Browser-facing base URL, when it differs from the API base URL."
+    )
+    client_id = models.CharField(
+        max_length=200, blank=True, help_text="Turnqey client id, Coinify partner id, Dapi app key."
+    )
+    client_secret = EncryptedTextField(
+        null=True, blank=True, help_text="Turnqey client secret, Dapi app secret. Write-only."
+    )
+    redirect_uri = models.URLField(
+        max_length=300, blank=True, help_text="Redirect URI registered with the provider for this app."
+    )
+    is_enabled = models.BooleanField(default=True)
+    # Outbound rate limit shared by every worker (token bucket in the database).
+    rate_limit_per_second = models.FloatField(default=20.0)
+    rate_tokens = models.FloatField(default=20.0)
+    rate_updated_at = models.DateTimeField(null=True, blank=True)
+    # Circuit breaker across all of this app's connections.
+    breaker_state = models.CharField(max_length=12, choices=BreakerState.choices, default=BreakerState.CLOSED)
+    breaker_failures = models.PositiveIntegerField(default=0)
+    breaker_window_started_at = models.DateTimeField(null=True, blank=True)
+    breaker_opened_at = models.DateTimeField(null=True, blank=True)
+    # The app's own health: set when the provider rejects our client id/secret.
+    credentials_rejected_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["provider", "environment", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "environment", "name"], name="providerapp_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_provider_display()} {self.get_environment_display()} ({self.name})"
+
+
+class Connection(TimeStamped):
+    """One authorized source (a platform through a provider) for one client."""
+
+    household = models.ForeignKey(Household, on_delete=models.CASCADE, related_name="connections")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="connections")
+    provider_app = models.ForeignKey(ProviderApp, on_delete=models.PROTECT, related_name="connections")
+    # Denormalised from provider_app so lists, filters and the breaker need no join.
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    platform = models.CharField(max_length=50, help_text="Source platform, such as coinbase or gemini.")
+    label = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=30, choices=Reason.choices, blank=True, default="")
+    # The provider's id for the source account (Turnqey identity+platform,
+    # Coinify user, Bloquo client id, Dapi connectionID). A reconnect must
+    # return the same one, or it is refused.
+    external_account_id = models.CharField(max_length=200, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    # When the sweep should next look at this connection; NULL means never
+    # (needs_reconnect, disconnected): no retries until the client reconnects.
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    # Hard deadline after which only the client can restore access (a refresh
+    # token's end of life, Dapi's unexchanged access code).
+    reconnect_by = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    degraded_since = models.DateTimeField(null=True, blank=True)
+    # A claim by one worker: nobody else checks this connection until it passes.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    connected_at = models.DateTimeField(null=True, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["household", "platform"]
+        indexes = [
+            # The sweep's index: `WHERE next_check_at <= now ORDER BY next_check_at`.
+            # Partial, so it holds only connections that are scheduled at all and
+            # the sweep's cost follows the due set, not the table.
+            models.Index(
+                fields=["next_check_at"],
+                name="connection_due_idx",
+                condition=Q(next_check_at__isnull=False),
+            ),
+            # Dashboard counts and "needs attention" per household.
+            models.Index(fields=["household", "status"], name="connection_household_status"),
+            models.Index(fields=["provider_app", "status"], name="connection_app_status"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(status="needs_reconnect") | ~Q(reason=""),
+                name="connection_needs_reconnect_has_reason",
+            ),
+            # One live connection per source account and client.
+            models.UniqueConstraint(
+                fields=["client", "provider_app", "platform", "external_account_id"],
+                condition=~Q(status="disconnected") & ~Q(external_account_id=""),
+                name="connection_unique_live_source",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.platform_display} via {self.get_provider_display()} ({self.get_status_display()})"
+
+    @property
+    def platform_display(self) -> str:
+        return platform_display(self.platform)
+
+    @property
+    def status_message(self) -> str:
+        """The status and reason in plain words, naming provider and platform."""
+        return status_message(
+            provider=self.get_provider_display(),
+            platform=self.platform_display,
+            status=self.status,
+            reason=self.reason,
+        )
+
+
+class Credential(models.Model):
+    """A secret held for a connection or a provider app. Never a password."""
+
+    class Kind(models.TextChoices):
+        ACCESS = "access", "Access token"
+        REFRESH = "refresh", "Refresh token"
+        OFFLINE = "offline", "Offline token"
+        PERMANENT = "permanent", "Permanent token"
+        APP = "app", "App token"
+        API_KEY = "api_key", "API key"
+        USER_SECRET = "user_secret", "User secret"
+
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="credentials"
+    )
+    provider_app = models.ForeignKey(
+        ProviderApp, null=True, blank=True, on_delete=models.CASCADE, related_name="credentials"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    value = EncryptedTextField()
+    issued_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(connection__isnull=False) & Q(provider_app__isnull=True))
+                | (Q(connection__isnull=True) & Q(provider_app__isnull=False)),
+                name="credential_has_exactly_one_owner",
+            ),
+            models.UniqueConstraint(
+                fields=["connection", "kind"],
+                condition=Q(connection__isnull=False),
+                name="credential_one_per_connection_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["provider_app", "kind"],
+                condition=Q(provider_app__isnull=False),
+                name="credential_one_per_app_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        # Never the value.
+        return f"{self.get_kind_display()} (expires {self.expires_at or 'never'})"
+
+    def is_expired(self, at: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (at or timezone.now())
+
+
+class Account(models.Model):
+    """What a healthy connection yields: an account and its balance."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="accounts")
+    external_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=200)
+    currency = models.CharField(max_length=20)
+    balance = models.DecimalField(max_digits=38, decimal_places=18)
+    status = models.CharField(max_length=20, default="active")
+    as_of = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "external_id"], name="account_unique_per_connection"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.currency})"
+
+
+class AuthorizationRequest(models.Model):
+    """A pending connect or reconnect.
+
+    The ``state`` handed to the provider is never stored: only its SHA-256, so a
+    database reader cannot complete someone else's authorization.
+    """
+
+    class Purpose(models.TextChoices):
+        CONNECT = "connect", "Connect"
+        RECONNECT = "reconnect", "Reconnect"
+
+    class Outcome(models.TextChoices):
+        PENDING = "", "Pending"
+        APPROVED = "approved", "Approved"
+        DENIED = "denied", "Denied"
+        ERROR = "error", "Provider error"
+        EXPIRED = "expired", "Expired"
+        MISMATCH = "mismatch", "Different source account"
+
+    state_hash = models.CharField(max_length=64, unique=True)
+    provider_app = models.ForeignKey(ProviderApp, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    platform = models.CharField(max_length=50)
+    purpose = models.CharField(max_length=20, choices=Purpose.choices, default=Purpose.CONNECT)
+    household = models.ForeignKey(Household, on_delete=models.CASCADE, related_name="authorization_requests")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="authorization_requests"
+    )
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    client_link = models.ForeignKey(
+        "ClientLink", null=True, blank=True, on_delete=models.SET_NULL, related_name="authorization_requests"
+    )
+    checksum = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True, default="")
+    outcome_message = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [
+            # Housekeeping: expire unused requests past their window.
+            models.Index(fields=["expires_at"], name="authreq_open_idx", condition=Q(used_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_purpose_display()} {self.platform} via {self.provider}"
+
+
+class ClientLink(models.Model):
+    """A signed, expiring link that lets a client connect or reconnect without a login.
+
+    The URL carries a signed token; only its SHA-256 is stored.
+    """
+
+    class LinkStatus(models.TextChoices):
+        SENT = "sent", "Sent"
+        OPENED = "opened", "Opened"
+        COMPLETED = "completed", "Completed"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True)
+    household = models.ForeignKey(Household, on_delete=models.CASCADE, related_name="client_links")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="links")
+    # Set for a reconnect; for a new connection, provider_app + platform say what.
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="client_links"
+    )
+    provider_app = models.ForeignKey(ProviderApp, on_delete=models.CASCADE, related_name="+")
+    platform = models.CharField(max_length=50)
+    status = models.CharField(max_length=20, choices=LinkStatus.choices, default=LinkStatus.SENT)
+    sent_to = models.EmailField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                name="clientlink_open_idx",
+                condition=Q(status__in=["sent", "opened"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Link for {self.client} ({self.get_status_display()})"
+
+
+class ConnectionEvent(models.Model):
+    """Permanent history of a connection. Never contains a secret."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created", "Authorization started"
+        CONNECTED = "connected", "Connected"
+        RECONNECTED = "reconnected", "Reconnected"
+        RECONNECT_REFUSED = "reconnect_refused", "Reconnect refused"
+        STATUS_CHANGED = "status_changed", "Status changed"
+        RENEWED = "renewed", "Credentials renewed"
+        CHECK_SUCCEEDED = "check_succeeded", "Check succeeded"
+        CHECK_FAILED = "check_failed", "Check failed"
+        RECOVERED = "recovered", "Recovered"
+        LINK_SENT = "link_sent", "Client link sent"
+        LINK_OPENED = "link_opened", "Client link opened"
+        LINK_COMPLETED = "link_completed", "Client link completed"
+        LINK_EXPIRED = "link_expired", "Client link expired"
+        DEADLINE_WARNING = "deadline_warning", "Deadline approaching"
+        DISCONNECTED = "disconnected", "Disconnected"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    from_status = models.CharField(max_length=20, choices=Status.choices, blank=True)
+    to_status = models.CharField(max_length=20, choices=Status.choices, blank=True)
+    reason = models.CharField(max_length=30, choices=Reason.choices, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Who or what did it when not a user: "job:sweep", "job:check", "client-link".
+    actor_label = models.CharField(max_length=100, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["connection", "-created_at"], name="event_connection_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+# --- Plain words --------------------------------------------------------------
+
+PLATFORM_NAMES = {
+    "coinbase": "Coinbase",
+    "gemini": "Gemini",
+    "kraken": "Kraken",
+    "binance": "Binance",
+    "bitstamp": "Bitstamp",
+    "ledger": "Ledger",
+    "metamask": "MetaMask",
+    "coinify": "Coinify",
+    "bloquo": "Bloquo",
+}
+
+
+def platform_display(platform: str) -> str:
+    return PLATFORM_NAMES.get(platform, platform.replace("_", " ").replace("-", " ").title())
+
+
+def status_message(*, provider: str, platform: str, status: str, reason: str) -> str:
+    """Plain words for a status and reason: names the source and says what to do next."""
+    source = f"{platform} via {provider}"
+    if status == Status.ACTIVE:
+        return f"{source}: connected and up to date."
+    if status == Status.PENDING:
+        if reason == Reason.AUTHORIZATION_ABANDONED:
+            return f"{source}: the authorization was not finished in time. Start the connection again."
+        return f"{source}: waiting for the client to finish authorizing."
+    if status == Status.DEGRADED:
+        return (
+            f"{source}: {provider} is having temporary problems; the portal keeps retrying "
+            "and shows the last good data meanwhile. No action needed yet."
+        )
+    if status == Status.DISCONNECTED:
+        return f"{source}: disconnected on purpose; stored credentials were deleted."
+    if reason == Reason.REVOKED:
+        return f"{source}: access was revoked at {platform}. Ask the client to reconnect."
+    if reason == Reason.EXPIRED:
+        return f"{source}: the authorization expired. Ask the client to reconnect."
+    if reason == Reason.CREDENTIALS_INVALID:
+        return f"{source}: the stored credentials were rejected. Ask the client to reconnect with new ones."
+    return f"{source}: needs the client to reconnect."

@@ -1,0 +1,95 @@
+"""Shared fixtures, and the bookkeeping of which suites could run here.
+
+Some suites need a service: PostgreSQL (concurrency, `select_for_update`),
+Redis, or Chromium (browser tests). On a machine without one, those tests skip
+and the end of the run says plainly which suites were skipped and why. Under
+``REQUIRE_ALL_SUITES=1`` (set by `.ci/run`) a skipped test fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+
+REQUIRE_ALL_SUITES = os.environ.get("REQUIRE_ALL_SUITES", "").lower() in {"1", "true", "yes"}
+CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# Playwright's sync API runs an event loop in the test thread; Django refuses
+# ORM calls from a thread with a running loop unless told this is deliberate.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def _redis_available() -> bool:
+    host, port = "127.0.0.1", 6379
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def suite_unavailable_reasons() -> dict[str, str]:
+    """Suites that cannot run on this machine, with the reason for each."""
+    reasons: dict[str, str] = {}
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        reasons["postgres"] = "DATABASE_URL does not point at PostgreSQL (tests ran on SQLite)"
+    if not _redis_available():
+        reasons["redis"] = "no Redis server answers on 127.0.0.1:6379"
+    if not (os.path.exists(CHROMIUM_PATH) or shutil.which("chromium")):
+        reasons["browser"] = f"Chromium not found at {CHROMIUM_PATH} (apt-get install chromium)"
+    return reasons
+
+
+_UNAVAILABLE = suite_unavailable_reasons()
+_SKIPPED_SUITES: dict[str, int] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for suite, reason in _UNAVAILABLE.items():
+            if item.get_closest_marker(suite):
+                item.add_marker(pytest.mark.skip(reason=f"[{suite} suite] {reason}"))
+                _SKIPPED_SUITES[suite] = _SKIPPED_SUITES.get(suite, 0) + 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if REQUIRE_ALL_SUITES and skipped and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
+    if hasattr(terminalreporter.config, "workerinput"):
+        return
+    skipped = terminalreporter.stats.get("skipped", [])
+    if _UNAVAILABLE:
+        terminalreporter.section("suites skipped on this machine")
+        for suite, reason in sorted(_UNAVAILABLE.items()):
+            terminalreporter.write_line(f"{suite}: skipped, because {reason}")
+    if REQUIRE_ALL_SUITES and skipped:
+        terminalreporter.write_line(
+            f"REQUIRE_ALL_SUITES is set and {len(skipped)} test(s) were skipped: failing the run.", red=True
+        )
+
+
+@pytest.fixture(autouse=True)
+def _fast_and_isolated(settings: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test: in-memory email, eager Celery, no real network by accident."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # type: ignore[attr-defined]
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # type: ignore[attr-defined]
+    settings.STORAGES = {  # type: ignore[attr-defined]
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    from portal.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
