@@ -1,7 +1,3 @@
 from django.urls import path
 
-from . import views
-
-urlpatterns = [
-    path("healthz", views.healthz, name="healthz"),
-]
+urlpatterns: list = []
