@@ -253,6 +253,12 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# Browser-facing provider hosts that a connect form's redirect may lead to.
+PROVIDER_FORM_ACTION_HOSTS: list[str] = env.list(
+    "PROVIDER_FORM_ACTION_HOSTS",
+    default=["https://api.turnqey.xyz", "https://sandbox.turnqey.xyz"],
+)
+
 # django-csp 4: no inline script anywhere; htmx is served as a static file.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
@@ -261,7 +267,9 @@ CONTENT_SECURITY_POLICY = {
         "style-src": ["'self'"],
         "img-src": ["'self'", "data:"],
         "connect-src": ["'self'"],
-        "form-action": ["'self'"] + ([] if not SANDBOX_ENABLED else []),
+        # A connect form posts here and is redirected to the provider's
+        # authorize page; browsers apply form-action to that redirect too.
+        "form-action": ["'self'", *PROVIDER_FORM_ACTION_HOSTS],
         "frame-ancestors": ["'none'"],
         "base-uri": ["'none'"],
         "object-src": ["'none'"],

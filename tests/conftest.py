@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Iterator
-
 import pytest
 from django.conf import settings
 
@@ -47,7 +45,6 @@ def suite_unavailable_reasons() -> dict[str, str]:
 
 
 _UNAVAILABLE = suite_unavailable_reasons()
-_SKIPPED_SUITES: dict[str, int] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,7 +52,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for suite, reason in _UNAVAILABLE.items():
             if item.get_closest_marker(suite):
                 item.add_marker(pytest.mark.skip(reason=f"[{suite} suite] {reason}"))
-                _SKIPPED_SUITES[suite] = _SKIPPED_SUITES.get(suite, 0) + 1
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -80,7 +76,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
 
 
 @pytest.fixture(autouse=True)
-def _fast_and_isolated(settings: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def _fast_and_isolated(settings: object) -> None:
     """Every test: in-memory email, eager Celery, no real network by accident."""
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # type: ignore[attr-defined]
     settings.CELERY_TASK_ALWAYS_EAGER = True  # type: ignore[attr-defined]
@@ -92,4 +88,3 @@ def _fast_and_isolated(settings: object, tmp_path_factory: pytest.TempPathFactor
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
-    yield
