@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+
 import pytest
 from django.conf import settings
 
