@@ -1,10 +1,22 @@
-"""An explicit map from provider key to client class: no import-order magic."""
+"""An explicit map from provider key to client class: no import-order magic.
+
+The keys are the values of ``connections.models.Provider``.
+"""
 
 from __future__ import annotations
 
 from .base import ProviderClient
+from .bloquo import BloquoClient
+from .coinify import CoinifyClient
+from .dapi import DapiClient
+from .turnqey import TurnqeyClient
 
-PROVIDERS: dict[str, type[ProviderClient]] = {}
+PROVIDERS: dict[str, type[ProviderClient]] = {
+    TurnqeyClient.key: TurnqeyClient,
+    CoinifyClient.key: CoinifyClient,
+    BloquoClient.key: BloquoClient,
+    DapiClient.key: DapiClient,
+}
 
 
 def client_class(key: str) -> type[ProviderClient]:

@@ -1,0 +1,22 @@
+"""Fixtures for the provider-client tests: HTTP is mocked at one seam, ``responses``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import responses
+
+from .support import FixedClock, start_of_test_day
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """Every request of the test must match a registered reply; nothing reaches the network."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(start_of_test_day())

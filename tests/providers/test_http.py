@@ -1,0 +1,346 @@
+"""The shared request helper and parsing helpers in providers/base.py."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+import responses
+
+from connections.providers.base import (
+    ErrorKind,
+    IssuedCredential,
+    JsonObject,
+    ProviderError,
+    ProviderHttp,
+    make_retry,
+    make_session,
+    parse_decimal,
+    parse_retry_after,
+    parse_timestamp,
+    renew_at,
+    shared_session,
+)
+
+URL = "http://provider.test/thing"
+PORTS = range(8101, 8110)  # this suite's own port range
+
+
+def http(**kwargs: object) -> ProviderHttp:
+    return ProviderHttp("Acme", **kwargs)  # type: ignore[arg-type]
+
+
+# --- retries ----------------------------------------------------------------------------
+
+
+def test_idempotent_request_is_retried_on_a_gateway_error(rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.GET, URL, status=502)
+    rsps.add(responses.GET, URL, json={"ok": True})
+
+    reply = http().request("GET", URL, endpoint="thing")
+
+    assert reply.status == 200
+    assert len(rsps.calls) == 2
+
+
+def test_post_is_never_retried(rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.POST, URL, status=503)
+    rsps.add(responses.POST, URL, json={"ok": True})
+
+    with pytest.raises(ProviderError) as info:
+        http().request("POST", URL, endpoint="thing")
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert len(rsps.calls) == 1
+
+
+def test_retries_stop_after_two_and_the_failure_is_transient(rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.GET, URL, status=504)
+
+    with pytest.raises(ProviderError) as info:
+        http().request("GET", URL, endpoint="thing")
+
+    assert info.value.status_code == 504
+    assert len(rsps.calls) == 3
+
+
+def test_a_short_retry_after_is_waited_out_and_a_long_one_handed_up(rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.GET, URL, status=503, headers={"Retry-After": "1"})
+    rsps.add(responses.GET, URL, status=503, headers={"Retry-After": "3600"})
+    rsps.add(responses.GET, URL, json={"ok": True})
+
+    with pytest.raises(ProviderError) as info:
+        http().request("GET", URL, endpoint="thing")
+
+    assert info.value.retry_after == 3600
+    assert len(rsps.calls) == 2
+
+
+def test_rate_limit_is_handed_to_the_caller_not_retried(rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.GET, URL, status=429, headers={"Retry-After": "2"})
+
+    with pytest.raises(ProviderError) as info:
+        http().request("GET", URL, endpoint="thing")
+
+    assert info.value.retry_after == 2
+    assert len(rsps.calls) == 1
+
+
+def test_garbage_retry_after_is_no_hint_and_no_crash(rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.GET, URL, status=503, headers={"Retry-After": "soon-ish"})
+
+    with pytest.raises(ProviderError) as info:
+        http().request("GET", URL, endpoint="thing")
+
+    assert info.value.retry_after is None
+
+
+def test_client_errors_come_back_for_the_provider_to_read(rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.GET, URL, status=404, json={"error": "nope"})
+
+    reply = http().request("GET", URL, endpoint="thing")
+
+    assert reply.status == 404
+    assert reply.json_object().text("error") == "nope"
+    assert len(rsps.calls) == 1
+
+
+# --- timeouts, redirects, session -----------------------------------------------------------
+
+
+def test_timeouts_come_from_settings_at_call_time(rsps: responses.RequestsMock, settings: object) -> None:
+    rsps.add(responses.GET, URL, json={})
+    settings.PROVIDER_CONNECT_TIMEOUT = 1.5  # type: ignore[attr-defined]
+    settings.PROVIDER_READ_TIMEOUT = 4  # type: ignore[attr-defined]
+
+    http().request("GET", URL, endpoint="thing")
+
+    assert rsps.calls[0].request.req_kwargs["timeout"] == (1.5, 4.0)
+
+
+class _RecordingSession(requests.Session):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, object]] = []
+
+    def request(self, method: str, url: str, **kwargs: object) -> requests.Response:  # type: ignore[override]
+        self.seen.append(kwargs)
+        return super().request(method, url, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
+def test_redirects_are_never_followed(rsps: responses.RequestsMock, method: str) -> None:
+    rsps.add(method, URL, status=301, headers={"Location": "http://elsewhere.test/"})
+    session = _RecordingSession()
+
+    with pytest.raises(ProviderError):
+        http(session=session).request(method, URL, endpoint="thing")
+
+    assert session.seen[0]["allow_redirects"] is False
+    assert len(rsps.calls) == 1
+
+
+def test_timeouts_can_be_set_per_client(rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.GET, URL, json={})
+
+    http(connect_timeout=0.5, read_timeout=2).request("GET", URL, endpoint="thing")
+
+    assert rsps.calls[0].request.req_kwargs["timeout"] == (0.5, 2)
+
+
+def test_shared_session_is_reused_and_keeps_no_cookies(rsps: responses.RequestsMock) -> None:
+    rsps.add(responses.GET, URL, json={}, headers={"Set-Cookie": "sid=abc; Path=/"})
+
+    http().request("GET", URL, endpoint="thing")
+    http().request("GET", URL, endpoint="thing")
+
+    assert shared_session() is shared_session()
+    assert len(shared_session().cookies) == 0
+    assert "Cookie" not in rsps.calls[1].request.headers
+
+
+def test_session_pool_is_sized_for_a_threaded_worker() -> None:
+    adapter = make_session().get_adapter("https://provider.test/")
+
+    assert adapter._pool_maxsize >= 32  # type: ignore[attr-defined]
+    assert adapter.max_retries.allowed_methods == frozenset({"GET", "PUT", "DELETE", "HEAD"})
+
+
+# --- real sockets (this suite's ports) ---------------------------------------------------------
+
+
+def _free_port() -> int:
+    for port in PORTS:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port in 8101-8109")
+
+
+class _Script(BaseHTTPRequestHandler):
+    """Answers from a shared list of (status, headers, body); an entry of None hangs until released."""
+
+    script: list[tuple[int, dict[str, str], bytes] | None] = []
+    release = threading.Event()
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        type(self).seen.append(self.command)
+        step = type(self).script.pop(0) if type(self).script else (200, {}, b"{}")
+        if step is None:
+            type(self).release.wait(5)
+            return
+        status, headers, body = step
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    port = _free_port()
+    _Script.script, _Script.seen = [], []
+    _Script.release = threading.Event()
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), _Script)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    _Script.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_refused_connection_is_transient_and_never_sent() -> None:
+    port = _free_port()  # nothing listens there
+
+    with pytest.raises(ProviderError) as info:
+        http(connect_timeout=0.5).request("GET", f"http://127.0.0.1:{port}/x", endpoint="thing")
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert info.value.outcome_unknown is False
+
+
+def test_read_timeout_over_a_real_socket_leaves_the_outcome_unknown(server: str) -> None:
+    _Script.script = [None]
+
+    with pytest.raises(ProviderError) as info:
+        http(read_timeout=0.2).request("POST", f"{server}/renew", endpoint="renew", json={"a": 1})
+
+    assert info.value.outcome_unknown is True
+    assert _Script.seen == ["POST"]
+
+
+def test_real_gateway_error_is_retried_by_the_mounted_policy(server: str) -> None:
+    _Script.script = [(503, {"Retry-After": "0"}, b"busy"), (200, {"Content-Type": "application/json"}, b'{"a":1}')]
+
+    reply = http().request("GET", f"{server}/x", endpoint="thing")
+
+    assert reply.json() == {"a": 1}
+    assert _Script.seen == ["GET", "GET"]
+
+
+def test_real_redirect_is_not_followed(server: str) -> None:
+    _Script.script = [(302, {"Location": "/elsewhere"}, b"")]
+
+    with pytest.raises(ProviderError) as info:
+        http(session=make_session(retry=make_retry(backoff_factor=0))).request("GET", f"{server}/x", endpoint="t")
+
+    assert "redirect" in info.value.message
+    assert _Script.seen == ["GET"]
+
+
+# --- parsing helpers ----------------------------------------------------------------------------
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    now = datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
+
+    assert parse_retry_after("30") == 30
+    assert parse_retry_after("Wed, 15 Jan 2025 12:01:30 GMT", now=now) == 90
+    assert parse_retry_after("Wed, 15 Jan 2025 11:00:00 GMT", now=now) == 0
+    assert parse_retry_after("tomorrow") is None
+    assert parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.50000000", Decimal("0.50000000")),
+        ("12.000000000000000001", Decimal("12.000000000000000001")),
+        (" -3 ", Decimal("-3")),
+        (0.5, None),
+        (1, None),
+        ("NaN", None),
+        ("Infinity", None),
+        ("1,5", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_balances_are_decimal_strings_only(value: object, expected: Decimal | None) -> None:
+    assert parse_decimal(value) == expected
+
+
+def test_timestamps_need_an_offset_and_accept_seven_fraction_digits() -> None:
+    assert parse_timestamp("2024-06-14T13:29:36.8287785+05:30") == datetime(2024, 6, 14, 7, 59, 36, 828778, tzinfo=UTC)
+    assert parse_timestamp("2024-06-14T13:29:36Z") == datetime(2024, 6, 14, 13, 29, 36, tzinfo=UTC)
+    assert parse_timestamp("2024-06-14T13:29:36") is None
+    assert parse_timestamp(12) is None
+
+
+def test_field_errors_name_provider_endpoint_and_path_but_never_the_value() -> None:
+    body = JsonObject({"result": {"items": [{"token": 12345678}]}}, where="Acme (token)")
+
+    with pytest.raises(ProviderError) as info:
+        body.obj("result").objects("items")[0].text("token")
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert "Acme (token)" in info.value.message
+    assert "result.items[0].token" in info.value.message
+    assert "12345678" not in info.value.message
+
+
+def test_booleans_are_not_integers() -> None:
+    with pytest.raises(ProviderError):
+        JsonObject({"expiresIn": True}, where="Acme").integer("expiresIn")
+
+
+def test_renewal_point_is_ten_percent_of_lifetime_or_the_minimum() -> None:
+    issued = datetime(2025, 1, 1, tzinfo=UTC)
+    hour = IssuedCredential(kind="access", value="v", issued_at=issued, expires_at=issued + timedelta(hours=1))
+    minute = IssuedCredential(kind="access", value="v", issued_at=issued, expires_at=issued + timedelta(minutes=5))
+    forever = IssuedCredential(kind="permanent", value="v", issued_at=issued)
+
+    assert renew_at(hour, timedelta(seconds=60)) == issued + timedelta(minutes=54)
+    assert renew_at(minute, timedelta(seconds=60)) == issued + timedelta(minutes=4)
+    assert renew_at(forever, timedelta(seconds=60)) is None
+
+
+def test_error_repr_and_credential_repr_hold_no_secret() -> None:
+    error = ProviderError.access_token_rejected("Acme did not accept the access token.", status_code=401)
+    issued = IssuedCredential(kind="access", value="tok-SECRET", issued_at=datetime(2025, 1, 1, tzinfo=UTC))
+
+    assert "access_rejected=True" in repr(error)
+    assert "tok-SECRET" not in repr(issued)
+
+
+def test_reauth_without_reason_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="reason"):
+        ProviderError(ErrorKind.REAUTH_REQUIRED, "x")
