@@ -58,9 +58,9 @@ REFRESH_TOKEN_LIFETIME = timedelta(hours=24)
 # issue) and invalidates the one used; reusing it is invalid_grant.
 REFRESH_TOKENS_ROTATE = True
 
-# Renew the access token with max(60 s, 10 % of its life) to spare, and keep a
+# Renew the access token with max(2 minutes, 10 % of its life) to spare, and keep a
 # refresh-token chain alive well before its 24 hours run out.
-ACCESS_TOKEN_MIN_MARGIN = timedelta(seconds=60)
+ACCESS_TOKEN_MIN_MARGIN = timedelta(minutes=2)
 REFRESH_TOKEN_MIN_MARGIN = timedelta(hours=1)
 
 # [assumed] The error_description texts of invalid_grant, and what each means.
