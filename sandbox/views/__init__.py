@@ -1,0 +1,1 @@
+"""Views of the four simulators and of the control API, one module each."""
