@@ -31,7 +31,12 @@ class EncryptedTextField(models.TextField):
             return None
         return crypto.encrypt(str(value))
 
-    def get_db_prep_save(self, value: Any, connection: Any) -> str | None:
+    def get_db_prep_save(self, value: Any, connection: Any) -> Any:
+        if hasattr(value, "as_sql"):
+            # An expression (Value, F, Case from bulk_update...) compiles to SQL
+            # itself; its own Value leaves are encrypted through this field.
+            # Encrypting the expression object would store its repr.
+            return value
         return self.get_prep_value(value)
 
     def get_lookup(self, lookup_name: str):  # type: ignore[no-untyped-def]

@@ -201,6 +201,10 @@ class Connection(TimeStamped):
     # Coinify user, Bloquo client id, Dapi connectionID). A reconnect must
     # return the same one, or it is refused.
     external_account_id = models.CharField(max_length=200, blank=True)
+    # Provider-side grouping and identity this connection lives under, as the
+    # grant returned it (Turnqey {"collection", "identity"}; Dapi's connection
+    # id). Not secret; handed back to the client as ConnectionState.grouping.
+    grouping = models.JSONField(default=dict, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
@@ -235,6 +239,13 @@ class Connection(TimeStamped):
             # Dashboard counts and "needs attention" per household.
             models.Index(fields=["household", "status"], name="connection_household_status"),
             models.Index(fields=["provider_app", "status"], name="connection_app_status"),
+            # Deadline warnings (connections.tasks.housekeeping): `WHERE reconnect_by <= soon`.
+            # Partial, so connections without a hard deadline cost nothing.
+            models.Index(
+                fields=["reconnect_by"],
+                name="connection_deadline_idx",
+                condition=Q(reconnect_by__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -479,6 +490,30 @@ class ConnectionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class PeriodicJobRun(models.Model):
+    """One run of a periodic job in one time slot.
+
+    The row is the lock: a job inserts (job, slot_start) before doing any work,
+    and the unique constraint makes a second insert for the same slot fail, so
+    two beats (or a beat and a manual run) never do one slot's work twice.
+    """
+
+    job = models.CharField(max_length=50)
+    slot_start = models.DateTimeField()
+    owner = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-slot_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "slot_start"], name="periodicjobrun_unique_slot"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} at {self.slot_start:%Y-%m-%d %H:%M:%S}"
 
 
 # --- Plain words --------------------------------------------------------------

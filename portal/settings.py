@@ -216,15 +216,23 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Connections portal <
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "celery"
-    for sub in ("out", "processed"):
+    for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "out"),
-        "data_folder_out": str(_broker_dir / "out"),
-        "data_folder_processed": str(_broker_dir / "processed"),
+        # One folder for both directions: producers write where consumers read.
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        "control_folder": str(_broker_dir / "control"),
     }
 CELERY_TASK_ALWAYS_EAGER: bool = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# Outbound rate limit per provider app, shared by every worker
+# (connections.throttling): a token bucket in Redis when a URL is set,
+# otherwise in the ProviderApp row. Lifecycle tunables (LIFECYCLE_*,
+# BREAKER_*) have defaults in connections/lifecycle.py and throttling.py.
+RATE_LIMIT_REDIS_URL: str = env.str("RATE_LIMIT_REDIS_URL", default="") or env.str("REDIS_URL", default="")
 
 # --- Sandbox and providers ----------------------------------------------------
 # Where provider clients reach the sandbox when it runs inside the portal. A

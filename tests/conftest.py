@@ -81,6 +81,8 @@ def _fast_and_isolated(settings: object) -> None:
     """Every test: in-memory email, eager Celery, no real network by accident."""
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # type: ignore[attr-defined]
     settings.CELERY_TASK_ALWAYS_EAGER = True  # type: ignore[attr-defined]
+    # Hashing demo passwords properly costs more than most tests themselves.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]
     settings.STORAGES = {  # type: ignore[attr-defined]
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -408,7 +408,7 @@ def test_an_app_token_past_its_lifetime_is_401(client: Client, control: ControlC
 
 
 @pytest.mark.usefixtures("turnqey_app")
-@pytest.mark.parametrize("collection", [str(uuid.uuid4()), "not-a-uuid"])
+@pytest.mark.parametrize("collection", ["3f0c1c9e-5b7a-4d8e-9f21-6a4b2c8d1e07", "not-a-uuid"])
 def test_an_unknown_collection_is_the_404_envelope(client: Client, collection: str) -> None:
     response = client.get(
         f"/sandbox/turnqey/v1/api/collections/{collection}/accounts",
