@@ -268,6 +268,11 @@ class Connection(TimeStamped):
         return platform_display(self.platform)
 
     @property
+    def source_display(self) -> str:
+        """"Coinbase via Turnqey"; just "Coinify" where platform and provider are one."""
+        return source_display(provider=self.get_provider_display(), platform=self.platform_display)
+
+    @property
     def status_message(self) -> str:
         """The status and reason in plain words, naming provider and platform."""
         return status_message(
@@ -535,9 +540,14 @@ def platform_display(platform: str) -> str:
     return PLATFORM_NAMES.get(platform, platform.replace("_", " ").replace("-", " ").title())
 
 
+def source_display(*, provider: str, platform: str) -> str:
+    # Coinify and Bloquo are both the provider and the platform: say it once.
+    return platform if platform.casefold() == provider.casefold() else f"{platform} via {provider}"
+
+
 def status_message(*, provider: str, platform: str, status: str, reason: str) -> str:
     """Plain words for a status and reason: names the source and says what to do next."""
-    source = f"{platform} via {provider}"
+    source = source_display(provider=provider, platform=platform)
     if status == Status.ACTIVE:
         return f"{source}: connected and up to date."
     if status == Status.PENDING:
