@@ -1,0 +1,126 @@
+"""Celery tasks: thin wrappers over :mod:`connections.jobs` and :mod:`connections.lifecycle`.
+
+Tasks take ids, never secrets, and are enqueued on commit. Each periodic task
+runs at most once per time slot (:func:`connections.jobs.periodic_job`), even
+if two beats were ever started by mistake.
+
+Task names (for django-celery-beat and ``celery call``):
+
+* ``connections.sweep`` (every minute): claim due connections and enqueue their
+  checks, in chunks of ids (``connections.check_connections``);
+* ``connections.check_connections(connection_ids)``: check each in turn;
+* ``connections.check_connection(connection_id)``: renew when due, probe, apply
+  (for one connection, e.g. a "check now" button);
+* ``connections.send_digests`` (hourly): one email per adviser with news;
+* ``connections.housekeeping`` (every 5 minutes): expire stale authorization
+  requests and client links, record deadline warnings;
+* ``connections.refresh_app_tokens`` (every 5 minutes): keep app tokens fresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+from celery import shared_task
+from django.conf import settings
+
+from . import jobs, lifecycle
+
+logger = logging.getLogger("connections.tasks")
+
+
+def _chunks(connection_ids: Sequence[int]) -> list[list[int]]:
+    """Split ids into messages: at most ``LIFECYCLE_CHECK_CHUNK_SIZE`` (25) each, and spread
+    over at least ``LIFECYCLE_CHECK_MIN_MESSAGES`` (16) messages when there are that many ids,
+    so a small due set still runs in parallel across worker threads."""
+    most = max(1, int(getattr(settings, "LIFECYCLE_CHECK_CHUNK_SIZE", 25)))
+    spread = max(1, int(getattr(settings, "LIFECYCLE_CHECK_MIN_MESSAGES", 16)))
+    size = max(1, min(most, math.ceil(len(connection_ids) / spread)))
+    ids = list(connection_ids)
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def checks_publish(connection_ids: Sequence[int]) -> None:
+    """Enqueue checks for ``connection_ids`` over one producer (one broker connection for the batch).
+
+    Ids travel in small chunks (``connections.check_connections``): a broker
+    round trip per connection would cap the sweep at about a thousand
+    connections a second, while the chunks keep the work spread over every
+    worker thread. Each check in a chunk claims, runs and fails on its own.
+    A publish failure is logged, not raised: the sweep's claim runs out after
+    ``LIFECYCLE_SWEEP_LEASE_SECONDS`` and those connections are claimed again.
+    """
+    if not connection_ids:
+        return
+    chunks = _chunks(connection_ids)
+    app = check_connections.app
+    try:
+        if app.conf.task_always_eager:
+            for chunk in chunks:
+                check_connections.apply_async((chunk,))
+            return
+        with app.producer_or_acquire() as producer:
+            for chunk in chunks:
+                check_connections.apply_async((chunk,), producer=producer)
+    except Exception:
+        logger.exception(
+            "Could not enqueue %s check(s); they will be claimed again when the sweep's claim runs out.",
+            len(connection_ids),
+        )
+
+
+@shared_task(name="connections.sweep", ignore_result=True)
+def sweep() -> int:
+    """Claim due connections in batches and enqueue their checks. Returns how many were claimed."""
+    with jobs.periodic_job("sweep") as mine:
+        if not mine:
+            return 0
+        return jobs.sweep_run(publish=checks_publish)
+
+
+@shared_task(name="connections.check_connection", ignore_result=True)
+def check_connection(connection_id: int, force: bool = False) -> str:
+    """Check one connection (see :func:`lifecycle.connection_check`). Returns the outcome's name.
+
+    ``force=True`` checks it even when it is not due or needs reconnecting
+    (someone asked); it still never runs alongside another check of it.
+    """
+    return lifecycle.connection_check(
+        connection_id=int(connection_id), actor_label="job:check", force=bool(force)
+    ).outcome
+
+
+@shared_task(name="connections.check_connections", ignore_result=True)
+def check_connections(connection_ids: list[int]) -> dict[str, int]:
+    """Check each connection in turn (the sweep's chunks). Returns a count per outcome."""
+    counts: dict[str, int] = {}
+    for connection_id in connection_ids:
+        outcome = lifecycle.connection_check(connection_id=int(connection_id), actor_label="job:check").outcome
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+@shared_task(name="connections.send_digests", ignore_result=True)
+def send_digests() -> int:
+    with jobs.periodic_job("send_digests") as mine:
+        if not mine:
+            return 0
+        return jobs.digests_send()
+
+
+@shared_task(name="connections.housekeeping", ignore_result=True)
+def housekeeping() -> dict[str, int]:
+    with jobs.periodic_job("housekeeping") as mine:
+        if not mine:
+            return {}
+        return jobs.housekeeping_run()
+
+
+@shared_task(name="connections.refresh_app_tokens", ignore_result=True)
+def refresh_app_tokens() -> dict[str, str]:
+    with jobs.periodic_job("refresh_app_tokens") as mine:
+        if not mine:
+            return {}
+        return jobs.app_tokens_refresh()
