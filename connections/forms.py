@@ -1,0 +1,189 @@
+"""Forms of the adviser web UI: they validate input; services do the writing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django import forms
+from django.http import QueryDict
+
+from .models import Client, Household, ProviderApp, Status, platform_display
+from .providers import registry
+from .providers.base import FormField, ProviderClient
+from .selectors import provider_app_options
+
+
+def provider_client_class(app: ProviderApp) -> type[ProviderClient] | None:
+    """The client class for an app's provider, or ``None`` when none is registered."""
+    try:
+        return registry.client_class(app.provider)
+    except KeyError:
+        return None
+
+
+def provider_platforms(app: ProviderApp) -> Sequence[str]:
+    cls = provider_client_class(app)
+    return tuple(cls.platforms) if cls is not None else ()
+
+
+class ProviderAppChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: ProviderApp) -> str:
+        suffix = "" if obj.environment == "production" else f" ({obj.get_environment_display().lower()})"
+        return f"{obj.get_provider_display()}{suffix}"
+
+
+class SourceForm(forms.Form):
+    """What to connect: which client, through which provider app, which platform.
+
+    The platform must be one the chosen provider offers
+    (``registry.client_class(provider).platforms``).
+    """
+
+    client = forms.ModelChoiceField(queryset=Client.objects.none(), empty_label=None, label="Client")
+    provider_app = ProviderAppChoiceField(
+        queryset=ProviderApp.objects.none(),
+        empty_label=None,
+        label="Provider",
+        help_text="The data aggregator that reads the account for the portal.",
+    )
+    platform = forms.ChoiceField(label="Platform", help_text="Where the client holds the account (exchange or wallet).")
+
+    def __init__(self, *args: Any, household: Household, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.household = household
+        self.fields["client"].queryset = household.clients.all()
+        apps = list(provider_app_options())
+        self.fields["provider_app"].queryset = provider_app_options()
+        # Grouped by provider, so the list itself says which platform goes with which provider.
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for app in apps:
+            groups.setdefault(app.get_provider_display(), [])
+            for platform in provider_platforms(app):
+                choice = (platform, platform_display(platform))
+                if choice not in groups[app.get_provider_display()]:
+                    groups[app.get_provider_display()].append(choice)
+        self.fields["platform"].choices = [(name, choices) for name, choices in groups.items() if choices]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        app: ProviderApp | None = data.get("provider_app")
+        platform: str | None = data.get("platform")
+        if app is not None and provider_client_class(app) is None:
+            self.add_error("provider_app", f"{app.get_provider_display()} is not available in this portal yet.")
+        elif app is not None and platform and platform not in provider_platforms(app):
+            offered = ", ".join(platform_display(p) for p in provider_platforms(app))
+            self.add_error(
+                "platform",
+                f"{app.get_provider_display()} does not connect {platform_display(platform)}. It offers: {offered}.",
+            )
+        return data
+
+
+class ClientLinkNewForm(SourceForm):
+    """A link for the client to make a new connection; the client needs an email address."""
+
+    def clean_client(self) -> Client:
+        client: Client = self.cleaned_data["client"]
+        if not client.email:
+            raise forms.ValidationError(f"{client.name} has no email address; add one before sending a link.")
+        return client
+
+
+class CredentialsForm(forms.Form):
+    """A provider's credential form, built from its ``credential_fields()``.
+
+    Secret inputs never render their value back (a password typed wrongly is
+    typed again, never echoed into the page).
+    """
+
+    def __init__(self, *args: Any, fields: Sequence[FormField], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for spec in fields:
+            attrs = {"autocomplete": "off", "spellcheck": "false"}
+            if spec.secret or spec.input_type == "password":
+                widget: forms.Widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+                field: forms.Field = forms.CharField(strip=False, max_length=4096)
+            elif spec.input_type == "email":
+                widget = forms.EmailInput(attrs={"autocomplete": "email"})
+                field = forms.EmailField(max_length=254)
+            else:
+                widget = forms.TextInput(attrs=attrs)
+                field = forms.CharField(max_length=4096)
+            field.widget = widget
+            field.label = spec.label
+            field.required = spec.required
+            field.help_text = spec.help_text
+            self.fields[spec.name] = field
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.errors and not any(v for v in data.values()):
+            raise forms.ValidationError("Fill in the credentials.")
+        return data
+
+    def credential_values(self) -> dict[str, str]:
+        """The typed values, empty ones left out, for the provider client."""
+        return {k: v for k, v in self.cleaned_data.items() if v}
+
+
+class HouseholdFilterForm(forms.Form):
+    """Dashboard table: search and roll-up status."""
+
+    STATUS_CHOICES = [
+        ("", "Any health"),
+        (Status.NEEDS_RECONNECT, "Needs reconnect"),
+        (Status.DEGRADED, "Degraded"),
+        (Status.PENDING, "Pending"),
+        (Status.ACTIVE, "Active"),
+        ("none", "No connections"),
+    ]
+
+    q = forms.CharField(required=False, max_length=100, label="Search", strip=True)
+    status = forms.ChoiceField(required=False, choices=STATUS_CHOICES, label="Health")
+
+    def search_values(self) -> tuple[str, str]:
+        if not self.is_valid():
+            return "", ""
+        return self.cleaned_data["q"], self.cleaned_data["status"]
+
+
+# --- Provider callbacks --------------------------------------------------------------
+
+MAX_PARAM_LENGTH = 2048
+MAX_QUERY_STRING = 8192
+
+# The parameters each provider's callback may carry (docs/provider-assumptions.md).
+# Anything else, a parameter given twice, or an oversized value is refused with 400.
+CALLBACK_PARAMETERS: dict[str, frozenset[str]] = {
+    "turnqey": frozenset({"state", "identity", "collection", "platform", "status", "error_description"}),
+    "dapi": frozenset(
+        {"state", "accessCode", "connectionID", "userSecret", "userID", "tokenID", "error", "error_description"}
+    ),
+}
+
+
+class CallbackParametersInvalid(Exception):
+    """The callback's query string is not one the provider sends."""
+
+
+def callback_params_clean(*, provider: str, query: QueryDict, query_string: str) -> Mapping[str, str]:
+    """The callback's parameters as a plain dict, or :class:`CallbackParametersInvalid`.
+
+    Never echoes a value in the error: parameters can carry codes and secrets.
+    """
+    allowed = CALLBACK_PARAMETERS[provider]
+    if len(query_string) > MAX_QUERY_STRING:
+        raise CallbackParametersInvalid("The reply is too long.")
+    params: dict[str, str] = {}
+    for name, values in query.lists():
+        if name not in allowed:
+            raise CallbackParametersInvalid("The reply has a parameter the provider does not send.")
+        if len(values) != 1:
+            raise CallbackParametersInvalid("The reply repeats a parameter.")
+        if len(values[0]) > MAX_PARAM_LENGTH:
+            raise CallbackParametersInvalid("The reply has an oversized parameter.")
+        params[name] = values[0]
+    if not params.get("state"):
+        raise CallbackParametersInvalid("The reply has no state.")
+    return params

@@ -1,0 +1,425 @@
+"""Reads for the adviser web UI: keyword-only, typed, ``<noun>_<verb>`` names.
+
+Scoping contract
+----------------
+:func:`household_queryset_for` is the ONE place that decides what a user may
+see: an adviser sees the households assigned to them, a firm admin every
+household of their firm, a user without a membership nothing. Every other
+selector (connections, clients, links, events) derives from it, and every view
+fetches objects through these querysets, so anything outside them is a 404.
+
+Query counts: list selectors annotate or prefetch, so the number of queries a
+page makes does not grow with the number of rows on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import (
+    Case,
+    Count,
+    DateTimeField,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .models import (
+    Client,
+    ClientLink,
+    Connection,
+    ConnectionEvent,
+    Credential,
+    Household,
+    Membership,
+    ProviderApp,
+    Status,
+)
+
+# How bad each status is, for roll-ups and "worst status of the day".
+# Disconnected is deliberate, not a fault, so it never makes a household look worse.
+STATUS_SEVERITY: dict[str, int] = {
+    Status.DISCONNECTED: 0,
+    Status.ACTIVE: 1,
+    Status.PENDING: 2,
+    Status.DEGRADED: 3,
+    Status.NEEDS_RECONNECT: 4,
+}
+SEVERITY_STATUS: dict[int, str] = {v: k for k, v in STATUS_SEVERITY.items()}
+
+# Statuses whose data the adviser still relies on ("data as of").
+LIVE_STATUSES = (Status.ACTIVE, Status.DEGRADED, Status.NEEDS_RECONNECT)
+
+# "Needs attention": degraded for longer than this, or a hard deadline closer than this.
+DEGRADED_ATTENTION_AFTER = dt.timedelta(hours=1)
+RECONNECT_BY_ATTENTION_WITHIN = dt.timedelta(hours=48)
+
+
+User = AbstractBaseUser | AnonymousUser
+
+
+# --- Scoping ----------------------------------------------------------------------
+
+
+def membership_for(*, user: User) -> Membership | None:
+    """The user's membership, or ``None`` (anonymous, or not attached to a firm).
+
+    Uses the one-to-one accessor, so the row is cached on the user object for the
+    rest of the request.
+    """
+    if not user.is_authenticated:
+        return None
+    try:
+        return user.membership  # type: ignore[union-attr]
+    except Membership.DoesNotExist:
+        return None
+
+
+def household_queryset_for(*, user: User) -> QuerySet[Household]:
+    """Every household ``user`` may see. THE scoping rule; everything derives from it."""
+    membership = membership_for(user=user)
+    if membership is None:
+        return Household.objects.none()
+    households = Household.objects.filter(firm_id=membership.firm_id)
+    if not membership.is_firm_admin:
+        # An adviser appears at most once per household in the M2M table, so
+        # this join never duplicates rows.
+        households = households.filter(advisers=user)
+    return households
+
+
+def connection_queryset_for(*, user: User) -> QuerySet[Connection]:
+    """Connections of the households ``user`` may see."""
+    return Connection.objects.filter(household__in=household_queryset_for(user=user))
+
+
+def client_queryset_for(*, user: User) -> QuerySet[Client]:
+    return Client.objects.filter(household__in=household_queryset_for(user=user))
+
+
+def client_link_queryset_for(*, user: User) -> QuerySet[ClientLink]:
+    return ClientLink.objects.filter(household__in=household_queryset_for(user=user))
+
+
+# --- Dashboard --------------------------------------------------------------------
+
+
+def connection_status_counts(*, user: User) -> dict[str, int]:
+    """Number of connections per status (every status present, zero when none). One query."""
+    counts = {status: 0 for status in Status.values}
+    rows = connection_queryset_for(user=user).order_by().values_list("status").annotate(n=Count("id"))
+    for status, n in rows:
+        counts[status] = n
+    return counts
+
+
+def deadline_is_near(*, deadline: dt.datetime, basis: dt.datetime, now: dt.datetime) -> bool:
+    """True when a hard deadline deserves a person's attention.
+
+    Within 48 hours AND within half the deadline's own lifetime (counted from
+    ``basis``: the refresh token's issue, else the connection's start). The
+    same rule as the deadline warnings job, so a daily-rotated refresh token
+    that the portal keeps renewing is not "lapsing soon" all the time.
+    """
+    left = deadline - now
+    return left <= RECONNECT_BY_ATTENTION_WITHIN and left <= (deadline - basis) / 2
+
+
+def needs_attention_list(*, user: User, now: dt.datetime | None = None, limit: int = 50) -> list[Connection]:
+    """Connections that need a person, most urgent first. One query.
+
+    Included: ``needs_reconnect`` (broken now), a ``reconnect_by`` deadline that
+    is near (:func:`deadline_is_near`: breaks soon unless someone acts), and
+    ``degraded`` for more than an hour (the provider is not recovering by
+    itself). Ordered by that rank, then by the earliest moment within it
+    (oldest good data, nearest deadline, longest degraded).
+    """
+    now = now or timezone.now()
+    at = Value(now, output_field=DateTimeField())
+    refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
+        "issued_at"
+    )[:1]
+    connections = connection_queryset_for(user=user).alias(
+        deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")),
+        # deadline - now <= (deadline - basis) / 2  <=>  deadline - now <= now - basis
+        time_left=ExpressionWrapper(F("reconnect_by") - at, output_field=DurationField()),
+        time_since_basis=ExpressionWrapper(at - F("deadline_basis"), output_field=DurationField()),
+    )
+    deadline_near = Q(
+        reconnect_by__isnull=False,
+        reconnect_by__lte=now + RECONNECT_BY_ATTENTION_WITHIN,
+        time_left__lte=F("time_since_basis"),
+        status__in=[Status.PENDING, Status.ACTIVE, Status.DEGRADED],
+    )
+    attention = (
+        Q(status=Status.NEEDS_RECONNECT)
+        | deadline_near
+        | Q(status=Status.DEGRADED, degraded_since__lte=now - DEGRADED_ATTENTION_AFTER)
+    )
+    return list(
+        connections.filter(attention)
+        .annotate(
+            urgency=Case(
+                When(status=Status.NEEDS_RECONNECT, then=Value(0)),
+                When(deadline_near, then=Value(1)),
+                default=Value(2),
+                output_field=IntegerField(),
+            ),
+            urgent_at=Case(
+                When(status=Status.NEEDS_RECONNECT, then=F("last_success_at")),
+                When(deadline_near, then=F("reconnect_by")),
+                default=F("degraded_since"),
+            ),
+        )
+        .select_related("household", "client", "provider_app")
+        .order_by("urgency", F("urgent_at").asc(nulls_first=True), "id")[:limit]
+    )
+
+
+def _severity_case() -> Case:
+    return Case(
+        *(When(connections__status=status, then=Value(rank)) for status, rank in STATUS_SEVERITY.items()),
+        output_field=IntegerField(),
+    )
+
+
+def household_table(*, user: User, search: str = "", status: str = "") -> QuerySet[Household]:
+    """Households for the dashboard table, annotated so a page costs a fixed number of queries.
+
+    Annotations: ``worst_severity`` (roll-up health: the worst status of its
+    non-disconnected connections, ``None`` without any), ``data_as_of`` (the
+    oldest ``last_success_at`` among its live connections), ``connection_count``.
+    ``search`` matches household name, reference or a client's name; ``status``
+    filters on the roll-up status.
+    """
+    households = household_queryset_for(user=user)
+    search = search.strip()
+    if search:
+        # Exists, not a join: a join on clients would multiply the rows the
+        # connection aggregates below are computed over.
+        client_match = Client.objects.filter(household=OuterRef("pk"), name__icontains=search)
+        households = households.filter(
+            Q(name__icontains=search) | Q(reference__icontains=search) | Q(Exists(client_match))
+        )
+    not_disconnected = ~Q(connections__status=Status.DISCONNECTED)
+    households = households.annotate(
+        worst_severity=Max(_severity_case(), filter=not_disconnected),
+        data_as_of=Min("connections__last_success_at", filter=Q(connections__status__in=LIVE_STATUSES)),
+        connection_count=Count("connections", filter=not_disconnected),
+    )
+    if status in STATUS_SEVERITY and status != Status.DISCONNECTED:
+        households = households.filter(worst_severity=STATUS_SEVERITY[status])
+    elif status == "none":
+        households = households.filter(worst_severity__isnull=True)
+    return households.prefetch_related(Prefetch("clients", queryset=Client.objects.only("id", "name", "household_id")))
+
+
+# --- Household page ---------------------------------------------------------------
+
+
+def _credentials_without_values() -> Prefetch:
+    # Deadlines need kind and expiry only: deferring the value means no secret is
+    # decrypted just to draw a page.
+    return Prefetch(
+        "credentials",
+        queryset=Credential.objects.only("id", "connection_id", "kind", "issued_at", "expires_at"),
+    )
+
+
+def connection_cards_queryset(*, user: User) -> QuerySet[Connection]:
+    """Connections with what a card shows (app, client, credential expiries, accounts)."""
+    return (
+        connection_queryset_for(user=user)
+        .select_related("provider_app", "client", "household")
+        .prefetch_related(_credentials_without_values(), "accounts")
+    )
+
+
+@dataclass(frozen=True)
+class HouseholdPage:
+    household: Household
+    clients: list[Client]
+    connections: list[Connection]
+    disconnected: list[Connection]
+    links: list[ClientLink]
+
+
+def household_page(*, user: User, household: Household, link_limit: int = 20) -> HouseholdPage:
+    """Everything the household page shows, in a fixed number of queries."""
+    connections = list(
+        connection_cards_queryset(user=user).filter(household=household).order_by("client__name", "platform", "id")
+    )
+    links = list(
+        client_link_queryset_for(user=user)
+        .filter(household=household)
+        .select_related("client", "connection", "provider_app")
+        .order_by("-created_at")[:link_limit]
+    )
+    return HouseholdPage(
+        household=household,
+        clients=list(household.clients.all()),
+        connections=[c for c in connections if c.status != Status.DISCONNECTED],
+        disconnected=[c for c in connections if c.status == Status.DISCONNECTED],
+        links=links,
+    )
+
+
+def client_link_effective_status(*, link: ClientLink, now: dt.datetime | None = None) -> str:
+    """The link's status as the adviser should read it: an open link past its expiry is expired."""
+    now = now or timezone.now()
+    if link.status in (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED) and link.expires_at <= now:
+        return ClientLink.LinkStatus.EXPIRED
+    return link.status
+
+
+# --- Deadlines --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """One deadline of a connection, for the page to put into words."""
+
+    kind: str  # "renews" | "refresh_valid_until" | "reconnect_by" | "next_check" | "token_expires"
+    at: dt.datetime
+    urgent: bool = False
+
+
+def connection_deadlines(*, connection: Connection, now: dt.datetime | None = None) -> list[Deadline]:
+    """Every deadline the connection has, soonest first.
+
+    Reads the prefetched ``credentials`` (see :func:`connection_cards_queryset`),
+    so it adds no query. An access token that can be renewed without the client
+    (there is a refresh, offline or API-key credential) "renews"; one that cannot
+    just "expires".
+    """
+    now = now or timezone.now()
+    if connection.status == Status.DISCONNECTED:
+        return []
+    by_kind = {c.kind: c for c in connection.credentials.all()}
+    renewable = any(k in by_kind for k in (Credential.Kind.REFRESH, Credential.Kind.OFFLINE, Credential.Kind.API_KEY))
+    deadlines: list[Deadline] = []
+    access = by_kind.get(Credential.Kind.ACCESS)
+    if access is not None and access.expires_at is not None and connection.status != Status.NEEDS_RECONNECT:
+        deadlines.append(Deadline(kind="renews" if renewable else "token_expires", at=access.expires_at))
+    refresh = by_kind.get(Credential.Kind.REFRESH)
+    if refresh is not None and refresh.expires_at is not None:
+        # Rotated at every renewal: its end of life matters through reconnect_by.
+        deadlines.append(Deadline(kind="refresh_valid_until", at=refresh.expires_at))
+    if connection.reconnect_by is not None:
+        basis = (refresh.issued_at if refresh is not None else None) or connection.connected_at or connection.created_at
+        deadlines.append(
+            Deadline(
+                kind="reconnect_by",
+                at=connection.reconnect_by,
+                urgent=deadline_is_near(deadline=connection.reconnect_by, basis=basis, now=now),
+            )
+        )
+    if connection.next_check_at is not None:
+        deadlines.append(Deadline(kind="next_check", at=connection.next_check_at))
+    return sorted(deadlines, key=lambda d: d.at)
+
+
+# --- Connection page --------------------------------------------------------------
+
+
+def connection_events(*, connection: Connection) -> QuerySet[ConnectionEvent]:
+    """The connection's timeline, newest first (paginate it)."""
+    return connection.events.select_related("actor").order_by("-created_at", "-id")
+
+
+@dataclass(frozen=True)
+class HealthDay:
+    day: dt.date
+    status: str  # a Status value, or "" for no data (before the connection existed)
+
+
+def connection_health_days(
+    *, connection: Connection, days: int = 30, now: dt.datetime | None = None
+) -> list[HealthDay]:
+    """One entry per day for the last ``days`` days (oldest first): the worst status held that day.
+
+    Derived from events: the status at the start of the window is the
+    ``to_status`` of the last transition before it (or the ``from_status`` of the
+    first one inside it, or the current status when there is no transition at
+    all); each day's worst is taken over the status it started with and every
+    status it moved to. Days before the connection existed have no data. Two
+    queries, whatever the number of events.
+    """
+    now = now or timezone.now()
+    tz = timezone.get_current_timezone()
+    today = timezone.localtime(now, tz).date()
+    first_day = today - dt.timedelta(days=days - 1)
+    window_start = dt.datetime.combine(first_day, dt.time.min, tzinfo=tz)
+
+    transitions = connection.events.exclude(to_status="").order_by("created_at", "id")
+    before = transitions.filter(created_at__lt=window_start).values_list("to_status", flat=True).last()
+    inside = list(
+        transitions.filter(created_at__gte=window_start).values_list("created_at", "from_status", "to_status")
+    )
+
+    if before:
+        current = before
+    elif inside and inside[0][1]:
+        current = inside[0][1]
+    elif inside:
+        current = Status.PENDING
+    else:
+        current = connection.status
+    created_day = timezone.localtime(connection.created_at, tz).date()
+
+    per_day: dict[dt.date, list[str]] = {}
+    for created_at, _from, to_status in inside:
+        per_day.setdefault(timezone.localtime(created_at, tz).date(), []).append(to_status)
+
+    result: list[HealthDay] = []
+    for offset in range(days):
+        day = first_day + dt.timedelta(days=offset)
+        if day < created_day:
+            result.append(HealthDay(day=day, status=""))
+            continue
+        seen = [current, *per_day.get(day, [])]
+        worst = max(seen, key=lambda s: STATUS_SEVERITY.get(s, 0))
+        result.append(HealthDay(day=day, status=worst))
+        current = seen[-1]
+    return result
+
+
+# --- Connect forms ----------------------------------------------------------------
+
+
+def provider_app_options() -> QuerySet[ProviderApp]:
+    """Provider apps an adviser may connect through (enabled ones)."""
+    return ProviderApp.objects.filter(is_enabled=True).order_by("provider", "environment", "name")
+
+
+def provider_form_action_origins() -> list[str]:
+    """Origins of the enabled apps' browser-facing URLs.
+
+    A form that starts a redirect flow posts to the portal, which redirects to
+    the provider; browsers apply the page's CSP ``form-action`` to that redirect,
+    so pages with such forms allow these origins. One query.
+    """
+    origins: set[str] = set()
+    for base_url, connect_url in provider_app_options().values_list("base_url", "connect_url"):
+        for url in (connect_url, base_url):
+            parts = urlsplit(url or "")
+            if parts.scheme in {"http", "https"} and parts.netloc:
+                origins.add(f"{parts.scheme}://{parts.netloc}")
+    return sorted(origins)

@@ -1,0 +1,194 @@
+"""Template helpers of the adviser web UI: statuses, deadlines in words, amounts, the health strip.
+
+Presentation only: no queries beyond what the objects passed in already hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince, timeuntil
+
+from connections import selectors
+from connections.forms import provider_client_class
+from connections.models import ClientLink, Connection, ProviderApp, Status, platform_display, source_display
+
+register = template.Library()
+
+STATUS_LABELS: dict[str, str] = {**dict(Status.choices), "": "No data", "none": "No connections"}
+STATUS_HINTS: dict[str, str] = {
+    Status.ACTIVE: "working",
+    Status.DEGRADED: "retrying",
+    Status.NEEDS_RECONNECT: "action needed",
+    Status.PENDING: "not finished",
+    Status.DISCONNECTED: "removed",
+}
+
+
+@register.filter
+def status_label(status: str) -> str:
+    return STATUS_LABELS.get(status, status)
+
+
+@register.inclusion_tag("connections/_status_badge.html")
+def status_badge(status: str | None, *, small: bool = False) -> dict[str, Any]:
+    key = status or "none"
+    return {"status": key, "label": STATUS_LABELS.get(key, key), "small": small}
+
+
+@register.filter
+def rollup_status(severity: int | None) -> str:
+    """A household's roll-up status from its annotated worst severity ("none" without connections)."""
+    if severity is None:
+        return "none"
+    return selectors.SEVERITY_STATUS.get(severity, "none")
+
+
+@register.filter
+def provider_flow(app: ProviderApp) -> str:
+    """ "redirect", "form", or "" when the provider is not available."""
+    cls = provider_client_class(app)
+    return cls.flow if cls is not None else ""
+
+
+def _now(now: dt.datetime | None) -> dt.datetime:
+    return now or timezone.now()
+
+
+@register.simple_tag
+def relative(when: dt.datetime | None, now: dt.datetime | None = None) -> str:
+    """ "in 12 minutes", "3 hours ago", "just now"."""
+    if when is None:
+        return "never"
+    now = _now(now)
+    delta = (when - now).total_seconds()
+    if abs(delta) < 60:
+        return "just now" if delta <= 0 else "in less than a minute"
+    if delta > 0:
+        return f"in {timeuntil(when, now, depth=1)}"
+    return f"{timesince(when, now, depth=1)} ago"
+
+
+@register.simple_tag
+def clock(when: dt.datetime | None, now: dt.datetime | None = None) -> str:
+    """A wall-clock time: "14:30" today, "tomorrow 14:30", "yesterday 09:10", else "14 Mar 2025, 14:30"."""
+    if when is None:
+        return "—"
+    now_local = timezone.localtime(_now(now))
+    local = timezone.localtime(when)
+    days = (local.date() - now_local.date()).days
+    hhmm = local.strftime("%H:%M")
+    if days == 0:
+        return hhmm
+    if days == 1:
+        return f"tomorrow {hhmm}"
+    if days == -1:
+        return f"yesterday {hhmm}"
+    return f"{local.day} {local:%b %Y}, {hhmm}"
+
+
+@register.simple_tag
+def connection_deadlines(connection: Connection, now: dt.datetime | None = None) -> list[selectors.Deadline]:
+    return selectors.connection_deadlines(connection=connection, now=now)
+
+
+@register.simple_tag
+def deadline_words(deadline: selectors.Deadline, now: dt.datetime | None = None) -> str:
+    """One deadline in plain words ("Access renews in 12 minutes", "Reconnect by 14:30")."""
+    now = _now(now)
+    at, past = deadline.at, deadline.at <= now
+    if deadline.kind == "renews":
+        if past:
+            return f"Access token lapsed {relative(at, now)}; renewed at the next check"
+        return f"Access renews {relative(at, now)}"
+    if deadline.kind == "token_expires":
+        return f"Access token expired {relative(at, now)}" if past else f"Access token expires {relative(at, now)}"
+    if deadline.kind == "refresh_valid_until":
+        if past:
+            return f"Refresh token expired at {clock(at, now)}"
+        return f"Refresh token valid until {clock(at, now)}"
+    if deadline.kind == "reconnect_by":
+        if past:
+            return f"Reconnect deadline passed at {clock(at, now)}"
+        return f"Reconnect by {clock(at, now)} ({relative(at, now)})"
+    if deadline.kind == "next_check":
+        return "Next check due now" if past else f"Next check {relative(at, now)}"
+    return f"{deadline.kind} {clock(at, now)}"
+
+
+@register.filter
+def amount(value: Decimal | str | None) -> str:
+    """A balance without trailing zeros, at least two decimals, thousands separated: 1,234.5 → "1,234.50"."""
+    if value is None or value == "":
+        return "—"
+    try:
+        number = Decimal(value).normalize()
+    except (InvalidOperation, ValueError):
+        return str(value)
+    exponent = number.as_tuple().exponent
+    places = max(2, -exponent if isinstance(exponent, int) and exponent < 0 else 0)
+    return f"{number:,.{places}f}"
+
+
+@register.simple_tag
+def link_status(link: ClientLink, now: dt.datetime | None = None) -> str:
+    return selectors.client_link_effective_status(link=link, now=now)
+
+
+# Geometry of the 30-day strip (SVG user units).
+CELL_WIDTH = 16
+CELL_GAP = 3
+CELL_HEIGHT = 28
+
+
+@register.inclusion_tag("connections/_health_strip.html")
+def health_strip(days: list[selectors.HealthDay], title_id: str = "health-strip") -> dict[str, Any]:
+    """The health strip as inline SVG: one cell per day, coloured by that day's worst status."""
+    cells = [
+        {
+            "x": i * (CELL_WIDTH + CELL_GAP),
+            "status": day.status or "nodata",
+            "label": f"{day.day.day} {day.day:%b}: {STATUS_LABELS.get(day.status, day.status)}",
+        }
+        for i, day in enumerate(days)
+    ]
+    counts: dict[str, int] = {}
+    for day in days:
+        counts[day.status] = counts.get(day.status, 0) + 1
+    summary = ", ".join(
+        f"{n} day{'s' if n != 1 else ''} {STATUS_LABELS.get(status, status).lower()}"
+        for status, n in sorted(counts.items(), key=lambda kv: -selectors.STATUS_SEVERITY.get(kv[0], -1))
+    )
+    width = len(days) * (CELL_WIDTH + CELL_GAP) - CELL_GAP if days else 0
+    first = days[0].day if days else None
+    last = days[-1].day if days else None
+    return {
+        "cells": cells,
+        "width": width,
+        "height": CELL_HEIGHT,
+        "cell_width": CELL_WIDTH,
+        "title_id": title_id,
+        "summary": summary,
+        "first": first,
+        "last": last,
+        "day_count": len(days),
+        "legend": [
+            (s, STATUS_LABELS[s])
+            for s in (Status.ACTIVE, Status.DEGRADED, Status.NEEDS_RECONNECT, Status.PENDING, Status.DISCONNECTED)
+        ],
+    }
+
+
+@register.filter
+def platform_name(platform: str) -> str:
+    return platform_display(platform)
+
+
+@register.simple_tag
+def source_words(platform: str, provider_app: ProviderApp) -> str:
+    """ "Coinbase via Turnqey", or just "Coinify" where platform and provider are one."""
+    return source_display(provider=provider_app.get_provider_display(), platform=platform_display(platform))
