@@ -17,7 +17,7 @@ import requests
 from django.core.management import CommandError, call_command
 
 from sandbox.management.commands.run_sandbox import gunicorn_argv
-from sandbox.models import App
+from sandbox.models import App, BloquoKey
 
 MANAGE = Path(__file__).resolve().parents[2] / "manage.py"
 
@@ -91,6 +91,56 @@ def test_create_subject_explains_bad_input(fields: str, message: str) -> None:
         run("sandbox_create_subject", fields)
 
 
+@pytest.mark.django_db
+def test_subject_action_revokes_a_bloquo_key_pair_then_restores_it() -> None:
+    key = json.loads(run("sandbox_create_subject", '{"provider": "bloquo"}'))
+    action = {"provider": "bloquo", "customer_id": key["customer_id"]}
+
+    revoked = json.loads(run("sandbox_subject_action", json.dumps({**action, "action": "revoke"})))
+    assert BloquoKey.objects.get(customer_id=key["customer_id"]).revoked_at is not None
+    restored = json.loads(run("sandbox_subject_action", json.dumps({**action, "action": "restore"})))
+
+    assert revoked == {"provider": "bloquo", "action": "revoke", "affected": 1}
+    assert restored["affected"] == 1
+    assert BloquoKey.objects.get(customer_id=key["customer_id"]).revoked_at is None
+
+
+@pytest.mark.django_db
+def test_subject_action_reads_standard_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    user = json.loads(
+        run(
+            "sandbox_create_subject",
+            '{"provider": "coinify", "partner_id": "p", "email": "a@example.test", "password": "pw"}',
+        )
+    )
+
+    reply = json.loads(
+        run(
+            "sandbox_subject_action",
+            "-",
+            stdin=json.dumps({"provider": "coinify", "action": "deactivate", "user_id": user["user_id"]}),
+            monkeypatch=monkeypatch,
+        )
+    )
+
+    assert reply["affected"] == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ("{nope", "Not valid JSON"),
+        ("[1]", "JSON object"),
+        ('{"provider": "bloquo", "action": "explode", "customer_id": "c"}', "action for bloquo"),
+        ('{"provider": "bloquo", "action": "revoke", "customer_id": "cus_missing"}', "No such Bloquo customer"),
+    ],
+)
+def test_subject_action_explains_bad_input_and_unknown_subjects(fields: str, message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        run("sandbox_subject_action", fields)
+
+
 def test_run_sandbox_serves_the_sandbox_settings_with_threaded_workers() -> None:
     argv = gunicorn_argv(host="0.0.0.0", port=8300, workers=3, threads=8, timeout=90)  # noqa: S104
 
@@ -126,9 +176,10 @@ def test_run_sandbox_serves_only_the_sandbox_from_its_own_process(tmp_path: Path
         index: Any = None
         for _ in range(200):
             try:
-                index = requests.get(base + "/sandbox/_control/", timeout=2)
+                index = requests.get(base + "/sandbox/_control/", timeout=10)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Still booting (gunicorn imports Django first): ask again.
                 time.sleep(0.1)
         assert index is not None
         assert index.status_code == 200
