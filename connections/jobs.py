@@ -70,6 +70,9 @@ DEFAULT_DIGEST_FIRST_LOOKBACK_SECONDS = 24 * 3600
 # the moment the digest moved past.
 DIGEST_SETTLE_SECONDS = 30
 JOB_RUN_RETENTION = timedelta(days=7)
+# The refresh_app_tokens job may start this much late (a busy beat or queue);
+# an app token must outlast the next run by at least this.
+APP_TOKEN_SLACK_SECONDS = 60
 HOUSEKEEPING_BATCH = 1000
 
 
@@ -338,11 +341,19 @@ def housekeeping_run(*, now: datetime | None = None) -> dict[str, int]:
 def app_tokens_refresh(*, now: datetime | None = None) -> dict[str, str]:
     """Keep each enabled ProviderApp's app token fresh (``client.app_token()``), per app: ok/none/failed.
 
+    "Fresh" means valid until after the next run: a token that would lapse
+    before then (within this job's slot plus :data:`APP_TOKEN_SLACK_SECONDS`)
+    is replaced now, through the client's ``fetch_app_token`` where it has
+    one. The client's own margin (max(1 minute, 10 % of the lifetime)) is
+    shorter than the five minutes between runs for any token living less than
+    about fifty minutes, as shortened sandbox lifetimes do.
+
     A rejection of the app's own credentials flags the app and alerts admins
     (see :func:`lifecycle.app_credentials_rejected`); an accepted token clears
     the flag. A transient failure is recorded on the app and tried next run.
     """
     now = now or timezone.now()
+    horizon = now + timedelta(seconds=job_slot_seconds("refresh_app_tokens") + APP_TOKEN_SLACK_SECONDS)
     outcome: dict[str, str] = {}
     for app in ProviderApp.objects.filter(is_enabled=True):
         label = f"{app.provider}/{app.environment}/{app.name}"
@@ -354,6 +365,13 @@ def app_tokens_refresh(*, now: datetime | None = None) -> dict[str, str]:
         try:
             rate_limit_acquire(app=app, max_wait=5.0)
             token = client.app_token()
+            fetch = getattr(client, "fetch_app_token", None)
+            lapses_first = token is not None and token.expires_at is not None and token.expires_at <= horizon
+            # Not twice in a run: a token fetched just now is the freshest there is.
+            if lapses_first and token.issued_at < now and callable(fetch):
+                # On failure the current token stays cached, usable until it lapses.
+                rate_limit_acquire(app=app, max_wait=5.0)
+                token = fetch()
         except ProviderError as exc:
             text = redact(exc.message or str(exc))[:500]
             if exc.kind == ErrorKind.APP_CREDENTIALS_INVALID:
