@@ -325,6 +325,26 @@ def dapi_connection_create(*, app_key: str, username: str, snapshot: state.Snaps
     }
 
 
+def dapi_code_exchange(*, connection_id: str, access_code: str) -> str:
+    """Spend a Connect access code for its connection's permanent access token.
+
+    What ``ExchangeToken`` does once the app secret has been checked, for
+    callers inside the sandbox (``"exchange": true`` on a Dapi subject). The
+    code is single use (conditional UPDATE), exactly as over HTTP.
+    """
+    connection = DapiConnection.objects.filter(connection_id=connection_id).first()
+    row = tokens.find(Token.Kind.DAPI_CODE, access_code)
+    if connection is None or row is None or row.subject != str(connection.pk) or connection.delinked_at is not None:
+        raise SandboxError("The access code is invalid.")
+    at = clock.now()
+    with transaction.atomic():
+        if not tokens.consume(row.id, at):
+            raise SandboxError("The access code has expired or has already been used.")
+        access_token = tokens.jwt_like({"sub": connection.user_id, "tokenID": connection.token_id})
+        tokens.issue(Token.Kind.DAPI_ACCESS, str(connection.pk), value=access_token, lifetime=None, at=at)
+    return access_token
+
+
 # --- Subjects (control API and sandbox_create_subject) ------------------------
 
 
@@ -337,7 +357,9 @@ def subject_create(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
       ``name``, ``email`` → ``customer_id``, ``client_id``, ``client_secret``;
     * turnqey: ``client``, ``identity``, ``platform``, optional ``username``,
       ``collection`` → an active authorization, as if consent was given;
-    * dapi: ``app_key``, ``username`` → the Connect result fields.
+    * dapi: ``app_key``, ``username``, optional ``exchange`` (true: also spend
+      the access code, as ``ExchangeToken`` would, and add ``access_token``,
+      the permanent token) → the Connect result fields.
     """
     provider = _provider(data.get("provider"), tuple(Provider.values))
     if provider == Provider.COINIFY:
@@ -390,19 +412,30 @@ def subject_create(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
             collection=_text(data, "collection"),
         )
         return _turnqey_dict(authorization), True
-    result = dapi_connection_create(
-        app_key=_text(data, "app_key", required=True),
-        username=_text(data, "username", required=True),
-        snapshot=state.snapshot(),
-    )
-    return {
-        "provider": provider,
-        "access_code": result["accessCode"],
-        "connection_id": result["connectionID"],
-        "user_secret": result["userSecret"],
-        "user_id": result["userID"],
-        "token_id": result["tokenID"],
-    }, True
+    exchange = data.get("exchange", False)
+    if not isinstance(exchange, bool):
+        raise SandboxError("exchange must be true or false.")
+    with transaction.atomic():
+        result = dapi_connection_create(
+            app_key=_text(data, "app_key", required=True),
+            username=_text(data, "username", required=True),
+            snapshot=state.snapshot(),
+        )
+        reply = {
+            "provider": provider,
+            "access_code": result["accessCode"],
+            "connection_id": result["connectionID"],
+            "user_secret": result["userSecret"],
+            "user_id": result["userID"],
+            "token_id": result["tokenID"],
+        }
+        if exchange:
+            # A caller that cannot reach the sandbox over HTTP (seed_demo, at
+            # set-up time) still gets a token the simulator will accept.
+            reply["access_token"] = dapi_code_exchange(
+                connection_id=result["connectionID"], access_code=result["accessCode"]
+            )
+    return reply, True
 
 
 def subject_list(*, provider: str) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
+import requests
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -14,9 +15,13 @@ from django.core.management.base import CommandError
 from django.db.models import Count
 from django.utils import timezone
 
+from connections import lifecycle
 from connections import models as m
 from connections.management.commands import seed_demo
-from connections.management.commands.seed_demo import DEMO_LOGINS, DEMO_PASSWORD
+from connections.management.commands.seed_demo import CONNECTIONS, DEMO_LOGINS, DEMO_PASSWORD, placeholder_account_id
+from connections.providers.base import shared_session
+from connections.providers.bloquo import decode_api_key
+from sandbox.models import BloquoKey, CoinifyUser, DapiConnection, Token, TurnqeyAuthorization
 
 pytestmark = pytest.mark.django_db
 
@@ -191,7 +196,8 @@ def test_a_sandbox_without_its_registration_command_gets_a_clear_message(monkeyp
 
     call_command("seed_demo", stdout=StringIO(), stderr=err)
 
-    assert "no sandbox_register_app command" in err.getvalue()
+    assert "lacks the commands sandbox_register_app, sandbox_create_subject" in err.getvalue()
+    assert "the demo apps were not registered" in err.getvalue()
     assert m.ProviderApp.objects.count() == 4
 
 
@@ -227,3 +233,170 @@ def test_demo_logins_prints_no_password_in_production(settings: Any) -> None:
     call_command("demo_logins", stdout=out)
 
     assert DEMO_PASSWORD not in out.getvalue()
+
+
+# --- real sandbox subjects --------------------------------------------------------------
+
+S = m.Status
+WORKING = (S.ACTIVE, S.DEGRADED)
+
+
+def sandbox_subjects() -> dict[str, int]:
+    return {
+        "turnqey": TurnqeyAuthorization.objects.count(),
+        "coinify": CoinifyUser.objects.count(),
+        "bloquo": BloquoKey.objects.count(),
+        "dapi": DapiConnection.objects.count(),
+        "tokens": Token.objects.count(),
+    }
+
+
+def without_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(seed_demo.apps, "is_installed", lambda name: name != "sandbox")
+
+
+def check_all(ids: list[int]) -> dict[int, lifecycle.CheckResult]:
+    try:
+        return {pk: lifecycle.connection_check(connection_id=pk, actor_label="test", force=True) for pk in sorted(ids)}
+    finally:
+        # No kept-alive socket of this test may outlive its live server.
+        shared_session().close()
+
+
+def test_connections_with_a_source_account_get_the_ids_and_secrets_of_real_sandbox_subjects() -> None:
+    seed()
+
+    backed = m.Connection.objects.filter(status__in=[*WORKING, S.NEEDS_RECONNECT])
+    for connection in backed.filter(provider="coinify"):
+        assert CoinifyUser.objects.filter(
+            pk=int(connection.external_account_id), email=connection.client.email
+        ).exists()
+    for connection in backed.filter(provider="bloquo"):
+        pair = decode_api_key(connection.credentials.get(kind="api_key").value)
+        assert pair is not None
+        assert BloquoKey.objects.get(customer_id=connection.external_account_id).client_id == pair[0]
+    for connection in backed.filter(provider="dapi"):
+        link = DapiConnection.objects.get(connection_id=connection.grouping["connectionID"])
+        assert link.user_id == connection.external_account_id
+    for connection in backed.filter(provider="turnqey"):
+        authorization = TurnqeyAuthorization.objects.get(
+            identity=str(connection.client.identity), platform=connection.platform
+        )
+        assert authorization.source_account_id == connection.external_account_id
+        assert connection.grouping == {
+            "collection": str(connection.household.turnqey_collection),
+            "identity": str(connection.client.identity),
+        }
+        expected = "active" if connection.status in WORKING else connection.reason
+        assert authorization.status == expected
+    # Working Coinify connections hold only the offline token: their first check renews with it.
+    kinds = set(
+        m.Credential.objects.filter(connection__provider="coinify", connection__status__in=WORKING).values_list(
+            "kind", flat=True
+        )
+    )
+    assert kinds == {"offline"}
+
+
+def test_a_second_run_creates_no_sandbox_subjects_and_keeps_every_credential() -> None:
+    seed()
+    subjects = sandbox_subjects()
+    credentials = sorted(m.Credential.objects.values_list("connection_id", "kind", "value"))
+
+    seed()
+
+    assert sandbox_subjects() == subjects
+    assert sorted(m.Credential.objects.values_list("connection_id", "kind", "value")) == credentials
+
+
+def test_without_the_sandbox_connections_keep_placeholders_and_a_note_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    without_sandbox(monkeypatch)
+
+    output = seed()
+
+    assert "sandbox is not installed" in output
+    assert sandbox_subjects() == dict.fromkeys(("turnqey", "coinify", "bloquo", "dapi", "tokens"), 0)
+    for index, spec in enumerate(CONNECTIONS):
+        connection = m.Connection.objects.get(
+            client__name=next(h.clients[spec.client] for h in seed_demo.HOUSEHOLDS if h.reference == spec.household),
+            provider=spec.provider,
+            platform=spec.platform,
+        )
+        assert connection.external_account_id == placeholder_account_id(spec, index)
+
+
+def test_refresh_sandbox_without_the_sandbox_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    without_sandbox(monkeypatch)
+
+    with pytest.raises(CommandError, match="--refresh-sandbox needs the sandbox"):
+        seed(refresh_sandbox=True)
+
+
+def test_placeholders_from_a_sandbox_less_seed_are_replaced_by_real_subjects(monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        without_sandbox(patch)
+        seed()
+    placeholders = dict(m.Connection.objects.values_list("pk", "external_account_id"))
+
+    output = seed()
+
+    assert "25 sandbox subjects" in output
+    for connection in m.Connection.objects.filter(status__in=[*WORKING, S.NEEDS_RECONNECT]):
+        assert connection.external_account_id != placeholders[connection.pk]
+    assert m.Connection.objects.filter(status=S.PENDING, external_account_id="").count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_seeded_connections_hold_up_when_checked_against_the_live_sandbox(live_server: Any, settings: Any) -> None:
+    settings.PORTAL_BASE_URL = live_server.url
+    settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox"
+    seed()
+    seeded = {c.pk: c for c in m.Connection.objects.all()}
+    working = [pk for pk, c in seeded.items() if c.status in WORKING]
+    flagged = [pk for pk, c in seeded.items() if c.status == S.NEEDS_RECONNECT]
+    assert {seeded[pk].provider for pk in working} == set(m.Provider.values)
+    assert any(seeded[pk].status == S.DEGRADED for pk in working)
+
+    # Twice: the second round runs on what the first renewed.
+    for _ in range(2):
+        results = check_all(working)
+        assert {pk: r.status for pk, r in results.items()} == dict.fromkeys(working, S.ACTIVE)
+    assert m.Account.objects.filter(connection_id__in=working, connection__status=S.ACTIVE).exists()
+
+    # A forced check of a flagged connection finds the problem its reason names
+    # (a refused Coinify password cannot show on a check: it is an expired sign-in then).
+    results = check_all(flagged)
+    for pk, result in results.items():
+        assert result.status == S.NEEDS_RECONNECT, (seeded[pk], result)
+        reason = m.Connection.objects.get(pk=pk).reason
+        if (seeded[pk].provider, seeded[pk].reason) == ("coinify", m.Reason.CREDENTIALS_INVALID):
+            assert reason == m.Reason.EXPIRED
+        else:
+            assert reason == seeded[pk].reason, seeded[pk]
+    untouched = m.Connection.objects.filter(status__in=[S.PENDING, S.DISCONNECTED])
+    assert {c.pk: c.status for c in untouched} == {
+        pk: c.status for pk, c in seeded.items() if c.status in (S.PENDING, S.DISCONNECTED)
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refresh_sandbox_brings_the_demo_back_after_a_sandbox_reset(live_server: Any, settings: Any) -> None:
+    settings.PORTAL_BASE_URL = live_server.url
+    settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox"
+    seed()
+    working = list(m.Connection.objects.filter(status__in=WORKING).values_list("pk", flat=True))
+    requests.post(f"{live_server.url}/sandbox/_control/reset", json={}, timeout=10).raise_for_status()
+    check_all(working)
+    # The reset broke the demo: connections flagged, and Turnqey's app (forgotten too) rejected.
+    flagged = m.Connection.objects.filter(pk__in=working, status=S.NEEDS_RECONNECT)
+    assert set(flagged.values_list("provider", flat=True)) == {"coinify", "bloquo", "dapi"}
+    assert m.ProviderApp.objects.get(provider="turnqey").credentials_rejected_at is not None
+
+    output = seed(refresh_sandbox=True)
+
+    assert "sandbox subjects" in output
+    results = check_all(working)
+    assert {pk: r.status for pk, r in results.items()} == dict.fromkeys(working, S.ACTIVE)
+    assert m.ConnectionEvent.objects.filter(
+        connection_id__in=working, kind=m.ConnectionEvent.Kind.RECOVERED, actor_label="command:seed_demo"
+    ).exists()

@@ -37,9 +37,11 @@ subject or rule) or 405. Field names are snake_case throughout.
       "collection"?}`` → an active authorization as if consent was given:
       ``{"provider", "client", "collection", "identity", "platform",
       "username", "source_account_id", "status"}``.
-    * ``{"provider": "dapi", "app_key", "username"}`` → a Connect login:
-      ``{"provider", "access_code", "connection_id", "user_secret",
-      "user_id", "token_id"}``.
+    * ``{"provider": "dapi", "app_key", "username", "exchange"?}`` → a Connect
+      login: ``{"provider", "access_code", "connection_id", "user_secret",
+      "user_id", "token_id"}``; with ``"exchange": true`` the access code is
+      also spent, as ``ExchangeToken`` would, and the reply adds
+      ``access_token`` (the permanent token).
 
 ``POST /sandbox/_control/actions``  → ``{"provider", "action", "affected": n}`` or 404
     * turnqey: ``{"action": "revoke"|"expire"|"restore", "source_account_id"}``

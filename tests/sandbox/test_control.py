@@ -158,6 +158,51 @@ def test_a_dapi_subject_is_a_connect_login_whose_code_can_be_exchanged(
     assert post_json(client, "/sandbox/dapi/v2/auth/ExchangeToken", body).json()["success"] is True
 
 
+def test_a_dapi_subject_can_come_exchanged_with_a_working_permanent_token(
+    client: Client, control: ControlClient, dapi_app: dict
+) -> None:
+    seeded = control.post(
+        "subjects",
+        {"provider": "dapi", "app_key": dapi_app["client_id"], "username": "u", "exchange": True},
+        expect=201,
+    )
+
+    accounts = post_json(
+        client,
+        "/sandbox/dapi/v2/data/accounts/get",
+        {"appSecret": dapi_app["client_secret"], "userSecret": seeded["user_secret"]},
+        headers={"Authorization": f"Bearer {seeded['access_token']}"},
+    )
+    assert accounts.status_code == 200, accounts.content
+    assert accounts.json()["accounts"]
+    # The code was spent by the exchange: single use, as over HTTP.
+    again = post_json(
+        client,
+        "/sandbox/dapi/v2/auth/ExchangeToken",
+        {
+            "appSecret": dapi_app["client_secret"],
+            "accessCode": seeded["access_code"],
+            "connectionID": seeded["connection_id"],
+        },
+    )
+    assert again.json()["type"] == "INVALID_ACCESS_CODE"
+
+
+def test_a_dapi_subject_without_exchange_has_no_token_yet(control: ControlClient, dapi_app: dict) -> None:
+    seeded = control.post(
+        "subjects", {"provider": "dapi", "app_key": dapi_app["client_id"], "username": "u"}, expect=201
+    )
+
+    assert "access_token" not in seeded
+
+
+def test_exchange_must_be_a_boolean(control: ControlClient, dapi_app: dict) -> None:
+    body = {"provider": "dapi", "app_key": dapi_app["client_id"], "username": "u", "exchange": "yes"}
+
+    assert control.post("subjects", body, expect=400) == {"error": "exchange must be true or false."}
+    assert control.get("subjects", {"provider": "dapi"})["subjects"] == []
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -3,14 +3,48 @@
 Creates the firm "Demo Advisory", development-only logins (see
 :data:`DEMO_LOGINS`, all with :data:`DEMO_PASSWORD`), eight households with
 clients, one sandbox ProviderApp per provider, and connections on all four
-providers in every status, with accounts, encrypted dummy credentials where the
-status implies them, deadlines and 30 days of history.
+providers in every status, with accounts, deadlines and 30 days of history.
+
+Real sandbox subjects. With the sandbox installed (``SANDBOX_ENABLED``, the
+default in development) every active, degraded or needs-reconnect demo
+connection is backed by a subject created in the sandbox through its
+management commands (``sandbox_create_subject``, ``sandbox_subject_action``;
+the web server need not run), and stores what the sandbox issued in the
+formats the provider clients read:
+
+* Coinify: a user (the client's email, password :data:`DEMO_PASSWORD`); the
+  ``offline`` token only, so the first check renews with it;
+  ``external_account_id`` the user id.
+* Bloquo: a staging key pair stored as the ``api_key`` credential
+  (``bloquo.encode_api_key``); ``external_account_id`` the customer id.
+* Turnqey: an approved authorization (client identity, platform, the
+  household's collection, the consent page's default username); grouping
+  ``{"collection", "identity"}`` and ``external_account_id`` the source account id.
+* Dapi: a Connect login (username: the client's email) whose access code the
+  sandbox exchanges at once; ``permanent`` + ``user_secret`` credentials,
+  grouping ``{"connectionID"}``, ``external_account_id`` the user id.
+
+So active connections stay active under the real worker and degraded ones
+recover at their next check. Needs-reconnect ones get a subject broken the
+way their reason says (revoked, expired, a wrong secret), so a forced check
+finds the same problem and a reconnect through the sandbox (same Turnqey
+identity, Coinify email and demo password, Dapi username) proves the same
+source account. Without the sandbox, connections hold placeholder secrets and
+ids (a note says so), and the first checks flag the working ones.
 
 Idempotent: every row has a natural key (username, household reference, client
 name within a household, connection's client + app + platform), and only what
 is missing is created, so a second run changes nothing. A connection's
 accounts, credentials and history are created with it and never touched again,
-so whatever the running system later did to a demo connection is kept.
+so whatever the running system later did to a demo connection is kept. A
+sandbox subject is created only for a demo connection that has none yet (an
+empty or placeholder ``external_account_id``), so a second run creates none.
+
+The sandbox's ``reset`` forgets every subject. After one, run ``seed_demo
+--refresh-sandbox`` (before or instead of ``make run``'s plain ``seed_demo``):
+it creates the subjects again and re-stores every demo connection's
+credentials and ids; connections that were seeded working and have been
+flagged since are reconnected through ``lifecycle.grant_apply``.
 
 Refuses to run with ``DEBUG`` off: the logins share a published password.
 """
@@ -18,6 +52,7 @@ Refuses to run with ``DEBUG`` off: the logins share a published password.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import secrets
 import unicodedata
@@ -34,11 +69,14 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.core.management import call_command, get_commands
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
+from connections import lifecycle
 from connections import models as m
+from connections.providers.base import Grant, IssuedCredential
+from connections.providers.bloquo import encode_api_key
 
 # Development only: printed by `demo_logins` and listed in the README. The
 # command refuses to run with DEBUG off, so this never reaches production.
@@ -70,6 +108,11 @@ APP_HAS_CLIENT_ID = {"turnqey", "coinify", "dapi"}
 APP_HAS_CLIENT_SECRET = {"turnqey", "dapi"}
 # Providers whose partner app the sandbox registers (sandbox_register_app).
 SANDBOX_REGISTRABLE = APP_HAS_CLIENT_ID
+# The sandbox's management commands this command drives (never its modules:
+# the portal imports nothing from the sandbox).
+SANDBOX_COMMANDS = ("sandbox_register_app", "sandbox_create_subject", "sandbox_subject_action")
+# The demo Bloquo app is a staging app, mounted at /sandbox/bloquo.
+BLOQUO_SANDBOX_MOUNT = "bloquo"
 
 # Stable ids (client identities, Turnqey collections) across fresh databases,
 # so the sandbox and the portal agree on them run after run.
@@ -102,6 +145,14 @@ HOUSEHOLDS: tuple[HouseholdSpec, ...] = (
 
 S = m.Status
 R = m.Reason
+
+# Connections in these statuses have a source account at the provider, so with
+# the sandbox installed each is backed by a real sandbox subject (a broken one
+# for needs_reconnect). Pending ones have none yet; disconnected ones lost
+# their secrets on purpose.
+SUBJECT_STATUSES = (S.ACTIVE, S.DEGRADED, S.NEEDS_RECONNECT)
+# Working connections: their credentials must keep working under the worker.
+LIVE_STATUSES = (S.ACTIVE, S.DEGRADED)
 
 
 @dataclass(frozen=True)
@@ -227,6 +278,16 @@ class Created:
 class Command(BaseCommand):
     help = "Load the demo firm, logins, households and connections (development only; idempotent)."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--refresh-sandbox",
+            action="store_true",
+            help=(
+                "Create the demo connections' sandbox subjects again and re-store their credentials "
+                "(after the sandbox was reset)."
+            ),
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG:
             raise CommandError(
@@ -234,15 +295,34 @@ class Command(BaseCommand):
                 "with DEBUG off (production)."
             )
         self.verbosity = int(options.get("verbosity", 1))
+        refresh: bool = options.get("refresh_sandbox", False)
+        with_subjects = self._sandbox_ready()
+        if refresh and not with_subjects:
+            raise CommandError(
+                "--refresh-sandbox needs the sandbox app and its commands (SANDBOX_ENABLED on, in development)."
+            )
         created = Created()
+        # One transaction, the sandbox's tables included (they live in the same
+        # database): a failure anywhere leaves neither half-seeded rows nor
+        # orphaned sandbox subjects, and the next run starts over cleanly.
         with transaction.atomic():
             firm = self._firm(created)
             users = self._users(firm, created)
             provider_apps = self._provider_apps(created)
             households = self._households(firm, users, created)
             clients = self._clients(households, created)
-            self._connections(households, clients, provider_apps, users, created)
-        self._register_with_sandbox(provider_apps)
+            self._connections(households, clients, provider_apps, users, created, with_subjects=with_subjects)
+            self._register_with_sandbox(provider_apps)
+            if refresh:
+                # A reset also forgot the apps, so checks since then flagged
+                # them as rejected; they were just registered again with these
+                # very credentials, so the sandbox accepts them once more.
+                for app in provider_apps.values():
+                    if app.credentials_rejected_at is not None:
+                        lifecycle.app_credentials_accepted(app=app)
+                        created.add("provider app flags cleared")
+            if with_subjects:
+                self._sandbox_subjects(households, clients, provider_apps, refresh=refresh, created=created)
 
         if created:
             self.stdout.write(self.style.SUCCESS(f"Demo data loaded: created {created.summary()}."))
@@ -370,6 +450,8 @@ class Command(BaseCommand):
         provider_apps: dict[str, m.ProviderApp],
         users: dict[str, Any],
         created: Created,
+        *,
+        with_subjects: bool,
     ) -> None:
         existing = set(
             m.Connection.objects.filter(household__in=list(households.values())).values_list(
@@ -395,6 +477,7 @@ class Command(BaseCommand):
                     app=app,
                     adviser=adviser,
                     now=now,
+                    with_subjects=with_subjects,
                 )
             )
         if not builders:
@@ -429,21 +512,35 @@ class Command(BaseCommand):
 
     # --- sandbox ------------------------------------------------------------
 
+    def _sandbox_ready(self) -> bool:
+        """Whether demo connections can get real sandbox subjects; says why not when it matters."""
+        if not apps.is_installed("sandbox"):
+            if self.verbosity >= 1:
+                self.stdout.write(
+                    "Note: the sandbox is not installed (SANDBOX_ENABLED is off), so demo connections hold "
+                    "placeholder credentials and ids; checks will flag the working ones for reconnection."
+                )
+            return False
+        missing = [name for name in SANDBOX_COMMANDS if name not in get_commands()]
+        if missing:
+            self.stderr.write(
+                self.style.WARNING(
+                    f"The sandbox is installed but lacks the commands {', '.join(missing)}; demo connections "
+                    "hold placeholder credentials and ids"
+                    + ("" if "sandbox_register_app" not in missing else ", and the demo apps were not registered")
+                    + "."
+                )
+            )
+            return False
+        return True
+
     def _register_with_sandbox(self, provider_apps: dict[str, m.ProviderApp]) -> None:
         """Tell the in-process sandbox about each demo app (id, secret, redirect URI).
 
         Runs every time: the sandbox may have been reset since the last run, and
-        its registration command is expected to be idempotent.
+        its registration command is idempotent.
         """
-        if not apps.is_installed("sandbox"):
-            return
-        if "sandbox_register_app" not in get_commands():
-            self.stderr.write(
-                self.style.WARNING(
-                    "The sandbox is installed but has no sandbox_register_app command yet; "
-                    "the demo provider apps were not registered with it."
-                )
-            )
+        if not apps.is_installed("sandbox") or "sandbox_register_app" not in get_commands():
             return
         registrable = {p: app for p, app in provider_apps.items() if p in SANDBOX_REGISTRABLE}
         for provider, app in registrable.items():
@@ -458,6 +555,221 @@ class Command(BaseCommand):
         if self.verbosity >= 1:
             self.stdout.write(f"Registered {len(registrable)} demo provider apps with the sandbox.")
 
+    def _sandbox_subjects(
+        self,
+        households: dict[str, m.Household],
+        clients: dict[tuple[str, int], m.Client],
+        provider_apps: dict[str, m.ProviderApp],
+        *,
+        refresh: bool,
+        created: Created,
+    ) -> None:
+        """Back each demo connection that has a source account with a real sandbox subject.
+
+        A connection gets one when its ``external_account_id`` is empty (just
+        seeded) or still the placeholder an earlier, sandbox-less seed gave it;
+        with ``refresh`` every one does. A connection seeded working that has
+        been flagged since (a sandbox reset, or placeholders a worker checked)
+        is reconnected through :func:`lifecycle.grant_apply`, the same path as
+        a client's connect.
+        """
+        specs: dict[tuple[int, int, str], tuple[int, ConnectionSpec]] = {}
+        for index, spec in enumerate(CONNECTIONS):
+            client = clients[(spec.household, spec.client)]
+            specs[(client.pk, provider_apps[spec.provider].pk, spec.platform)] = (index, spec)
+        rows = (
+            m.Connection.objects.filter(household__in=list(households.values()), status__in=SUBJECT_STATUSES)
+            .select_related("client", "household", "provider_app")
+            .order_by("pk")
+        )
+        for row in rows:
+            found = specs.get((row.client_id, row.provider_app_id, row.platform))
+            if found is None:
+                continue  # added through the UI: not the seed's to touch
+            index, spec = found
+            if not refresh and row.external_account_id not in ("", placeholder_account_id(spec, index)):
+                continue
+            live = row.status in LIVE_STATUSES or spec.status in LIVE_STATUSES
+            subject = self._subject_create(row, live=live)
+            if live and row.status == S.NEEDS_RECONNECT:
+                m.Credential.objects.filter(connection=row).delete()
+                lifecycle.grant_apply(
+                    connection=row,
+                    grant=Grant(
+                        credentials=subject.credentials,
+                        external_account_id=subject.external_account_id,
+                        grouping=subject.grouping,
+                    ),
+                    purpose=m.AuthorizationRequest.Purpose.CONNECT,
+                    actor_label="command:seed_demo",
+                )
+                created.add("connections reconnected to the sandbox")
+            else:
+                lifecycle.credentials_store(connection=row, issued=subject.credentials, replace=True)
+                row.external_account_id = subject.external_account_id
+                row.grouping = subject.grouping
+                row.save(update_fields=["external_account_id", "grouping", "updated_at"])
+            created.add("sandbox subjects")
+
+    def _sandbox(self, command: str, fields: dict[str, Any], row: m.Connection) -> dict[str, Any]:
+        """Run a sandbox command with JSON fields and return its JSON reply (which may hold secrets)."""
+        out = StringIO()
+        try:
+            call_command(command, json.dumps(fields), stdout=out)
+        except CommandError as error:
+            # The sandbox's messages never carry a secret.
+            raise CommandError(f"The sandbox refused {command} for demo connection {row.pk}: {error}") from None
+        reply: dict[str, Any] = json.loads(out.getvalue())
+        return reply
+
+    def _subject_create(self, row: m.Connection, *, live: bool) -> _Subject:
+        """Create the connection's sandbox subject; unless ``live``, break it the way its reason says."""
+        now = timezone.now()
+        app, client, reason = row.provider_app, row.client, row.reason
+        provider = row.provider
+        if provider == m.Provider.TURNQEY:
+            household = row.household
+            reply = self._sandbox(
+                "sandbox_create_subject",
+                {
+                    "provider": "turnqey",
+                    "client": app.client_id,
+                    "identity": str(client.identity),
+                    "platform": row.platform,
+                    # The household's collection is adopted when the sandbox
+                    # does not know it, so it survives a sandbox reset.
+                    "collection": str(household.turnqey_collection or ""),
+                },
+                row,
+            )
+            if str(household.turnqey_collection or "") != reply["collection"]:
+                household.turnqey_collection = uuid.UUID(reply["collection"])
+                household.save(update_fields=["turnqey_collection", "updated_at"])
+            subject = _Subject(
+                external_account_id=reply["source_account_id"],
+                grouping={"collection": reply["collection"], "identity": reply["identity"]},
+            )
+            if not live:
+                action = "expire" if reason == R.EXPIRED else "revoke"
+                self._sandbox(
+                    "sandbox_subject_action",
+                    {
+                        "provider": "turnqey",
+                        "action": action,
+                        "client": app.client_id,
+                        "source_account_id": subject.external_account_id,
+                    },
+                    row,
+                )
+            return subject
+
+        if provider == m.Provider.COINIFY:
+            reply = self._sandbox(
+                "sandbox_create_subject",
+                {"provider": "coinify", "partner_id": app.client_id, "email": client.email, "password": DEMO_PASSWORD},
+                row,
+            )
+            user_id = str(reply["user_id"])
+            offline = IssuedCredential(kind=m.Credential.Kind.OFFLINE, value=reply["offline_token"], issued_at=now)
+            if live:
+                # No access token: the first check renews with the offline token.
+                return _Subject(external_account_id=user_id, credentials=[offline])
+            if reason == R.REVOKED:
+                self._sandbox(
+                    "sandbox_subject_action", {"provider": "coinify", "action": "revoke", "user_id": user_id}, row
+                )
+                return _Subject(external_account_id=user_id, credentials=[offline])
+            # Expired (or a password that was refused): only a lapsed sign-in is left.
+            issued = row.last_success_at or now
+            lapsed = min(issued + timedelta(hours=24), row.last_checked_at or now)
+            return _Subject(
+                external_account_id=user_id,
+                credentials=[
+                    IssuedCredential(
+                        kind=m.Credential.Kind.ACCESS,
+                        value=_dummy_token("access"),
+                        issued_at=issued,
+                        expires_at=issued + timedelta(minutes=20),
+                    ),
+                    IssuedCredential(
+                        kind=m.Credential.Kind.REFRESH,
+                        value=_dummy_token("refresh"),
+                        issued_at=issued,
+                        expires_at=lapsed,
+                    ),
+                ],
+            )
+
+        if provider == m.Provider.BLOQUO:
+            reply = self._sandbox(
+                "sandbox_create_subject",
+                {"provider": BLOQUO_SANDBOX_MOUNT, "name": client.name, "email": client.email},
+                row,
+            )
+            customer_id = reply["customer_id"]
+            secret = reply["client_secret"]
+            if not live and reason == R.REVOKED:
+                self._sandbox(
+                    "sandbox_subject_action",
+                    {"provider": BLOQUO_SANDBOX_MOUNT, "action": "revoke", "customer_id": customer_id},
+                    row,
+                )
+            elif not live:
+                # The client's key pair exists, but the secret on file is not its secret.
+                secret = secrets.token_urlsafe(32)
+            api_key = IssuedCredential(
+                kind=m.Credential.Kind.API_KEY, value=encode_api_key(reply["client_id"], secret), issued_at=now
+            )
+            return _Subject(external_account_id=customer_id, credentials=[api_key])
+
+        # Dapi. A working or revoked link had its access code exchanged; an
+        # expired one never did (the 30 minutes ran out), so it has no token.
+        exchange = live or reason == R.REVOKED
+        reply = self._sandbox(
+            "sandbox_create_subject",
+            {"provider": "dapi", "app_key": app.client_id, "username": client.email, "exchange": exchange},
+            row,
+        )
+        credentials = [IssuedCredential(kind=m.Credential.Kind.USER_SECRET, value=reply["user_secret"], issued_at=now)]
+        if exchange:
+            credentials.insert(
+                0, IssuedCredential(kind=m.Credential.Kind.PERMANENT, value=reply["access_token"], issued_at=now)
+            )
+        if not live:
+            action = "delink" if reason == R.REVOKED else "expire"
+            self._sandbox(
+                "sandbox_subject_action",
+                {"provider": "dapi", "action": action, "connection_id": reply["connection_id"]},
+                row,
+            )
+        return _Subject(
+            external_account_id=reply["user_id"],
+            grouping={"connectionID": reply["connection_id"]},
+            credentials=credentials,
+        )
+
+
+@dataclass
+class _Subject:
+    """What a sandbox subject gives a demo connection: its source account, grouping and secrets."""
+
+    external_account_id: str
+    grouping: dict[str, str] = field(default_factory=dict)
+    credentials: list[IssuedCredential] = field(default_factory=list)
+
+
+def placeholder_account_id(spec: ConnectionSpec, index: int) -> str:
+    """The made-up source account id a connection gets without the sandbox (stable per spec)."""
+    if spec.status == S.PENDING:
+        return ""  # the source account is known once authorization completes
+    token = hashlib.sha256(f"{DEMO_NAMESPACE}/{index}".encode()).hexdigest()
+    return {
+        "turnqey": f"{spec.platform[:2]}-user-{token[:10]}",
+        "coinify": str(100000 + int(token[:6], 16) % 900000),
+        "bloquo": f"cus_{token[:14]}",
+        "dapi": f"user-{token[:12]}",
+    }[spec.provider]
+
 
 @dataclass
 class _ConnectionBuilder:
@@ -470,6 +782,9 @@ class _ConnectionBuilder:
     app: m.ProviderApp
     adviser: Any
     now: datetime
+    # With the sandbox: connections with a source account get their ids and
+    # secrets from a real sandbox subject afterwards (Command._sandbox_subjects).
+    with_subjects: bool = False
     row: m.Connection | None = None
 
     def __post_init__(self) -> None:
@@ -502,20 +817,18 @@ class _ConnectionBuilder:
 
     # --- the connection row ---------------------------------------------------
 
+    @property
+    def backed_by_subject(self) -> bool:
+        return self.with_subjects and self.spec.status in SUBJECT_STATUSES
+
     def external_account_id(self) -> str:
-        if self.spec.status == S.PENDING:
-            return ""  # the source account is known once authorization completes
-        token = hashlib.sha256(f"{DEMO_NAMESPACE}/{self.index}".encode()).hexdigest()
-        return {
-            "turnqey": f"{self.spec.platform[:2]}-user-{token[:10]}",
-            "coinify": str(100000 + int(token[:6], 16) % 900000),
-            "bloquo": f"cus_{token[:14]}",
-            "dapi": f"user-{token[:12]}",
-        }[self.spec.provider]
+        if self.backed_by_subject:
+            return ""  # filled in from the sandbox subject
+        return placeholder_account_id(self.spec, self.index)
 
     def grouping(self) -> dict[str, str]:
         """Provider-side grouping as the grant would have returned it."""
-        if self.spec.status == S.PENDING:
+        if self.spec.status == S.PENDING or self.backed_by_subject:
             return {}
         if self.spec.provider == m.Provider.TURNQEY:
             return {"collection": str(self.household.turnqey_collection), "identity": str(self.client.identity)}
@@ -603,13 +916,14 @@ class _ConnectionBuilder:
         return rows
 
     def credentials(self) -> list[m.Credential]:
-        """Encrypted dummy secrets of the kinds this provider keeps per connection.
+        """Encrypted placeholder secrets of the kinds this provider keeps per connection.
 
         None for pending (nothing granted yet), none for disconnected (secrets
-        are deleted on disconnect), none for Turnqey (its token is the app's).
+        are deleted on disconnect), none for Turnqey (its token is the app's),
+        none for a connection whose sandbox subject supplies real ones.
         """
         spec, now = self.spec, self.now
-        if spec.status in (S.PENDING, S.DISCONNECTED):
+        if spec.status in (S.PENDING, S.DISCONNECTED) or self.backed_by_subject:
             return []
         issued = self.last_success_at or now
         rows: list[tuple[str, datetime | None]] = []
