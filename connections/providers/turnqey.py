@@ -165,7 +165,9 @@ class TurnqeyClient(ProviderClient):
             )
         result = self._result(reply)
         token = result.text("token")
-        expires_in = result.integer("expiresIn", minimum=1)
+        # [assumed] Whole seconds left, rounded down (3599 for the hour): a token
+        # with under a second to live says 0, which is still a valid reply.
+        expires_in = result.integer("expiresIn", minimum=0)
         issued_at = self.now()
         expires_at = issued_at + timedelta(seconds=expires_in)
         if result.has("expiresOn"):
