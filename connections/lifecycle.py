@@ -81,7 +81,9 @@ re-checked under the row lock) and on SQLite (one writer at a time). No row
 lock is held during HTTP calls. So at most one check, and therefore at most
 one renewal, per connection is in flight across all workers, and a rotating
 refresh token is never used twice. Renewed credentials are committed in their
-own transaction, with a RENEWED event, before the probe. A connect, reconnect
+own transaction, with a RENEWED event, before the probe; a database error on
+that write is retried a few times (``LIFECYCLE_STORE_ATTEMPTS``), because the
+provider has already rotated them and nothing else holds them. A connect, reconnect
 or disconnect clears the lease; a check that lost its lease discards what it
 learned (and stores no credentials).
 """
@@ -92,6 +94,7 @@ import logging
 import os
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -101,7 +104,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage, get_connection
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db import connection as db_connection
 from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -174,6 +178,11 @@ DEFAULTS: dict[str, float] = {
     "LIFECYCLE_APP_REJECTED_RETRY_SECONDS": 15 * 60,
     # A disabled ProviderApp: look again this much later.
     "LIFECYCLE_APP_DISABLED_RETRY_SECONDS": 30 * 60,
+    # Storing renewed credentials that the database refused (a dropped
+    # session, a failover): attempts, and the pause before the n-th retry
+    # (n times this), so a blip of a second or two loses nothing.
+    "LIFECYCLE_STORE_ATTEMPTS": 4,
+    "LIFECYCLE_STORE_RETRY_SECONDS": 0.25,
 }
 
 
@@ -872,29 +881,55 @@ class _Check:
         new_state = replace(state, credentials=merged)
         deadline = self.client.reconnect_deadline(new_state)
         now = timezone.now()
-        with transaction.atomic():
-            # The UPDATE takes the row lock (held to commit) and proves the
-            # claim is still ours; a reconnect or disconnect in between has
-            # cleared it, and then these tokens must not overwrite anything.
-            held = Connection.objects.filter(pk=connection.pk, lease_owner=self.owner).update(
-                reconnect_by=deadline, lease_until=now + _seconds("LIFECYCLE_CHECK_LEASE_SECONDS")
-            )
-            if not held:
-                raise LeaseLost
-            kinds = _credentials_upsert(connection.pk, issued)
-            expiries = {c.kind: c.expires_at for c in issued if c.expires_at is not None}
-            access = merged.get(Credential.Kind.ACCESS)
-            until = f" until {_when(access.expires_at)}" if access is not None and access.expires_at else ""
-            event_record(
-                connection=connection,
-                kind=ConnectionEvent.Kind.RENEWED,
-                message=f"{_source(connection)}: credentials renewed ahead of expiry; access is valid{until}.",
-                from_status=connection.status,
-                to_status=connection.status,
-                actor_label=self.actor_label,
-                actor=self.actor,
-                details={"kinds": sorted(kinds), "expires_at": expiries, "reconnect_by": deadline},
-            )
+
+        def write() -> None:
+            with transaction.atomic():
+                # The UPDATE takes the row lock (held to commit) and proves the
+                # claim is still ours; a reconnect or disconnect in between has
+                # cleared it, and then these tokens must not overwrite anything.
+                held = Connection.objects.filter(pk=connection.pk, lease_owner=self.owner).update(
+                    reconnect_by=deadline, lease_until=now + _seconds("LIFECYCLE_CHECK_LEASE_SECONDS")
+                )
+                if not held:
+                    raise LeaseLost
+                kinds = _credentials_upsert(connection.pk, issued)
+                expiries = {c.kind: c.expires_at for c in issued if c.expires_at is not None}
+                access = merged.get(Credential.Kind.ACCESS)
+                until = f" until {_when(access.expires_at)}" if access is not None and access.expires_at else ""
+                event_record(
+                    connection=connection,
+                    kind=ConnectionEvent.Kind.RENEWED,
+                    message=f"{_source(connection)}: credentials renewed ahead of expiry; access is valid{until}.",
+                    from_status=connection.status,
+                    to_status=connection.status,
+                    actor_label=self.actor_label,
+                    actor=self.actor,
+                    details={"kinds": sorted(kinds), "expires_at": expiries, "reconnect_by": deadline},
+                )
+
+        # The provider has already issued (and, for a rotating refresh token,
+        # already invalidated the old one): this process holds the only copy
+        # of the new secrets, so a database blip is waited out rather than
+        # turned into a lost chain. Inside a caller's transaction nothing can
+        # be retried, and the error goes up as before.
+        attempts = max(int(lifecycle_setting("LIFECYCLE_STORE_ATTEMPTS")), 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                write()
+                break
+            except (OperationalError, InterfaceError) as exc:
+                if attempt == attempts or db_connection.in_atomic_block:
+                    raise
+                logger.warning(
+                    "Storing renewed credentials of connection %s failed (%s); retrying (%s of %s).",
+                    connection.pk,
+                    type(exc).__name__,
+                    attempt + 1,
+                    attempts,
+                )
+                # A broken session is replaced on the next query.
+                db_connection.close_if_unusable_or_obsolete()
+                time.sleep(lifecycle_setting("LIFECYCLE_STORE_RETRY_SECONDS") * attempt)
         connection.reconnect_by = deadline
         self.renewed = True
         return new_state

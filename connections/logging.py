@@ -1,44 +1,125 @@
-"""A logging filter that keeps secrets out of every log line.
+"""Keeping secrets out of every log line: :func:`redact` and :class:`RedactSecretsFilter`.
 
-Defence in depth: code never logs secrets on purpose, and this filter masks
-what might slip through anyway (a bearer header in an exception message, a
-token-shaped string in a provider's error body).
+Defence in depth. Code never logs a secret on purpose (it logs ids, kinds and
+statuses); this filter masks what might slip through anyway: a bearer header
+in an exception message, a provider's error body that echoes a token, a
+``repr`` of a request body, a traceback whose frames quote a URL with
+credentials in it.
+
+What is masked (the value only; the name stays so the line still reads):
+
+* ``Bearer <token>`` anywhere, and ``Authorization: <scheme> <credentials>``;
+* ``name=value``, ``name: value``, ``"name": "value"`` and ``'name': 'value'``
+  when the name is secret-shaped: it contains ``token``, ``secret``,
+  ``password``, ``passwd``, ``api_key``/``apikey``, ``access_code``,
+  ``authorization``, ``signature``, ``checksum``, ``private_key``,
+  ``sessionid``, ``cookie`` (any case, camelCase or snake_case, so
+  ``clientSecret``, ``refresh_token`` and ``X-Api-Key`` are all caught); and
+  ``state=``, ``code=``, ``pwd=`` or a quoted ``"state":`` (whole names in data
+  shapes only, so "status code: 500" stays readable). Quoted values are
+  masked up to their closing quote, spaces included;
+* the password in a URL's user-info (``scheme://user:password@host``);
+* the token of a client link in a path (``/link/<token>/``): Django logs the
+  path of every 4xx response ("Gone: /link/…/"), and the path is the secret;
+* Fernet tokens (our own ciphertext, ``gAAAAA…``), JWT-shaped strings
+  (``eyJ….….…``) and PEM private key blocks, whatever surrounds them.
+
+``settings.LOGGING`` attaches the filter to every handler, and the Celery
+signals below attach it to the handlers Celery adds in a worker, so no record
+reaches an output unfiltered. The filter formats the record's message and
+traceback once, redacts the text, and leaves it on the record (``msg`` with no
+``args``, ``exc_text``), so every later handler and formatter sees the masked
+text. :func:`redact` is also what event messages and provider error texts go
+through before they are stored or shown.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 REDACTED = "[redacted]"
 
-_PATTERNS: tuple[re.Pattern[str], ...] = (
-    # Authorization headers and bearer tokens.
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"),
-    # key=value or "key": "value" pairs whose key names a secret.
-    re.compile(
-        r"(?i)([\"']?(?:access_?token|refresh_?token|offline_?token|client_?secret|app_?secret|"
-        r"user_?secret|access_?code|password|token|secret|authorization|api_?key)[\"']?\s*[:=]\s*[\"']?)"
-        r"[^\"'&\s,}]+"
-    ),
-    # Fernet tokens (our own ciphertext) and JWT-shaped strings.
-    re.compile(r"gAAAAA[A-Za-z0-9\-_=]{20,}"),
-    re.compile(r"eyJ[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*"),
+# A name that holds a secret, matched inside a longer name too (``clientSecret``,
+# ``refresh_token``, ``X-Api-Key``), with any separator (``=`` or ``:``).
+_SECRET_WORDS = (
+    r"token|secret|password|passwd|api[_-]?key|apikey|access[_-]?code|authorization|signature|checksum|"  # noqa: S105
+    r"private[_-]?key|session[_-]?id|cookie"
+)
+# Names that are secrets only as a whole name and only in data shapes
+# (``state=…``, ``"code": …``): in prose ("status code: 500", "breaker
+# state: open") they are not.
+_EXACT_NAMES = r"state|code|pwd"
+# (A value already masked is left alone, which keeps redact() idempotent.)
+# The value: a quoted string up to its closing quote (spaces included), or an
+# optional auth scheme and one bare word.
+_VALUE = (
+    r"(?![\"']?\[redacted\])"
+    r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|(?:(?:bearer|basic|token|digest)\s+)?[^\s\"'&,;)}\]]+)"
+)
+_NAME_START = r"(?<![A-Za-z0-9_.-])"
+
+_KEY_VALUE = re.compile(
+    rf"(?P<prefix>{_NAME_START}(?P<quote>[\"']?)[A-Za-z0-9_.-]*?(?:{_SECRET_WORDS})[A-Za-z0-9_.-]*(?P=quote)\s*[:=]\s*)"
+    + _VALUE,
+    re.IGNORECASE,
+)
+_EXACT_KEY_VALUE = re.compile(
+    rf"(?P<prefix>{_NAME_START}(?:(?P<quote>[\"'])(?:{_EXACT_NAMES})(?P=quote)\s*[:=]|(?:{_EXACT_NAMES})\s*=)\s*)"
+    + _VALUE,
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(?P<prefix>\bbearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<prefix>\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+(?=@)", re.IGNORECASE)
+_LINK_PATH = re.compile(r"(?P<prefix>/link/)(?!\[redacted\])[^/\s?#'\"<>]+")
+_FERNET = re.compile(r"gAAAAA[A-Za-z0-9_-]{20,}={0,2}")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL)
+
+
+def _masked_value(match: re.Match[str]) -> str:
+    value = match.group("value")
+    if value[:1] in {'"', "'"}:
+        return f"{match.group('prefix')}{value[0]}{REDACTED}{value[0]}"
+    return f"{match.group('prefix')}{REDACTED}"
+
+
+def _keep_prefix(match: re.Match[str]) -> str:
+    return f"{match.group('prefix')}{REDACTED}"
+
+
+_RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str] | str], ...] = (
+    # Whole-token shapes first, so a name=value rule never leaves half of one.
+    (_PEM, REDACTED),
+    (_FERNET, REDACTED),
+    (_JWT, REDACTED),
+    (_URL_PASSWORD, _keep_prefix),
+    (_LINK_PATH, _keep_prefix),
+    (_KEY_VALUE, _masked_value),
+    (_EXACT_KEY_VALUE, _masked_value),
+    (_BEARER, _keep_prefix),
 )
 
 
 def redact(text: str) -> str:
-    """Mask secret-looking substrings in ``text``."""
-    for pattern in _PATTERNS:
-        if pattern.groups:
-            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
-        else:
-            text = pattern.sub(REDACTED, text)
+    """``text`` with every secret-shaped part replaced by ``[redacted]`` (see the module docstring).
+
+    Idempotent: redacting redacted text changes nothing.
+    """
+    if not text:
+        return text
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
     return text
 
 
 class RedactSecretsFilter(logging.Filter):
-    """Rewrites a record's message (with its arguments applied) and exception text."""
+    """Masks secrets in a record's message (with its arguments applied), traceback and stack.
+
+    Never drops a record: a message that cannot be formatted is logged as its
+    raw template, redacted.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -47,9 +128,37 @@ class RedactSecretsFilter(logging.Filter):
             message = str(record.msg)
         record.msg = redact(message)
         record.args = None
-        if record.exc_info and record.exc_info[1] is not None:
-            # Format the traceback now, redacted, so handlers use the cached text.
-            formatter = logging.Formatter()
-            record.exc_text = redact(formatter.formatException(record.exc_info))
+        if record.exc_info and record.exc_info[0] is not None:
+            # Format the traceback now, redacted; formatters print the cached
+            # exc_text when exc_info is gone, so no handler formats it raw.
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact(text)
             record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+def attach_redaction(logger: logging.Logger) -> None:
+    """Add a :class:`RedactSecretsFilter` to each handler of ``logger`` that lacks one."""
+    for handler in logger.handlers:
+        if not any(isinstance(f, RedactSecretsFilter) for f in handler.filters):
+            handler.addFilter(RedactSecretsFilter())
+
+
+def _celery_logger_set_up(logger: logging.Logger | None = None, **kwargs: object) -> None:
+    # Celery adds its own handlers in a worker (the task logger's, the root
+    # logger's when it is not configured yet); they get the filter too.
+    if logger is not None:
+        attach_redaction(logger)
+
+
+try:
+    from celery.signals import after_setup_logger, after_setup_task_logger
+except ImportError:  # pragma: no cover - Celery is a runtime dependency
+    pass
+else:
+    after_setup_logger.connect(_celery_logger_set_up, weak=False)
+    after_setup_task_logger.connect(_celery_logger_set_up, weak=False)

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import TooManyFieldsSent
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
@@ -440,8 +441,15 @@ def connect_callback(request: HttpRequest, provider: str) -> HttpResponseBase:
     if provider not in CALLBACK_PARAMETERS:
         raise Http404("No callback for this provider.")
     try:
+        try:
+            query = request.GET
+        except TooManyFieldsSent:
+            # More parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS: Django refuses
+            # to parse them; refused here like any other oversized reply, so the
+            # page keeps its no-referrer policy.
+            raise CallbackParametersInvalid("The reply is too long.") from None
         params = callback_params_clean(
-            provider=provider, query=request.GET, query_string=request.META.get("QUERY_STRING", "")
+            provider=provider, query=query, query_string=request.META.get("QUERY_STRING", "")
         )
     except CallbackParametersInvalid as exc:
         context = {
