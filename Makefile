@@ -32,7 +32,8 @@ run: install
 
 ## Install the dev requirements and run the whole suite.
 test: install
-	$(BIN)/pytest -n 2 --dist loadfile -p no:cacheprovider $(PYTEST_ARGS)
+	@# Live-server threads would otherwise keep PostgreSQL connections open.
+	CONN_MAX_AGE=0 $(BIN)/pytest -n 2 --dist loadfile -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -40,7 +41,7 @@ lint: install
 
 ## Benchmarks (PostgreSQL); writes bench/results.json.
 bench: install
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 ## The sandbox as its own server process (for load tests).
 sandbox: install
