@@ -20,7 +20,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django import forms
@@ -176,6 +176,16 @@ class ConnectionEventInline(ReadOnlyInline):
 # --- Firms and people ---------------------------------------------------------
 
 
+def _annotated_count(annotation: str, description: str) -> Callable[[Any, models.Model], int]:
+    """A changelist column showing the count ``annotation`` that the admin's ``get_queryset`` adds, sortable by it."""
+
+    @admin.display(description=description, ordering=annotation)
+    def column(self: Any, obj: models.Model) -> int:
+        return getattr(obj, annotation)
+
+    return column
+
+
 @admin.register(m.Firm)
 class FirmAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "household_count", "member_count", "created_at")
@@ -194,13 +204,8 @@ class FirmAdmin(admin.ModelAdmin):
             )
         )
 
-    @admin.display(description="households", ordering="household_total")
-    def household_count(self, obj: m.Firm) -> int:
-        return obj.household_total  # type: ignore[attr-defined]
-
-    @admin.display(description="members", ordering="member_total")
-    def member_count(self, obj: m.Firm) -> int:
-        return obj.member_total  # type: ignore[attr-defined]
+    household_count = _annotated_count("household_total", "households")
+    member_count = _annotated_count("member_total", "members")
 
 
 @admin.register(m.Membership)
@@ -249,17 +254,9 @@ class HouseholdAdmin(admin.ModelAdmin):
     def adviser_names(self, obj: m.Household) -> str:
         return ", ".join(user.get_full_name() or user.get_username() for user in obj.advisers.all()) or "—"
 
-    @admin.display(description="clients", ordering="client_total")
-    def client_count(self, obj: m.Household) -> int:
-        return obj.client_total  # type: ignore[attr-defined]
-
-    @admin.display(description="connections", ordering="connection_total")
-    def connection_count(self, obj: m.Household) -> int:
-        return obj.connection_total  # type: ignore[attr-defined]
-
-    @admin.display(description="needs reconnect", ordering="needs_reconnect_total")
-    def needs_reconnect_count(self, obj: m.Household) -> int:
-        return obj.needs_reconnect_total  # type: ignore[attr-defined]
+    client_count = _annotated_count("client_total", "clients")
+    connection_count = _annotated_count("connection_total", "connections")
+    needs_reconnect_count = _annotated_count("needs_reconnect_total", "needs reconnect")
 
 
 @admin.register(m.Client)
@@ -279,9 +276,7 @@ class ClientAdmin(admin.ModelAdmin):
     def firm(self, obj: m.Client) -> m.Firm:
         return obj.household.firm
 
-    @admin.display(description="connections", ordering="connection_total")
-    def connection_count(self, obj: m.Client) -> int:
-        return obj.connection_total  # type: ignore[attr-defined]
+    connection_count = _annotated_count("connection_total", "connections")
 
 
 # --- Provider apps ------------------------------------------------------------

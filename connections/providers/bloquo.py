@@ -131,16 +131,7 @@ class BloquoClient(ProviderClient):
                 "Bloquo did not accept the client id and secret. Ask the client for new ones.",
                 status_code=reply.status,
             )
-        if reply.status == 403:
-            raise ProviderError.reauth(
-                FailureReason.REVOKED,
-                "Bloquo: the API key has been revoked. Ask the client to reconnect.",
-                status_code=403,
-            )
-        if reply.status != 200:
-            raise reply.unexpected()
-        data = reply.json_object()
-        self._require_status_true(reply, data)
+        data = self._answer(reply)
         token_type = data.text("tokenType")
         if token_type.lower() != "bearer":
             raise data.invalid("tokenType", "is not Bearer")
@@ -149,14 +140,12 @@ class BloquoClient(ProviderClient):
         )
 
     @staticmethod
-    def _require_status_true(reply: HttpReply, data: JsonObject) -> None:
-        if data.boolean("status") is not True:
-            raise ProviderError.transient(f"{reply.where}: the reply said status false.", status_code=reply.status)
+    def _answer(reply: HttpReply) -> JsonObject:
+        """The JSON object of a reply whose caller has already dealt with the statuses it reads its own way.
 
-    def _get(self, path: str, access_token: str, *, endpoint: str) -> JsonObject:
-        reply = self.http.request("GET", self.api_url(path), endpoint=endpoint, headers=bearer(access_token))
-        if reply.status == 401:
-            raise ProviderError.access_token_rejected("Bloquo did not accept the access token.", status_code=401)
+        403 (on the token call and on reads alike) → ``revoked``; any other
+        non-200 → unexpected; ``"status": false`` in a 200 → transient.
+        """
         if reply.status == 403:
             raise ProviderError.reauth(
                 FailureReason.REVOKED,
@@ -166,8 +155,15 @@ class BloquoClient(ProviderClient):
         if reply.status != 200:
             raise reply.unexpected()
         data = reply.json_object()
-        self._require_status_true(reply, data)
+        if data.boolean("status") is not True:
+            raise ProviderError.transient(f"{reply.where}: the reply said status false.", status_code=reply.status)
         return data
+
+    def _get(self, path: str, access_token: str, *, endpoint: str) -> JsonObject:
+        reply = self.http.request("GET", self.api_url(path), endpoint=endpoint, headers=bearer(access_token))
+        if reply.status == 401:
+            raise ProviderError.access_token_rejected("Bloquo did not accept the access token.", status_code=401)
+        return self._answer(reply)
 
     def _accounts(self, access_token: str) -> list[AccountData]:
         data = self._get(ACCOUNTS_PATH, access_token, endpoint="accounts")

@@ -12,15 +12,13 @@ import pytest
 from django.utils import timezone
 
 from connections import lifecycle
-from connections import models as m
 from connections.providers import base as providers_base
-from tests.factories import ClientFactory, HouseholdFactory, ProviderAppFactory
+from tests.factories import ClientFactory, HouseholdFactory
+from tests.sandbox_client import sandbox_apps
 
 from .support import (
-    COINIFY_PARTNER,
-    DAPI_APP_KEY,
+    APP_IDS,
     REDIRECT_BASE,
-    TURNQEY_CLIENT,
     Beat,
     Clock,
     Portal,
@@ -71,43 +69,12 @@ def portal(sandbox: SandboxControl) -> Portal:
     dapi_secret = f"dapi-{uuid.uuid4().hex}"
     household = HouseholdFactory(name="The Okafor household")
     client = ClientFactory(household=household, name="Ada Okafor")
-    apps = {
-        "turnqey": ProviderAppFactory(
-            provider=m.Provider.TURNQEY,
-            name="e2e",
-            base_url=sandbox.base_url("turnqey"),
-            client_id=TURNQEY_CLIENT,
-            client_secret=turnqey_secret,
-            redirect_uri=f"{REDIRECT_BASE}/connect/turnqey/callback/",
-        ),
-        "coinify": ProviderAppFactory(
-            provider=m.Provider.COINIFY,
-            name="e2e",
-            base_url=sandbox.base_url("coinify"),
-            client_id=COINIFY_PARTNER,
-            client_secret=None,
-        ),
-        "bloquo": ProviderAppFactory(
-            provider=m.Provider.BLOQUO,
-            name="e2e",
-            base_url=sandbox.base_url("bloquo"),
-            client_id="",
-            client_secret=None,
-        ),
-        "dapi": ProviderAppFactory(
-            provider=m.Provider.DAPI,
-            name="e2e",
-            base_url=sandbox.base_url("dapi"),
-            client_id=DAPI_APP_KEY,
-            client_secret=dapi_secret,
-            redirect_uri=f"{REDIRECT_BASE}/connect/dapi/callback/",
-        ),
-    }
-    sandbox.register_app(
-        "turnqey", client_id=TURNQEY_CLIENT, client_secret=turnqey_secret, redirect_uri=apps["turnqey"].redirect_uri
-    )
-    sandbox.register_app("coinify", client_id=COINIFY_PARTNER)
-    sandbox.register_app(
-        "dapi", client_id=DAPI_APP_KEY, client_secret=dapi_secret, redirect_uri=apps["dapi"].redirect_uri
+    apps = sandbox_apps(
+        sandbox,
+        ids=APP_IDS,
+        turnqey_secret=turnqey_secret,
+        dapi_secret=dapi_secret,
+        name="e2e",
+        redirect_base=REDIRECT_BASE,
     )
     return Portal(household=household, client=client, apps=apps)

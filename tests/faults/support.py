@@ -8,103 +8,24 @@ the sandbox, so these tests meet the providers the way the portal does.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import requests
 from django.db import connection as db_connection
 from django.utils import timezone
 
 from connections import lifecycle, services
 from connections import models as m
 from connections.providers.base import Grant
-from tests.factories import ClientFactory, ConnectionFactory, HouseholdFactory, ProviderAppFactory
-
-HTTP_TIMEOUT = 15.0
-# A request the sandbox is still sleeping through (latency or hang fault)
-# reaches the log late; wait this long for it before looking.
-LOG_WAIT_SECONDS = 10.0
+from tests.factories import ClientFactory, HouseholdFactory
+from tests.sandbox_client import AppIds, Portal, SandboxControl, pending_connection, sandbox_apps
 
 COINIFY_PARTNER = "partner-4b43-9d5c"
 TURNQEY_CLIENT = "tq-client-portal"
 DAPI_APP_KEY = "dapi-app-key-portal"
-
-
-class SandboxControl:
-    """The control API of the sandbox mounted in a live server."""
-
-    def __init__(self, server_url: str) -> None:
-        self.server_url = server_url.rstrip("/")
-        self.url = f"{self.server_url}/sandbox"
-        self.http = requests.Session()
-
-    def base_url(self, mount: str) -> str:
-        return f"{self.url}/{mount}"
-
-    def call(self, method: str, endpoint: str, body: Mapping[str, Any] | None = None, **params: Any) -> Any:
-        reply = self.http.request(
-            method,
-            f"{self.url}/_control/{endpoint}",
-            json=dict(body) if body is not None else None,
-            params={k: v for k, v in params.items() if v is not None} or None,
-            timeout=HTTP_TIMEOUT,
-        )
-        assert reply.status_code in (200, 201), f"control {method} {endpoint}: HTTP {reply.status_code} {reply.text}"
-        return reply.json()
-
-    def reset(self) -> None:
-        self.call("POST", "reset", {})
-
-    def register_app(self, provider: str, *, client_id: str, client_secret: str = "", redirect_uri: str = "") -> None:
-        body = {"provider": provider, "client_id": client_id}
-        if client_secret:
-            body["client_secret"] = client_secret
-        if redirect_uri:
-            body["redirect_uri"] = redirect_uri
-        self.call("POST", "apps", body)
-
-    def subject(self, provider: str, **fields: Any) -> dict[str, Any]:
-        return self.call("POST", "subjects", {"provider": provider, **fields})
-
-    def act(self, provider: str, action: str, **subject: Any) -> int:
-        return int(self.call("POST", "actions", {"provider": provider, "action": action, **subject})["affected"])
-
-    def lifetimes(self, provider: str, **seconds: int) -> dict[str, int]:
-        return self.call("POST", "lifetimes", {"provider": provider, **seconds})["lifetimes"]
-
-    def fault(self, provider: str, **rule: Any) -> dict[str, Any]:
-        return self.call("POST", "faults", {"provider": provider, **rule})
-
-    def clear_faults(self) -> None:
-        self.call("DELETE", "faults")
-
-    def requests(self, provider: str | None = None, **filters: Any) -> list[dict[str, Any]]:
-        return self.call("GET", "requests", provider=provider, **filters)["requests"]
-
-    def clear_log(self) -> None:
-        self.call("DELETE", "requests")
-
-    def wait_for_requests(self, provider: str, count: int, **filters: Any) -> list[dict[str, Any]]:
-        """The log once it holds ``count`` rows (a request the sandbox slept through is logged late)."""
-        deadline = time.monotonic() + LOG_WAIT_SECONDS
-        rows = self.requests(provider, **filters)
-        while len(rows) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-            rows = self.requests(provider, **filters)
-        return rows
-
-
-@dataclass
-class Portal:
-    """A firm's household and client, and one ProviderApp per provider pointed at the sandbox."""
-
-    household: m.Household
-    client: m.Client
-    apps: dict[str, m.ProviderApp]
+APP_IDS = AppIds(turnqey=TURNQEY_CLIENT, coinify=COINIFY_PARTNER, dapi=DAPI_APP_KEY)
 
 
 def portal_on_sandbox(
@@ -124,65 +45,17 @@ def portal_on_sandbox(
     secrets.setdefault("dapi", f"dapi-secret-{uuid.uuid4().hex}")
     household = household or HouseholdFactory()
     client = ClientFactory(household=household)
-    apps = {
-        "turnqey": ProviderAppFactory(
-            provider=m.Provider.TURNQEY,
-            name="sandbox",
-            base_url=sandbox.base_url("turnqey"),
-            client_id=TURNQEY_CLIENT,
-            client_secret=secrets["turnqey"],
-            redirect_uri=f"{redirect_base}/connect/turnqey/callback/",
-            rate_limit_per_second=0,
-        ),
-        "coinify": ProviderAppFactory(
-            provider=m.Provider.COINIFY,
-            name="sandbox",
-            base_url=sandbox.base_url("coinify"),
-            client_id=COINIFY_PARTNER,
-            client_secret=None,
-            rate_limit_per_second=0,
-        ),
-        "bloquo": ProviderAppFactory(
-            provider=m.Provider.BLOQUO,
-            name="sandbox",
-            base_url=sandbox.base_url("bloquo"),
-            client_id="",
-            client_secret=None,
-            rate_limit_per_second=0,
-        ),
-        "dapi": ProviderAppFactory(
-            provider=m.Provider.DAPI,
-            name="sandbox",
-            base_url=sandbox.base_url("dapi"),
-            client_id=DAPI_APP_KEY,
-            client_secret=secrets["dapi"],
-            redirect_uri=f"{redirect_base}/connect/dapi/callback/",
-            rate_limit_per_second=0,
-        ),
-    }
-    sandbox.register_app(
-        "turnqey", client_id=TURNQEY_CLIENT, client_secret=secrets["turnqey"], redirect_uri=apps["turnqey"].redirect_uri
-    )
-    sandbox.register_app("coinify", client_id=COINIFY_PARTNER)
-    sandbox.register_app(
-        "dapi", client_id=DAPI_APP_KEY, client_secret=secrets["dapi"], redirect_uri=apps["dapi"].redirect_uri
+    apps = sandbox_apps(
+        sandbox,
+        ids=APP_IDS,
+        turnqey_secret=secrets["turnqey"],
+        dapi_secret=secrets["dapi"],
+        name="sandbox",
+        redirect_base=redirect_base,
+        rate_limit_per_second=0,
     )
     lifecycle._clients.cache = {}
     return Portal(household=household, client=client, apps=apps)
-
-
-def _pending(portal: Portal, provider: str, platform: str) -> m.Connection:
-    return ConnectionFactory(
-        client=portal.client,
-        household=portal.household,
-        provider_app=portal.apps[provider],
-        platform=platform,
-        status=m.Status.PENDING,
-        external_account_id="",
-        next_check_at=None,
-        last_success_at=None,
-        connected_at=None,
-    )
 
 
 def connect_coinify(
@@ -213,7 +86,7 @@ def connect_bloquo(sandbox: SandboxControl, portal: Portal, *, client_secret: st
 
 
 def _grant_onto_pending(portal: Portal, provider: str, platform: str, grant: Grant) -> m.Connection:
-    connection = _pending(portal, provider, platform)
+    connection = pending_connection(portal, provider, platform)
     return lifecycle.grant_apply(connection=connection, grant=grant, purpose="connect", actor_label="test")
 
 

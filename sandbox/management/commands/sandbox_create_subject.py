@@ -13,31 +13,16 @@ for the caller to keep; nothing is logged.
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-
 from sandbox import services
+from sandbox.management.json_command import JsonObjectCommand
 
 
-class Command(BaseCommand):
+class Command(JsonObjectCommand):
     help = "Create a sandbox subject (Coinify user, Bloquo key pair, Turnqey authorization, Dapi login) from JSON."
+    fields_help = "a JSON object with provider-specific fields, or - to read standard input"
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("fields", help="a JSON object with provider-specific fields, or - to read standard input")
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        raw = sys.stdin.read() if options["fields"] == "-" else options["fields"]
-        try:
-            data = json.loads(raw)
-        except ValueError as error:
-            raise CommandError(f"Not valid JSON: {error.msg}.") from None
-        if not isinstance(data, dict):
-            raise CommandError("Give a JSON object.")
-        try:
-            reply, _ = services.subject_create(data)
-        except services.SandboxError as error:
-            raise CommandError(error.message) from None
-        self.stdout.write(json.dumps(reply))
+    def run(self, data: dict[str, Any]) -> Any:
+        reply, _ = services.subject_create(data)
+        return reply

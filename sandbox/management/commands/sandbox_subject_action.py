@@ -12,31 +12,15 @@ subject or a wrong action is a ``CommandError`` with the control API's message.
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-
 from sandbox import services
+from sandbox.management.json_command import JsonObjectCommand
 
 
-class Command(BaseCommand):
+class Command(JsonObjectCommand):
     help = "Revoke, expire, deactivate, delink or restore a sandbox subject, from JSON."
+    fields_help = "a JSON object with provider, action and the subject's id, or - for stdin"
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("fields", help="a JSON object with provider, action and the subject's id, or - for stdin")
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        raw = sys.stdin.read() if options["fields"] == "-" else options["fields"]
-        try:
-            data = json.loads(raw)
-        except ValueError as error:
-            raise CommandError(f"Not valid JSON: {error.msg}.") from None
-        if not isinstance(data, dict):
-            raise CommandError("Give a JSON object.")
-        try:
-            reply = services.subject_act(data)
-        except services.SandboxError as error:
-            raise CommandError(error.message) from None
-        self.stdout.write(json.dumps(reply))
+    def run(self, data: dict[str, Any]) -> Any:
+        return services.subject_act(data)
