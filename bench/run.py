@@ -1,6 +1,8 @@
 """``make bench``: the portal and the engine at scale, measured against their targets.
 
     python -m bench.run [--quick] [--only pages,sweep,checks,storm] [--worker "ARGS"] [--port 8200]
+                        [--checks N] [--ceiling-calls N] [--storm-rate R]
+    make bench BENCH_ARGS="--only checks --checks 3000"
 
 On PostgreSQL only: ``DATABASE_URL`` when it names a PostgreSQL database,
 otherwise ``portal_bench`` on postgres://postgres@127.0.0.1:5432 (created when
@@ -15,7 +17,13 @@ Phases (``--only`` picks some; ``memory`` means sweep and checks):
 * ``sweep``: 1% of 100,000 and then 1,000,000 connections due (:mod:`bench.sweep`);
 * ``checks``: 20,000 checks through a real worker against the sandbox server
   with 50 ms latency, the raw ceiling, the worker's peak memory (:mod:`bench.load`);
-* ``storm``: 10,000 tokens expiring within a minute (:mod:`bench.load`).
+* ``storm``: 10,000 tokens expiring within a minute, the app limited to 100
+  calls a second (:mod:`bench.load`).
+
+The worker is started with the Procfile's ``worker`` line unless ``--worker``
+gives other celery arguments (that is how the Procfile's settings were chosen).
+The sandbox server takes the first free port in 8200-8209. Servers' logs go to
+``var/bench/``; every server the benchmark starts, it stops.
 
 ``--quick`` runs everything smaller (a smoke test of the harness; its figures
 are not the targets' sizes). Prints a table of figure / value / target / pass

@@ -1,8 +1,9 @@
 """Sweep: claim and enqueue every due connection, at 100,000 and 1,000,000 connections.
 
 The sweep measured is the real task body, ``connections.tasks.sweep`` called
-in-process (its slot lock, batches of claims, and one ``check_connection``
-message per claimed id published to the Redis broker). Between runs the
+in-process (its slot lock, batches of claims, and the check messages carrying
+every claimed id published to the Redis broker, which is then read back to
+make sure every id arrived). Between runs the
 claimed rows are put back to due (:func:`bench.data.sweep_claims_release`), so
 every run sees the same due set, and the broker's database is emptied.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import os
 import statistics
 import time
 import tracemalloc
@@ -58,7 +60,7 @@ def broker_queued(redis_url: str, queue: str = "celery") -> int:
 
 
 def sweep_timed(redis_url: str) -> dict[str, Any]:
-    """One sweep from a released state; seconds, rows claimed, messages that reached the broker."""
+    """One sweep from a released state: seconds, rows claimed, ids that reached the broker."""
     from connections import tasks
 
     sweep_claims_release()
@@ -110,14 +112,10 @@ def sweep_memory(redis_url: str) -> dict[str, Any]:
 
 
 def _self_rss() -> float:
-    import os
-
     return rss_mb(os.getpid())
 
 
 def _self_hwm() -> float:
-    import os
-
     return hwm_mb(os.getpid())
 
 
