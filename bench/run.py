@@ -1,7 +1,7 @@
 """``make bench``: the portal and the engine at scale, measured against their targets.
 
     python -m bench.run [--quick] [--only pages,sweep,checks,storm] [--worker "ARGS"] [--port 8200]
-                        [--checks N] [--ceiling-calls N] [--storm-rate R]
+                        [--checks N] [--ceiling-calls N] [--storm-rate R] [--output PATH]
     make bench BENCH_ARGS="--only checks --checks 3000"
 
 On PostgreSQL only: ``DATABASE_URL`` when it names a PostgreSQL database,
@@ -40,6 +40,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from .env import bench_env_setup
 
@@ -75,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sandbox server port (default: the first free in 8200-8209)")
     parser.add_argument("--checks", type=int, default=0, help="override the number of checks")
     parser.add_argument("--ceiling-calls", type=int, default=0, help="override the number of plain calls")
+    parser.add_argument("--output", default="", help="write the results there instead of bench/results.json")
     parser.add_argument("--storm-rate", type=float, default=0.0, help="override the storm app's rate limit")
     args = parser.parse_args(argv)
     chosen = set()
@@ -219,12 +221,12 @@ def _finish(results, machine, args, sizes, started, worker_args, log) -> int:
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    path = results.write(machine=machine, run=run)
+    path = results.write(machine=machine, run=run, path=Path(args.output).resolve() if args.output else RESULTS_PATH)
     print()
     print(results.table())
     print()
     missed = results.targets_missed
-    where = path.relative_to(RESULTS_PATH.parent.parent)
+    where = path.relative_to(RESULTS_PATH.parent.parent) if path.is_relative_to(RESULTS_PATH.parent.parent) else path
     log(f"{len(results.figures)} figures, {len(missed)} target(s) missed"
         + (f": {', '.join(f.name for f in missed)}" if missed else "") + f"; written to {where}")
     for name, error in results.errors.items():
