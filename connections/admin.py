@@ -479,32 +479,9 @@ class ConnectionAdmin(admin.ModelAdmin):
             },
         ),
     )
-    readonly_fields = (
-        "household",
-        "client",
-        "provider_app",
-        "provider",
-        "platform",
-        "status",
-        "reason",
-        "status_message",
-        "last_error",
-        "consecutive_failures",
-        "degraded_since",
-        "last_success_at",
-        "last_checked_at",
-        "next_check_at",
-        "reconnect_by",
-        "external_account_id",
-        "grouping",
-        "connected_at",
-        "disconnected_at",
-        "created_by",
-        "history_link",
-        "lease_owner",
-        "lease_until",
-        "created_at",
-        "updated_at",
+    # Status belongs to the lifecycle: every field shown is read-only but the label.
+    readonly_fields = tuple(
+        name for _, options in fieldsets for name in options["fields"] if name != "label"
     )
     inlines = (ConnectionCredentialInline, AccountInline, ConnectionEventInline)
 
