@@ -188,9 +188,16 @@ class ProviderApp(TimeStamped):
 class Connection(TimeStamped):
     """One authorized source (a platform through a provider) for one client."""
 
-    household = models.ForeignKey(Household, on_delete=models.CASCADE, related_name="connections")
+    # No single-column index on household or provider_app: the composite
+    # indexes below lead with them and serve the same lookups, and every
+    # index a check's UPDATE has to maintain costs write time.
+    household = models.ForeignKey(
+        Household, on_delete=models.CASCADE, related_name="connections", db_index=False
+    )
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="connections")
-    provider_app = models.ForeignKey(ProviderApp, on_delete=models.PROTECT, related_name="connections")
+    provider_app = models.ForeignKey(
+        ProviderApp, on_delete=models.PROTECT, related_name="connections", db_index=False
+    )
     # Denormalised from provider_app so lists, filters and the breaker need no join.
     provider = models.CharField(max_length=20, choices=Provider.choices)
     platform = models.CharField(max_length=50, help_text="Source platform, such as coinbase or gemini.")
@@ -236,8 +243,17 @@ class Connection(TimeStamped):
                 name="connection_due_idx",
                 condition=Q(next_check_at__isnull=False),
             ),
-            # Dashboard counts and "needs attention" per household.
+            # Dashboard counts per household (index-only) and household lookups.
             models.Index(fields=["household", "status"], name="connection_household_status"),
+            # "Needs attention": only the few connections that can qualify, so
+            # the dashboard reads a handful of rows instead of every connection
+            # of the adviser's households. The query repeats this condition
+            # (ATTENTION_CANDIDATES in selectors) so the planner can use it.
+            models.Index(
+                fields=["household"],
+                name="connection_attention_idx",
+                condition=Q(status__in=["needs_reconnect", "degraded"]) | Q(reconnect_by__isnull=False),
+            ),
             models.Index(fields=["provider_app", "status"], name="connection_app_status"),
             # Deadline warnings (connections.tasks.housekeeping): `WHERE reconnect_by <= soon`.
             # Partial, so connections without a hard deadline cost nothing.

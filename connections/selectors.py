@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -37,6 +38,7 @@ from django.db.models import (
     Subquery,
     Value,
     When,
+    Window,
 )
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -122,9 +124,13 @@ def client_link_queryset_for(*, user: User) -> QuerySet[ClientLink]:
 
 
 def connection_status_counts(*, user: User) -> dict[str, int]:
-    """Number of connections per status (every status present, zero when none). One query."""
+    """Number of connections per status (every status present, zero when none). One query.
+
+    ``COUNT(*)`` over (household, status) only, so PostgreSQL answers from the
+    ``connection_household_status`` index without visiting the rows.
+    """
     counts = {status: 0 for status in Status.values}
-    rows = connection_queryset_for(user=user).order_by().values_list("status").annotate(n=Count("id"))
+    rows = connection_queryset_for(user=user).order_by().values_list("status").annotate(n=Count("*"))
     for status, n in rows:
         counts[status] = n
     return counts
@@ -142,25 +148,37 @@ def deadline_is_near(*, deadline: dt.datetime, basis: dt.datetime, now: dt.datet
     return left <= RECONNECT_BY_ATTENTION_WITHIN and left <= (deadline - basis) / 2
 
 
-def needs_attention_list(*, user: User, now: dt.datetime | None = None, limit: int = 50) -> list[Connection]:
-    """Connections that need a person, most urgent first. One query.
+# Every connection that can need attention matches this; it is the condition of
+# the partial index ``connection_attention_idx``, repeated in the query so the
+# planner may use the index (it reads a few rows, not every connection).
+ATTENTION_CANDIDATES = Q(status__in=[Status.NEEDS_RECONNECT, Status.DEGRADED]) | Q(reconnect_by__isnull=False)
+
+
+def needs_attention_queryset(*, user: User, now: dt.datetime | None = None) -> QuerySet[Connection]:
+    """Connections that need a person, most urgent first.
 
     Included: ``needs_reconnect`` (broken now), a ``reconnect_by`` deadline that
     is near (:func:`deadline_is_near`: breaks soon unless someone acts), and
     ``degraded`` for more than an hour (the provider is not recovering by
     itself). Ordered by that rank, then by the earliest moment within it
-    (oldest good data, nearest deadline, longest degraded).
+    (oldest good data, nearest deadline, longest degraded). Each row carries
+    ``attention_total``: how many connections qualify in all, whatever slice
+    of the queryset is fetched (a window count, so no second query).
     """
     now = now or timezone.now()
     at = Value(now, output_field=DateTimeField())
     refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
         "issued_at"
     )[:1]
-    connections = connection_queryset_for(user=user).alias(
-        deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")),
-        # deadline - now <= (deadline - basis) / 2  <=>  deadline - now <= now - basis
-        time_left=ExpressionWrapper(F("reconnect_by") - at, output_field=DurationField()),
-        time_since_basis=ExpressionWrapper(at - F("deadline_basis"), output_field=DurationField()),
+    connections = (
+        connection_queryset_for(user=user)
+        .filter(ATTENTION_CANDIDATES)
+        .alias(
+            deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")),
+            # deadline - now <= (deadline - basis) / 2  <=>  deadline - now <= now - basis
+            time_left=ExpressionWrapper(F("reconnect_by") - at, output_field=DurationField()),
+            time_since_basis=ExpressionWrapper(at - F("deadline_basis"), output_field=DurationField()),
+        )
     )
     deadline_near = Q(
         reconnect_by__isnull=False,
@@ -173,7 +191,7 @@ def needs_attention_list(*, user: User, now: dt.datetime | None = None, limit: i
         | deadline_near
         | Q(status=Status.DEGRADED, degraded_since__lte=now - DEGRADED_ATTENTION_AFTER)
     )
-    return list(
+    return (
         connections.filter(attention)
         .annotate(
             urgency=Case(
@@ -187,17 +205,42 @@ def needs_attention_list(*, user: User, now: dt.datetime | None = None, limit: i
                 When(deadline_near, then=F("reconnect_by")),
                 default=F("degraded_since"),
             ),
+            attention_total=Window(Count("id")),
         )
         .select_related("household", "client", "provider_app")
-        .order_by("urgency", F("urgent_at").asc(nulls_first=True), "id")[:limit]
+        .order_by("urgency", F("urgent_at").asc(nulls_first=True), "id")
     )
+
+
+def needs_attention_list(*, user: User, now: dt.datetime | None = None, limit: int = 50) -> list[Connection]:
+    """The ``limit`` most urgent of :func:`needs_attention_queryset`. One query."""
+    return list(needs_attention_queryset(user=user, now=now)[:limit])
 
 
 def _severity_case() -> Case:
     return Case(
-        *(When(connections__status=status, then=Value(rank)) for status, rank in STATUS_SEVERITY.items()),
+        *(When(status=status, then=Value(rank)) for status, rank in STATUS_SEVERITY.items()),
         output_field=IntegerField(),
     )
+
+
+def _household_rollups() -> dict[str, Any]:
+    """Per-household roll-ups as correlated subqueries, each on ``connection_household_status``.
+
+    Subqueries rather than a join + GROUP BY: PostgreSQL evaluates a select
+    list's subqueries after ORDER BY ... LIMIT, so a page of 25 households
+    costs 25 small index scans whatever the adviser's number of households,
+    and the paginator's COUNT leaves them out altogether.
+    """
+    of_household = Connection.objects.filter(household=OuterRef("pk")).order_by().values("household")
+    shown = of_household.exclude(status=Status.DISCONNECTED)
+    return {
+        "worst_severity": Subquery(shown.annotate(worst=Max(_severity_case())).values("worst")),
+        "data_as_of": Subquery(
+            of_household.filter(status__in=LIVE_STATUSES).annotate(oldest=Min("last_success_at")).values("oldest")
+        ),
+        "connection_count": Coalesce(Subquery(shown.annotate(n=Count("*")).values("n")), Value(0)),
+    }
 
 
 def household_table(*, user: User, search: str = "", status: str = "") -> QuerySet[Household]:
@@ -212,18 +255,11 @@ def household_table(*, user: User, search: str = "", status: str = "") -> QueryS
     households = household_queryset_for(user=user)
     search = search.strip()
     if search:
-        # Exists, not a join: a join on clients would multiply the rows the
-        # connection aggregates below are computed over.
         client_match = Client.objects.filter(household=OuterRef("pk"), name__icontains=search)
         households = households.filter(
             Q(name__icontains=search) | Q(reference__icontains=search) | Q(Exists(client_match))
         )
-    not_disconnected = ~Q(connections__status=Status.DISCONNECTED)
-    households = households.annotate(
-        worst_severity=Max(_severity_case(), filter=not_disconnected),
-        data_as_of=Min("connections__last_success_at", filter=Q(connections__status__in=LIVE_STATUSES)),
-        connection_count=Count("connections", filter=not_disconnected),
-    )
+    households = households.annotate(**_household_rollups())
     if status in STATUS_SEVERITY and status != Status.DISCONNECTED:
         households = households.filter(worst_severity=STATUS_SEVERITY[status])
     elif status == "none":

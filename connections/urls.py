@@ -24,6 +24,7 @@ auth_patterns = [
 urlpatterns = [
     *auth_patterns,
     path("", views.dashboard, name="dashboard"),
+    path("attention/", views.attention_list, name="attention_list"),
     path("households/<int:pk>/", views.household_detail, name="household_detail"),
     path("households/<int:pk>/connect/", views.household_connect, name="household_connect"),
     path(

@@ -40,6 +40,9 @@ from .models import ClientLink, Connection, Household, ProviderApp, Status, plat
 from .providers.base import FormField, ProviderError
 
 HOUSEHOLDS_PER_PAGE = 25
+# The dashboard shows the most urgent few; the rest are a click away (attention_list).
+ATTENTION_ON_DASHBOARD = 20
+ATTENTION_PER_PAGE = 50
 EVENTS_PER_PAGE = 20
 # Hashes of the authorization states started in this browser session: the
 # callback must come back to the session that started it.
@@ -145,7 +148,7 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
     context = {
         "membership": selectors.membership_for(user=user),
         "counts": selectors.connection_status_counts(user=user),
-        "attention": selectors.needs_attention_list(user=user),
+        "attention": selectors.needs_attention_list(user=user, limit=ATTENTION_ON_DASHBOARD),
         "filter_form": filter_form,
         "page": page,
         "search": search,
@@ -154,6 +157,17 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
         "now": timezone.now(),
     }
     return _allow_provider_form_actions(render(request, "connections/dashboard.html", context))
+
+
+@require_GET
+@member_required
+def attention_list(request: HttpRequest) -> HttpResponseBase:
+    """Every connection that needs attention, most urgent first, paginated."""
+    page = Paginator(selectors.needs_attention_queryset(user=request.user), ATTENTION_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    context = {"page": page, "now": timezone.now()}
+    return _allow_provider_form_actions(render(request, "connections/attention_list.html", context))
 
 
 # --- Household and connection pages ------------------------------------------------------

@@ -152,6 +152,7 @@ PAGES: dict[str, PageGetter] = {
     "login": lambda people, connection: Client().get(reverse("login")),
     "password reset": lambda people, connection: Client().get(reverse("password_reset")),
     "dashboard": _adviser_get(lambda p, c: reverse("dashboard")),
+    "needs attention": _adviser_get(lambda p, c: reverse("attention_list")),
     "household": _adviser_get(lambda p, c: reverse("household_detail", args=[p.household.pk])),
     "connect": _adviser_get(lambda p, c: reverse("household_connect", args=[p.household.pk])),
     "connection": _adviser_get(lambda p, c: reverse("connection_detail", args=[c.pk])),

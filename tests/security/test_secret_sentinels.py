@@ -373,6 +373,7 @@ def test_no_secret_surfaces_in_any_flow(
     # Pages people look at, and the admin.
     for url in (
         reverse("dashboard"),
+        reverse("attention_list"),
         reverse("household_detail", args=[household.pk]),
         *[reverse("connection_detail", args=[c.pk]) for c in connections.values()],
     ):

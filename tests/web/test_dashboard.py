@@ -162,9 +162,9 @@ def _populate(world: World, households: int) -> None:
         )
 
 
-def _dashboard_queries(client: Any) -> int:
+def _page_queries(client: Any, url_name: str = "dashboard") -> int:
     with CaptureQueriesContext(db_connection) as queries:
-        response = client.get(reverse("dashboard"))
+        response = client.get(reverse(url_name))
     assert response.status_code == 200
     return len(queries)
 
@@ -172,8 +172,62 @@ def _dashboard_queries(client: Any) -> int:
 def test_dashboard_query_count_does_not_grow_with_households(client: Any, world: World) -> None:
     client.force_login(world.adviser)
     _populate(world, 10)
-    small = _dashboard_queries(client)
+    small = _page_queries(client)
     _populate(world, 190)
-    large = _dashboard_queries(client)
+    large = _page_queries(client)
     assert len(selectors.needs_attention_list(user=world.adviser)) == 50  # rows really are on the page
     assert large == small
+
+
+def test_dashboard_shows_the_twenty_most_urgent_and_links_to_all(adviser_client: Any, world: World) -> None:
+    _populate(world, 100)  # 25 broken, 25 degraded for hours, a few deadlines among the rest
+    total = len(selectors.needs_attention_list(user=world.adviser, limit=1000))
+    assert total > 20
+    response = adviser_client.get(reverse("dashboard"))
+    attention = response.context["attention"]
+    assert attention == selectors.needs_attention_list(user=world.adviser, limit=20)
+    assert attention[0].attention_total == total
+    body = response.content.decode()
+    assert f'<span class="count">{total}</span>' in body
+    assert f"See all {total} that need attention" in body
+    assert reverse("attention_list") in body
+
+
+def test_dashboard_without_overflow_has_no_see_all_link(adviser_client: Any, world: World) -> None:
+    _connection(world, status=m.Status.NEEDS_RECONNECT, reason=m.Reason.REVOKED)
+    body = adviser_client.get(reverse("dashboard")).content.decode()
+    assert "See all" not in body
+    assert '<span class="count">1</span>' in body
+
+
+def test_attention_page_lists_everything_most_urgent_first_fifty_a_page(adviser_client: Any, world: World) -> None:
+    _populate(world, 150)
+    expected = selectors.needs_attention_list(user=world.adviser, limit=1000)
+    assert len(expected) > 50
+    first = adviser_client.get(reverse("attention_list")).context["page"]
+    second = adviser_client.get(reverse("attention_list") + "?page=2").context["page"]
+    assert list(first.object_list) + list(second.object_list) == expected[:100]
+    assert first.paginator.count == len(expected)
+    assert adviser_client.get(reverse("attention_list") + "?page=x").status_code == 200
+
+
+def test_attention_page_shows_only_the_advisers_connections(adviser_client: Any, world: World) -> None:
+    mine = _connection(world, status=m.Status.NEEDS_RECONNECT, reason=m.Reason.REVOKED)
+    for other in (world.other_connection, world.foreign_connection):
+        m.Connection.objects.filter(pk=other.pk).update(status=m.Status.NEEDS_RECONNECT, reason=m.Reason.REVOKED)
+    page = adviser_client.get(reverse("attention_list")).context["page"]
+    assert list(page.object_list) == [mine]
+
+
+def test_attention_page_query_count_does_not_grow_with_rows(adviser_client: Any, world: World) -> None:
+    _populate(world, 10)
+    small = _page_queries(adviser_client, "attention_list")
+    _populate(world, 190)
+    assert len(selectors.needs_attention_list(user=world.adviser, limit=1000)) > 50
+    assert _page_queries(adviser_client, "attention_list") == small
+
+
+def test_attention_page_needs_sign_in_and_a_firm(client: Any, world: World) -> None:
+    response = client.get(reverse("attention_list"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
