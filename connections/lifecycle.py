@@ -99,6 +99,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -487,14 +488,16 @@ def _issued(row: Credential) -> IssuedCredential:
     return IssuedCredential(kind=row.kind, value=row.value, issued_at=row.issued_at, expires_at=row.expires_at)
 
 
-def connection_state(*, connection: Connection) -> ConnectionState:
+def connection_state(*, connection: Connection, credentials: Iterable[Credential] | None = None) -> ConnectionState:
     """What a provider client needs of the row: platform, account id, decrypted credentials, grouping.
 
-    Uses prefetched ``credentials`` when the caller loaded them. Turnqey's
+    ``credentials`` are the connection's rows when the caller has read them;
+    otherwise its ``credentials`` (prefetched, or read now). Turnqey's
     grouping falls back to the client's identity and the household's
     collection for rows stored before the connection kept its own.
     """
-    credentials = {row.kind: _issued(row) for row in connection.credentials.all()}
+    rows = connection.credentials.all() if credentials is None else credentials
+    issued = {row.kind: _issued(row) for row in rows}
     grouping = {str(k): str(v) for k, v in (connection.grouping or {}).items() if v not in (None, "")}
     if connection.provider == Provider.TURNQEY:
         if "identity" not in grouping:
@@ -504,7 +507,7 @@ def connection_state(*, connection: Connection) -> ConnectionState:
     return ConnectionState(
         platform=connection.platform,
         external_account_id=connection.external_account_id,
-        credentials=credentials,
+        credentials=issued,
         grouping=grouping,
     )
 
@@ -549,30 +552,67 @@ def credentials_store(*, connection: Connection, issued: Sequence[IssuedCredenti
         connection.reconnect_by = deadline
 
 
-def _accounts_replace(connection_id: int, accounts: Sequence[AccountData], now: datetime) -> None:
-    """Upsert the accounts the provider listed (one statement) and delete the ones it no longer lists."""
-    by_id: dict[str, AccountData] = {}
+def _account_values(account: Account) -> tuple[str, str, Decimal, str]:
+    return (account.name, account.currency, Decimal(account.balance), account.status)
+
+
+@dataclass(frozen=True)
+class AccountsChange:
+    """What storing a provider's account list has to write: rows to upsert, ids to delete."""
+
+    upsert: list[Account]
+    delete: list[int]
+
+    def __bool__(self) -> bool:
+        return bool(self.upsert or self.delete)
+
+
+def accounts_change(
+    connection_id: int, accounts: Sequence[AccountData], now: datetime, *, stored: Sequence[Account]
+) -> AccountsChange:
+    """Compare the provider's list with the ``stored`` rows: new and changed accounts (``as_of`` = now,
+    when the provider last reported a change) and the ids of accounts it no longer lists.
+    Unchanged accounts are left out, so a routine check of an unchanged connection writes none."""
+    listed: dict[str, Account] = {}
     for account in accounts:
-        by_id[str(account.external_id)] = account
-    if by_id:
+        external_id = str(account.external_id)[:200]
+        listed[external_id] = Account(
+            connection_id=connection_id,
+            external_id=external_id,
+            name=(account.name or external_id)[:200],
+            currency=account.currency[:20],
+            balance=account.balance,
+            status=(account.status or "active")[:20],
+            as_of=now,
+        )
+    known = {row.external_id: row for row in stored}
+    return AccountsChange(
+        upsert=[
+            row
+            for external_id, row in listed.items()
+            if external_id not in known or _account_values(known[external_id]) != _account_values(row)
+        ],
+        delete=[row.pk for external_id, row in known.items() if external_id not in listed],
+    )
+
+
+def accounts_write(connection_id: int, change: AccountsChange) -> None:
+    """Apply an :class:`AccountsChange`: one upsert statement, one delete, each only when needed."""
+    if change.upsert:
         Account.objects.bulk_create(
-            [
-                Account(
-                    connection_id=connection_id,
-                    external_id=external_id[:200],
-                    name=(account.name or external_id)[:200],
-                    currency=account.currency[:20],
-                    balance=account.balance,
-                    status=(account.status or "active")[:20],
-                    as_of=now,
-                )
-                for external_id, account in by_id.items()
-            ],
+            change.upsert,
             update_conflicts=True,
             unique_fields=["connection", "external_id"],
             update_fields=["name", "currency", "balance", "status", "as_of"],
         )
-    Account.objects.filter(connection_id=connection_id).exclude(external_id__in=[k[:200] for k in by_id]).delete()
+    if change.delete:
+        Account.objects.filter(connection_id=connection_id, pk__in=change.delete).delete()
+
+
+def _accounts_replace(connection_id: int, accounts: Sequence[AccountData], now: datetime) -> None:
+    """Make the stored accounts match what the provider listed (reads them first)."""
+    stored = list(Account.objects.filter(connection_id=connection_id))
+    accounts_write(connection_id, accounts_change(connection_id, accounts, now, stored=stored))
 
 
 # --- App credentials rejected -------------------------------------------------------------------
@@ -671,15 +711,88 @@ def connection_claim(*, connection_id: int, owner: str, now: datetime, force: bo
     check. A second delivery of the same task finds the claim taken and does
     nothing: this is what keeps renewals single-flight.
     """
-    lease_until = now + _seconds("LIFECYCLE_CHECK_LEASE_SECONDS")
-    queryset = Connection.objects.filter(pk=connection_id)
-    if force:
-        queryset = queryset.filter(status__in=CHECKABLE_STATUSES).filter(_lease_free(now) | _held_by_sweep(now))
-    else:
-        queryset = queryset.filter(status__in=SCHEDULED_STATUSES).filter(
-            _held_by_sweep(now) | (_lease_free(now) & Q(next_check_at__lte=now))
+    return _claim_and_load(connection_id=connection_id, owner=owner, now=now, force=force) is not None
+
+
+# The check's own statements. A check runs a few single-row statements, and at
+# scale the ORM spent more CPU compiling them than the database spent running
+# them; these are written once per process from the models' metadata (columns,
+# the fields' own value preparation), so they follow the models.
+_sql_cache: dict[tuple[Any, ...], str] = {}
+
+
+def _qn(name: str) -> str:
+    return db_connection.ops.quote_name(name)
+
+
+def _db_value(model: type[Any], name: str, value: Any) -> Any:
+    return model._meta.get_field(name).get_db_prep_save(value, connection=db_connection)
+
+
+def _claim_sql(force: bool) -> str:
+    key = ("claim", db_connection.vendor, force)
+    sql = _sql_cache.get(key)
+    if sql is None:
+        meta = Connection._meta
+        columns = ", ".join(_qn(field.column) for field in meta.concrete_fields)
+        statuses = CHECKABLE_STATUSES if force else SCHEDULED_STATUSES
+        status_in = ", ".join(f"%(status{i})s" for i in range(len(statuses)))
+        lease_free = "(lease_until IS NULL OR lease_until < %(now)s)"
+        held_by_sweep = "(lease_owner LIKE %(sweep)s AND lease_until >= %(now)s)"
+        due = f"({held_by_sweep} OR ({lease_free} AND next_check_at <= %(now)s))"
+        condition = f"({lease_free} OR {held_by_sweep})" if force else due
+        sql = (
+            f"UPDATE {_qn(meta.db_table)} SET lease_owner = %(owner)s, lease_until = %(until)s "  # noqa: S608 - no user input
+            f"WHERE id = %(id)s AND status IN ({status_in}) AND {condition} RETURNING {columns}"
         )
-    return queryset.update(lease_owner=owner, lease_until=lease_until) == 1
+        _sql_cache[key] = sql
+    return sql
+
+
+def _claim_and_load(*, connection_id: int, owner: str, now: datetime, force: bool) -> Connection | None:
+    """Claim (see :func:`connection_claim`) and read the claimed row in one ``UPDATE ... RETURNING``.
+
+    ``None`` when the claim was not granted. Reading the row in the statement
+    that claims it also means it is read after the claim, never before: a
+    check never works from a row that another check changed meanwhile.
+    """
+    statuses = CHECKABLE_STATUSES if force else SCHEDULED_STATUSES
+    params: dict[str, Any] = {
+        "id": connection_id,
+        "owner": owner,
+        "now": _db_value(Connection, "lease_until", now),
+        "until": _db_value(Connection, "lease_until", now + _seconds("LIFECYCLE_CHECK_LEASE_SECONDS")),
+        "sweep": f"{SWEEP_OWNER_PREFIX}%",
+        **{f"status{i}": str(status) for i, status in enumerate(statuses)},
+    }
+    rows = list(Connection.objects.raw(_claim_sql(force), params))
+    return rows[0] if rows else None
+
+
+def _rows_of(model: type[Any], column: str, value: int) -> list[Any]:
+    """Every row of ``model`` whose ``column`` equals ``value`` (fields converted as the ORM would)."""
+    key = ("rows", db_connection.vendor, model, column)
+    sql = _sql_cache.get(key)
+    if sql is None:
+        sql = f"SELECT * FROM {_qn(model._meta.db_table)} WHERE {_qn(column)} = %s"  # noqa: S608 - no user input
+        _sql_cache[key] = sql
+    return list(model.objects.raw(sql, [value]))
+
+
+def _release(*, connection_id: int, owner: str, values: Mapping[str, Any]) -> bool:
+    """``UPDATE connection SET values WHERE id AND lease_owner``: True if the claim was still ours."""
+    names = tuple(values)
+    key = ("release", db_connection.vendor, names)
+    sql = _sql_cache.get(key)
+    if sql is None:
+        meta = Connection._meta
+        assignments = ", ".join(f"{_qn(meta.get_field(name).column)} = %s" for name in names)
+        sql = f"UPDATE {_qn(meta.db_table)} SET {assignments} WHERE id = %s AND lease_owner = %s"  # noqa: S608
+        _sql_cache[key] = sql
+    params = [_db_value(Connection, name, values[name]) for name in names]
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, [*params, connection_id, owner])
+        return cursor.rowcount == 1
 
 
 def due_queryset(*, now: datetime) -> Any:
@@ -741,9 +854,11 @@ def connection_check(
     """
     now = now or timezone.now()
     owner = _new_lease_owner()
-    if not connection_claim(connection_id=connection_id, owner=owner, now=now, force=force):
+    claimed = _claim_and_load(connection_id=connection_id, owner=owner, now=now, force=force)
+    if claimed is None:
         return CheckResult(connection_id=connection_id, outcome=Outcome.SKIPPED, message="not claimed")
     check = _Check(connection_id=connection_id, owner=owner, now=now, actor_label=actor_label, actor=actor)
+    check.connection = claimed
     try:
         return check.run()
     except LeaseLost:
@@ -803,16 +918,17 @@ class _Check:
         self.actor_label = actor_label
         self.actor = actor
         self.connection: Connection | None = None
+        self.credentials: list[Credential] = []
         self.permit: Permit | None = None
         self.renewed = False
 
     # --- steps ---
     def run(self) -> CheckResult:
-        connection = (
-            Connection.objects.select_related("provider_app").prefetch_related("credentials").get(pk=self.connection_id)
-        )
-        self.connection = connection
-        app = connection.provider_app
+        connection = self.connection
+        if connection is None:  # not handed over by the claim
+            connection = self.connection = Connection.objects.get(pk=self.connection_id)
+        app = _rows_of(ProviderApp, "id", connection.provider_app_id)[0]
+        connection.provider_app = app
         self.app = app
         if not app.is_enabled:
             return self._defer(self.now + _seconds("LIFECYCLE_APP_DISABLED_RETRY_SECONDS"), "provider app disabled")
@@ -828,7 +944,8 @@ class _Check:
             return self._defer(decision.until, decision.reason)
         self.permit = decision
         self.client = client_for_app(app=app)
-        state = connection_state(connection=connection)
+        self.credentials = _rows_of(Credential, "connection_id", connection.pk)
+        state = connection_state(connection=connection, credentials=self.credentials)
 
         if renewal_is_due(renewal_due_at=self.client.renewal_due_at(state), now=self.now):
             renewal = self._renew(state)
@@ -963,13 +1080,24 @@ class _Check:
 
     # --- outcomes ---
     def _finish(self, fields: dict[str, Any], events: list[dict[str, Any]], accounts: Sequence[AccountData] | None):
-        """One conditional UPDATE releasing the claim, plus accounts and events, in one transaction."""
+        """One conditional UPDATE releasing the claim, plus accounts and events, in one transaction.
+
+        A routine success (no event, accounts unchanged) is that one UPDATE and
+        nothing else, without a transaction around it.
+        """
         fields = {**fields, "lease_until": None, "lease_owner": "", "last_checked_at": self.now}
-        with transaction.atomic():
-            if not Connection.objects.filter(pk=self.connection_id, lease_owner=self.owner).update(**fields):
+        change = AccountsChange(upsert=[], delete=[])
+        if accounts is not None:
+            stored = _rows_of(Account, "connection_id", self.connection_id)
+            change = accounts_change(self.connection_id, accounts, self.now, stored=stored)
+        if not events and not change:
+            if not _release(connection_id=self.connection_id, owner=self.owner, values=fields):
                 raise LeaseLost
-            if accounts is not None:
-                _accounts_replace(self.connection_id, accounts, self.now)
+            return
+        with transaction.atomic():
+            if not _release(connection_id=self.connection_id, owner=self.owner, values=fields):
+                raise LeaseLost
+            accounts_write(self.connection_id, change)
             if events:
                 ConnectionEvent.objects.bulk_create([ConnectionEvent(**_event_fields(**e)) for e in events])
 
@@ -983,7 +1111,7 @@ class _Check:
         breaker_release(app=connection.provider_app, permit=self.permit)
         next_check = until if connection.status in SCHEDULED_STATUSES else None
         fields: dict[str, Any] = {"next_check_at": next_check, "lease_until": None, "lease_owner": ""}
-        if not Connection.objects.filter(pk=self.connection_id, lease_owner=self.owner).update(**fields):
+        if not _release(connection_id=self.connection_id, owner=self.owner, values=fields):
             raise LeaseLost
         return CheckResult(
             connection_id=self.connection_id,

@@ -191,13 +191,9 @@ class Connection(TimeStamped):
     # No single-column index on household or provider_app: the composite
     # indexes below lead with them and serve the same lookups, and every
     # index a check's UPDATE has to maintain costs write time.
-    household = models.ForeignKey(
-        Household, on_delete=models.CASCADE, related_name="connections", db_index=False
-    )
+    household = models.ForeignKey(Household, on_delete=models.CASCADE, related_name="connections", db_index=False)
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="connections")
-    provider_app = models.ForeignKey(
-        ProviderApp, on_delete=models.PROTECT, related_name="connections", db_index=False
-    )
+    provider_app = models.ForeignKey(ProviderApp, on_delete=models.PROTECT, related_name="connections", db_index=False)
     # Denormalised from provider_app so lists, filters and the breaker need no join.
     provider = models.CharField(max_length=20, choices=Provider.choices)
     platform = models.CharField(max_length=50, help_text="Source platform, such as coinbase or gemini.")
@@ -285,7 +281,7 @@ class Connection(TimeStamped):
 
     @property
     def source_display(self) -> str:
-        """"Coinbase via Turnqey"; just "Coinify" where platform and provider are one."""
+        """ "Coinbase via Turnqey"; just "Coinify" where platform and provider are one."""
         return source_display(provider=self.get_provider_display(), platform=self.platform_display)
 
     @property
@@ -359,7 +355,10 @@ class Account(models.Model):
     currency = models.CharField(max_length=20)
     balance = models.DecimalField(max_digits=38, decimal_places=18)
     status = models.CharField(max_length=20, default="active")
-    as_of = models.DateTimeField(default=timezone.now)
+    # When the provider last reported a change to this row (a routine check of
+    # an unchanged account writes nothing); the connection's last_success_at
+    # says when the whole list was last confirmed.
+    as_of = models.DateTimeField(default=timezone.now, help_text="When the provider last reported a change.")
 
     class Meta:
         ordering = ["name"]

@@ -18,8 +18,12 @@ a connection's status: the lifecycle only reschedules a deferred check.
 
 Rate limit
 ----------
-A token bucket per app, refilled at ``ProviderApp.rate_limit_per_second`` with
-a burst of one second's worth (at least one token). One token is taken before
+A token bucket per app, shaped so that no second ever carries more calls than
+``ProviderApp.rate_limit_per_second`` (see :func:`bucket_shape`): a small burst
+(5% of the limit, at least one token) and a refill of the rest, with headroom
+for the jitter between taking a token and the provider receiving the call. A
+bucket holding a full second's worth would allow the burst *plus* a second of
+refill in the same second: up to twice the limit. One token is taken before
 each outbound operation (renew, probe, revoke). The bucket lives in Redis when
 ``settings.RATE_LIMIT_REDIS_URL`` is set (a Lua script, atomic on the server,
 using the server's clock so workers' clocks do not matter), otherwise in the
@@ -37,6 +41,7 @@ have to wait, and the caller defers its work instead of exceeding the rate.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -192,27 +197,47 @@ def breaker_release(*, app: ProviderApp, permit: Permit | None) -> None:
 
 # --- Rate limit -------------------------------------------------------------------
 
+# The burst, as a share of the per-second limit (at least one token).
+RATE_LIMIT_BURST_FRACTION = 0.05
+# Seconds of jitter between taking a token and the provider receiving the call
+# (thread scheduling, connection pool, network). A provider counting calls per
+# second of its own clock sees the calls of a window up to this much longer.
+RATE_LIMIT_JITTER_SECONDS = 0.05
 
-def _capacity_sql(rate: str) -> str:
-    # Burst of one second's worth of calls, and always room for one call.
-    return f"CASE WHEN {rate} > 1 THEN {rate} ELSE 1 END"
+
+def bucket_shape(limit: float) -> tuple[float, float]:
+    """``(refill per second, capacity)`` of the bucket for a limit of ``limit`` calls a second.
+
+    In any window of ``1 + RATE_LIMIT_JITTER_SECONDS`` seconds the bucket grants
+    at most ``capacity + refill * (1 + jitter)`` tokens, which this makes equal
+    to ``limit``: 100/s gives a burst of 5 and a refill of 90.5/s. Below two
+    calls a second the one-token burst cannot fit inside the limit; there the
+    refill is the limit itself, so a window may hold one call more than the
+    limit, never a higher sustained rate.
+    """
+    capacity = max(1.0, math.floor(limit * RATE_LIMIT_BURST_FRACTION))
+    if limit < 2:
+        return limit, 1.0
+    return (limit - capacity) / (1 + RATE_LIMIT_JITTER_SECONDS), capacity
 
 
-def _db_try_acquire(app_id: int, now: datetime) -> float:
+def _db_try_acquire(app_id: int, now: datetime, limit: float) -> float:
     """One conditional UPDATE that refills and spends a token; 0.0 if taken, else seconds to wait."""
     table = ProviderApp._meta.db_table
     vendor = db_connection.vendor
+    refill, capacity = bucket_shape(limit)
+    params: dict[str, Any] = {"id": app_id, "refill": refill, "capacity": capacity}
     if vendor == "postgresql":
         elapsed = "GREATEST(0, EXTRACT(EPOCH FROM (%(now)s - COALESCE(rate_updated_at, %(now)s)))::float8)"
-        refilled = f"LEAST({_capacity_sql('rate_limit_per_second')}, rate_tokens + {elapsed} * rate_limit_per_second)"
+        refilled = f"LEAST(%(capacity)s, rate_tokens + {elapsed} * %(refill)s)"
         newest = "GREATEST(COALESCE(rate_updated_at, %(now)s), %(now)s)"
-        params: dict[str, Any] = {"now": now, "id": app_id}
+        params["now"] = now
     elif vendor == "sqlite":
         elapsed = "MAX(0, (julianday(%(now)s) - julianday(COALESCE(rate_updated_at, %(now)s))) * 86400.0)"
-        refilled = f"MIN({_capacity_sql('rate_limit_per_second')}, rate_tokens + {elapsed} * rate_limit_per_second)"
+        refilled = f"MIN(%(capacity)s, rate_tokens + {elapsed} * %(refill)s)"
         newest = "MAX(COALESCE(rate_updated_at, %(now)s), %(now)s)"
         # SQLite stores datetimes as naive UTC text; compare like with like.
-        params = {"now": db_connection.ops.adapt_datetimefield_value(now), "id": app_id}
+        params["now"] = db_connection.ops.adapt_datetimefield_value(now)
     else:  # pragma: no cover - the project runs on PostgreSQL or SQLite only
         raise NotImplementedError(f"No database rate limiter for {vendor}")
     # The WHERE re-evaluates the refill under the row lock (PostgreSQL re-checks
@@ -226,16 +251,14 @@ def _db_try_acquire(app_id: int, now: datetime) -> float:
         cursor.execute(sql, params)
         if cursor.rowcount == 1:
             return 0.0
-    row = ProviderApp.objects.filter(pk=app_id).values_list("rate_tokens", "rate_updated_at", "rate_limit_per_second")
+    row = ProviderApp.objects.filter(pk=app_id).values_list("rate_tokens", "rate_updated_at")
     found = row.first()
     if found is None:
         return 0.0
-    tokens, updated_at, rate = found
-    if rate <= 0:
-        return 0.0
+    tokens, updated_at = found
     elapsed_s = max(0.0, (now - updated_at).total_seconds()) if updated_at else 0.0
-    available = min(max(rate, 1.0), tokens + elapsed_s * rate)
-    return max((1.0 - available) / rate, 0.001)
+    available = min(capacity, tokens + elapsed_s * refill)
+    return max((1.0 - available) / refill, 0.001)
 
 
 _REDIS_SCRIPT = """
@@ -287,11 +310,12 @@ def _redis_script(url: str) -> Any:
         return script
 
 
-def _redis_try_acquire(url: str, app_id: int, rate: float, now: datetime | None) -> float:
+def _redis_try_acquire(url: str, app_id: int, limit: float, now: datetime | None) -> float:
     script = _redis_script(url)
     prefix = str(_setting("RATE_LIMIT_REDIS_PREFIX", REDIS_KEY_PREFIX))
     stamp = now.timestamp() if now is not None else -1
-    result = script(keys=[f"{prefix}{app_id}"], args=[repr(float(rate)), repr(max(float(rate), 1.0)), repr(stamp)])
+    refill, capacity = bucket_shape(limit)
+    result = script(keys=[f"{prefix}{app_id}"], args=[repr(float(refill)), repr(float(capacity)), repr(stamp)])
     wait = float(result.decode() if isinstance(result, bytes) else result)
     return max(wait, 0.001) if wait > 0 else 0.0
 
@@ -316,7 +340,7 @@ def rate_limit_try_acquire(*, app: ProviderApp, now: datetime | None = None) -> 
             except Exception as exc:
                 if attempt == 2:
                     logger.warning("Rate limit: Redis unavailable (%s); using the database bucket.", type(exc).__name__)
-    return _db_try_acquire(app.pk, now or timezone.now())
+    return _db_try_acquire(app.pk, now or timezone.now(), rate)
 
 
 def rate_limit_acquire(*, app: ProviderApp, max_wait: float | None = None) -> float:

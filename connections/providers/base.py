@@ -88,6 +88,7 @@ import math
 import os
 import re
 import threading
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -638,7 +639,27 @@ def make_session(*, retry: Retry | None = None, pool_size: int = POOL_SIZE) -> r
     )
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    _environment_apply(session)
     return session
+
+
+def _environment_apply(session: requests.Session) -> None:
+    """Read the environment's network settings once instead of on every call.
+
+    By default requests looks at the proxy variables, ``~/.netrc`` and the CA
+    bundle variables on every request: file system calls on the hot path, and
+    a ``.netrc`` entry would even attach a stored password to a provider call.
+    Without a proxy configured, the session stops trusting the environment and
+    keeps only a CA bundle named there. With a proxy, it keeps the default so
+    ``NO_PROXY`` still applies per host.
+    """
+    proxies = {scheme: url for scheme, url in urllib.request.getproxies().items() if scheme != "no"}
+    if proxies:
+        return
+    session.trust_env = False
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
 
 
 _shared_session: requests.Session | None = None

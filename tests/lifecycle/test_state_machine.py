@@ -164,6 +164,41 @@ def test_vanished_accounts_are_deleted_and_listed_ones_updated(app: Any, world: 
     assert accounts["btc-1"].name == "BTC wallet"
 
 
+@pytest.mark.django_db
+def test_routine_check_of_unchanged_accounts_writes_no_account_row(
+    app: Any, world: FakeWorld, django_assert_num_queries: Any
+) -> None:
+    connection = make_connection(app)
+    connection_check(connection_id=connection.pk, force=True)  # first sight: both accounts stored
+    first = {a.external_id: a.as_of for a in Account.objects.filter(connection=connection)}
+    assert set(first) == {"btc-1", "eth-1"}
+
+    later = timezone.now() + timedelta(seconds=30)  # no renewal due yet
+    with django_assert_num_queries(5):  # claim, load, its credentials, its accounts, release
+        result = connection_check(connection_id=connection.pk, force=True, now=later)
+
+    assert result.outcome == Outcome.OK
+    connection.refresh_from_db()
+    assert connection.last_success_at == later  # the list was confirmed ...
+    assert {a.external_id: a.as_of for a in Account.objects.filter(connection=connection)} == first  # ... not rewritten
+
+
+@pytest.mark.django_db
+def test_a_changed_balance_rewrites_that_account_only(app: Any, world: FakeWorld) -> None:
+    connection = make_connection(app)
+    connection_check(connection_id=connection.pk, force=True)
+    Account.objects.filter(connection=connection, external_id="btc-1").update(balance=7)
+    before = {a.external_id: a.as_of for a in Account.objects.filter(connection=connection)}
+
+    later = timezone.now() + timedelta(seconds=30)
+    connection_check(connection_id=connection.pk, force=True, now=later)
+
+    after = {a.external_id: a for a in Account.objects.filter(connection=connection)}
+    assert after["btc-1"].balance == ACCOUNTS[0].balance
+    assert after["btc-1"].as_of == later
+    assert after["eth-1"].as_of == before["eth-1"]
+
+
 # --- Transient failures --------------------------------------------------------------------------
 
 

@@ -173,29 +173,59 @@ def _simulate(app: Any, *, attempts: int, step: timedelta, offset_us: int = 0) -
     return granted
 
 
-def _never_exceeds(granted: list[timedelta], *, rate: float, burst: float) -> None:
-    # In any window of length w, at most burst + rate * w grants.
+def _never_exceeds(granted: list[timedelta], *, limit: float) -> None:
+    refill, capacity = throttling.bucket_shape(limit)
     for i, first in enumerate(granted):
         for j in range(i, len(granted)):
             window = (granted[j] - first).total_seconds()
-            assert j - i + 1 <= burst + rate * window + 1e-6
+            # In any window of length w, at most the burst plus w seconds of refill ...
+            assert j - i + 1 <= capacity + refill * window + 1e-6
+            # ... so a window of a second (plus the jitter allowance) never holds more than the limit.
+            if window <= 1 + throttling.RATE_LIMIT_JITTER_SECONDS:
+                assert j - i + 1 <= max(limit, 1)
+
+
+def _used_for(granted: list[timedelta], *, limit: float, seconds: float, step: float) -> None:
+    # The limit is used, not merely respected: the burst plus the refill over the run
+    # (each token is taken at the first attempt after it is there, up to a step late).
+    refill, capacity = throttling.bucket_shape(limit)
+    assert capacity + seconds // (1 / refill + step) - 1 <= len(granted) <= capacity + refill * seconds + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("limit", "capacity", "refill"), [(100, 5, 95 / 1.05), (5, 1, 4 / 1.05), (1, 1, 1), (0.5, 1, 0.5)]
+)
+def test_bucket_keeps_a_small_burst_and_refills_the_rest_of_the_limit(
+    limit: float, capacity: float, refill: float
+) -> None:
+    assert throttling.bucket_shape(limit) == pytest.approx((refill, capacity))
 
 
 @pytest.mark.django_db
 def test_database_rate_limit_never_exceeds_the_configured_rate(limited_app: Any) -> None:
     granted = _simulate(limited_app, attempts=400, step=timedelta(milliseconds=10))
-    _never_exceeds(granted, rate=5, burst=5)
-    # Four seconds at 5/s plus the burst: the limit is used, not merely respected.
-    assert 20 <= len(granted) <= 25
+    _never_exceeds(granted, limit=5)
+    _used_for(granted, limit=5, seconds=4, step=0.01)
+
+
+@pytest.mark.django_db
+def test_no_second_carries_more_calls_than_the_limit(limited_app: Any) -> None:
+    # The bucket's first burst and the next second's refill together stay within the limit.
+    ProviderApp.objects.filter(pk=limited_app.pk).update(rate_limit_per_second=100)
+    app = ProviderApp.objects.get(pk=limited_app.pk)
+    granted = _simulate(app, attempts=3000, step=timedelta(milliseconds=1))
+    _never_exceeds(granted, limit=100)
+    _used_for(granted, limit=100, seconds=3, step=0.001)
 
 
 @pytest.mark.django_db
 def test_database_rate_limit_says_how_long_to_wait(limited_app: Any) -> None:
     now = timezone.now()
-    for _ in range(5):
+    refill, capacity = throttling.bucket_shape(5)
+    for _ in range(int(capacity)):
         assert rate_limit_try_acquire(app=limited_app, now=now) == 0
     wait = rate_limit_try_acquire(app=limited_app, now=now)
-    assert 0.15 < wait <= 0.2 + 1e-6
+    assert wait == pytest.approx(1 / refill)
 
 
 @pytest.mark.django_db
@@ -220,6 +250,8 @@ def test_zero_rate_means_no_limit(app: Any) -> None:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_database_rate_limit_holds_under_concurrent_workers(limited_app: Any) -> None:
+    ProviderApp.objects.filter(pk=limited_app.pk).update(rate_limit_per_second=100)  # a burst of 5
+    limited_app.refresh_from_db()
     now = timezone.now()
     barrier = threading.Barrier(8)
     granted: list[int] = []
@@ -251,8 +283,8 @@ def test_redis_rate_limit_never_exceeds_the_configured_rate(limited_app: Any, se
     for offset in range(0, 1000, 97):
         settings.RATE_LIMIT_REDIS_PREFIX = f"test:{uuid.uuid4().hex}:"
         granted = _simulate(limited_app, attempts=400, step=timedelta(milliseconds=10), offset_us=offset)
-        _never_exceeds(granted, rate=5, burst=5)
-        assert 20 <= len(granted) <= 25
+        _never_exceeds(granted, limit=5)
+        _used_for(granted, limit=5, seconds=4, step=0.01)
     # The database bucket was not used.
     assert ProviderApp.objects.get(pk=limited_app.pk).rate_updated_at is None
 
@@ -261,6 +293,8 @@ def test_redis_rate_limit_never_exceeds_the_configured_rate(limited_app: Any, se
 def test_unreachable_redis_falls_back_to_the_database_limit(limited_app: Any, settings: Any) -> None:
     settings.RATE_LIMIT_REDIS_URL = "redis://127.0.0.1:1/0"
     throttling._redis_clients.clear()
+    ProviderApp.objects.filter(pk=limited_app.pk).update(rate_limit_per_second=100)  # a burst of 5
+    limited_app.refresh_from_db()
     now = timezone.now()
     results = [rate_limit_try_acquire(app=limited_app, now=now) for _ in range(6)]
     assert results[:5] == [0, 0, 0, 0, 0]

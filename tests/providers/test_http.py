@@ -172,6 +172,45 @@ def test_session_pool_is_sized_for_a_threaded_worker() -> None:
     assert adapter.max_retries.allowed_methods == frozenset({"GET", "PUT", "DELETE", "HEAD"})
 
 
+def _clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_session_never_sends_a_netrc_password_to_a_provider(
+    rsps: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    _clear_proxy_environment(monkeypatch)
+    netrc = tmp_path / "netrc"  # type: ignore[operator]
+    netrc.write_text("machine provider.test login someone password not-for-providers\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    rsps.add(responses.GET, URL, json={})
+
+    ProviderHttp("Acme", session=make_session()).request("GET", URL, endpoint="thing")
+
+    assert "Authorization" not in rsps.calls[0].request.headers
+
+
+def test_session_keeps_a_ca_bundle_named_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_proxy_environment(monkeypatch)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/corporate.pem")
+
+    session = make_session()
+
+    assert session.trust_env is False
+    assert session.verify == "/etc/ssl/certs/corporate.pem"
+
+
+def test_session_behind_a_proxy_still_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_proxy_environment(monkeypatch)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "sandbox.internal")
+
+    session = make_session()
+
+    assert session.trust_env is True  # so NO_PROXY is applied per host by requests
+
+
 # --- real sockets (this suite's ports) ---------------------------------------------------------
 
 
