@@ -7,8 +7,9 @@ control API (or its service function, as ``sandbox_create_subject`` does) and
 their tokens through the portal's own provider clients over HTTP, exactly as a
 connect would: nothing is written into the sandbox's tables behind its back.
 
-Checks: ``n`` Dapi connections (a permanent token: one probe per check, no
-renewal) on up to 2,000 sandbox logins (several clients' connections may share
+Checks: ``n`` Dapi connections as a connect leaves them (a permanent token, so
+one probe per check and no renewal, and the accounts the connect read) on up
+to 2,000 sandbox logins (several clients' connections may share
 a login: a check costs the same either way) are made due together; one sweep (the real task body) claims and
 enqueues them; the worker probes each through the sandbox with 50 ms of
 injected latency. The ceiling is plain concurrent HTTP calls (``requests``, one
@@ -148,7 +149,7 @@ def checks_setup(*, control: SandboxControl, sandbox_base: str, count: int, log:
                        client_secret=app_secret, redirect_uri=REDIRECT_URI)
     local = threading.local()
 
-    def login(number: int) -> tuple[str, str, str, str]:
+    def login(number: int) -> tuple[str, str, str, str, list[Any]]:
         client = getattr(local, "client", None)
         if client is None:
             client = local.client = DapiClient(config)
@@ -156,7 +157,13 @@ def checks_setup(*, control: SandboxControl, sandbox_base: str, count: int, log:
         made = local.control.call("POST", "subjects", {"provider": "dapi", "app_key": app_key,
                                                         "username": f"bench-user-{number}"})
         token = client.exchange_token(access_code=made["access_code"], connection_id=made["connection_id"])
-        return token, made["user_secret"], made["user_id"], made["connection_id"]
+        # A connect reads the accounts once (DapiClient.complete_authorization) and stores them.
+        state = ConnectionState(platform="binance", credentials={
+            "permanent": IssuedCredential(kind="permanent", value=token, issued_at=timezone.now()),
+            "user_secret": IssuedCredential(kind="user_secret", value=made["user_secret"], issued_at=timezone.now()),
+        })
+        accounts = list(client.probe(connection=state))
+        return token, made["user_secret"], made["user_id"], made["connection_id"], accounts
 
     # A failed attempt starts a new Connect login (its access code may be spent).
     logins = parallel(range(min(count, LOGINS_MAX)), lambda number: retried(lambda: login(number)), threads=32)
@@ -166,22 +173,30 @@ def checks_setup(*, control: SandboxControl, sandbox_base: str, count: int, log:
     now = timezone.now()
     Credential.objects.bulk_create(
         [Credential(connection_id=cid, kind=Credential.Kind.PERMANENT, value=token, issued_at=now)
-         for cid, token, _, _, _ in linked]
+         for cid, token, _, _, _, _ in linked]
         + [Credential(connection_id=cid, kind=Credential.Kind.USER_SECRET, value=secret, issued_at=now)
-           for cid, _, secret, _, _ in linked],
+           for cid, _, secret, _, _, _ in linked],
         batch_size=2000,
+    )
+    # The accounts the connect read: the checks measured are the routine ones of a
+    # connection in service, not its first look.
+    Account.objects.bulk_create(
+        [Account(connection_id=cid, external_id=a.external_id, name=a.name or a.external_id, currency=a.currency,
+                 balance=a.balance, status=a.status, as_of=now)
+         for cid, _, _, _, _, accounts in linked for a in accounts],
+        batch_size=5000,
     )
     with connection.cursor() as cursor:
         cursor.executemany(
             "UPDATE connections_connection SET external_account_id = %s, grouping = jsonb_build_object("
             "'connectionID', %s::text) WHERE id = %s",
-            [(user_id, dapi_connection, cid) for cid, _, _, user_id, dapi_connection in linked],
+            [(user_id, dapi_connection, cid) for cid, _, _, user_id, dapi_connection, _ in linked],
         )
     sample = random.Random(7).sample(linked, min(len(linked), 500))
     log(f"  {count:,} Dapi connections on {len(logins):,} sandbox logins, linked in "
         f"{time.perf_counter() - started:.0f} s")
     return {"app": app, "ids": ids, "app_secret": app_secret, "logins": len(logins),
-            "sample": [(token, secret) for _, token, secret, _, _ in sample]}
+            "sample": [(token, secret) for _, token, secret, _, _, _ in sample]}
 
 
 def ceiling_measure(*, url: str, app_secret: str, sample: list[tuple[str, str]], calls: int,

@@ -718,7 +718,7 @@ def connection_claim(*, connection_id: int, owner: str, now: datetime, force: bo
 # scale the ORM spent more CPU compiling them than the database spent running
 # them; these are written once per process from the models' metadata (columns,
 # the fields' own value preparation), so they follow the models.
-_sql_cache: dict[tuple[Any, ...], str] = {}
+_sql_cache: dict[tuple[Any, ...], Any] = {}
 
 
 def _qn(name: str) -> str:
@@ -734,7 +734,7 @@ def _claim_sql(force: bool) -> str:
     sql = _sql_cache.get(key)
     if sql is None:
         meta = Connection._meta
-        columns = ", ".join(_qn(field.column) for field in meta.concrete_fields)
+        columns = _reader(Connection).columns
         statuses = CHECKABLE_STATUSES if force else SCHEDULED_STATUSES
         status_in = ", ".join(f"%(status{i})s" for i in range(len(statuses)))
         lease_free = "(lease_until IS NULL OR lease_until < %(now)s)"
@@ -765,18 +765,63 @@ def _claim_and_load(*, connection_id: int, owner: str, now: datetime, force: boo
         "sweep": f"{SWEEP_OWNER_PREFIX}%",
         **{f"status{i}": str(status) for i, status in enumerate(statuses)},
     }
-    rows = list(Connection.objects.raw(_claim_sql(force), params))
+    rows = _reader(Connection).fetch(_claim_sql(force), params)
     return rows[0] if rows else None
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Turns rows of every concrete column of ``model`` (in ``columns`` order) into instances,
+    with the same value conversions as the ORM (decryption, datetimes, JSON)."""
+
+    model: type[Any]
+    columns: str
+    attnames: tuple[str, ...]
+    converters: tuple[tuple[int, tuple[Any, ...], Any], ...]
+
+    def fetch(self, sql: str, params: Any) -> list[Any]:
+        with db_connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        found = []
+        for row in rows:
+            values = list(row)
+            for index, functions, expression in self.converters:
+                for function in functions:
+                    values[index] = function(values[index], expression, db_connection)
+            found.append(self.model.from_db(db_connection.alias, self.attnames, values))
+        return found
+
+
+def _reader(model: type[Any]) -> _Reader:
+    key = ("reader", db_connection.vendor, model)
+    reader = _sql_cache.get(key)
+    if reader is None:
+        fields = model._meta.concrete_fields
+        converters = []
+        for index, field in enumerate(fields):
+            column = field.get_col(model._meta.db_table)
+            functions = db_connection.ops.get_db_converters(column) + column.get_db_converters(db_connection)
+            if functions:
+                converters.append((index, tuple(functions), column))
+        reader = _sql_cache[key] = _Reader(
+            model=model,
+            columns=", ".join(_qn(field.column) for field in fields),
+            attnames=tuple(field.attname for field in fields),
+            converters=tuple(converters),
+        )
+    return reader
 
 
 def _rows_of(model: type[Any], column: str, value: int) -> list[Any]:
     """Every row of ``model`` whose ``column`` equals ``value`` (fields converted as the ORM would)."""
+    reader = _reader(model)
     key = ("rows", db_connection.vendor, model, column)
     sql = _sql_cache.get(key)
     if sql is None:
-        sql = f"SELECT * FROM {_qn(model._meta.db_table)} WHERE {_qn(column)} = %s"  # noqa: S608 - no user input
+        sql = f"SELECT {reader.columns} FROM {_qn(model._meta.db_table)} WHERE {_qn(column)} = %s"  # noqa: S608
         _sql_cache[key] = sql
-    return list(model.objects.raw(sql, [value]))
+    return reader.fetch(sql, [value])
 
 
 def _release(*, connection_id: int, owner: str, values: Mapping[str, Any]) -> bool:

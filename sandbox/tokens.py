@@ -84,11 +84,11 @@ def find(kind: str, value: str) -> TokenRow | None:
     """The stored token of ``kind`` whose digest matches ``value``, or None."""
     if not value:
         return None
-    row = (
-        Token.objects.filter(kind=kind, digest=digest(value))
-        .values_list("id", "subject", "expires_at", "used_at", "revoked_at")
-        .first()
-    )
+    # Digests are unique per kind: [:1] without first()'s ORDER BY, on every simulated call.
+    rows = Token.objects.filter(kind=kind, digest=digest(value)).values_list(
+        "id", "subject", "expires_at", "used_at", "revoked_at"
+    )[:1]
+    row = next(iter(rows), None)
     return TokenRow(*row) if row else None
 
 

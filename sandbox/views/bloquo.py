@@ -21,7 +21,7 @@ from .. import clock, tokens
 from ..data import accounts_for
 from ..faults import provider_endpoint
 from ..models import BloquoKey, Token
-from .common import json_response, lifetime, read_json, text_field
+from .common import json_response, lifetime, one, read_json, text_field
 
 
 def _failure(status: int, message: str) -> HttpResponse:
@@ -35,7 +35,7 @@ def token(request: HttpRequest, ns: str) -> HttpResponse:
     client_id, client_secret = text_field(data, "clientId"), text_field(data, "clientSecret")
     if not (client_id and client_secret):
         return _failure(400, "clientId and clientSecret are required.")
-    key = BloquoKey.objects.filter(provider=ns, client_id=client_id).first()
+    key = one(BloquoKey.objects.filter(provider=ns, client_id=client_id))
     if key is None or not hmac.compare_digest(key.secret_digest, tokens.digest(client_secret)):
         return _failure(401, "Invalid client credentials.")
     if key.revoked_at is not None:
@@ -53,7 +53,7 @@ def _customer(request: HttpRequest, ns: str) -> BloquoKey | None:
     row = tokens.find(Token.Kind.BLOQUO_ACCESS, tokens.bearer(request.headers.get("Authorization", "")))
     if row is None or row.revoked_at is not None or row.expired(clock.now()):
         return None
-    key = BloquoKey.objects.filter(pk=int(row.subject), provider=ns).first()
+    key = one(BloquoKey.objects.filter(pk=int(row.subject), provider=ns))
     return key if key is not None and key.revoked_at is None else None
 
 

@@ -24,7 +24,7 @@ from ..data import accounts_for
 from ..faults import provider_endpoint
 from ..models import CoinifyUser, Token
 from ..state import Snapshot
-from .common import json_response, read_json, text_field
+from .common import json_response, one, read_json, text_field
 
 INVALID_CREDENTIALS = "Invalid email or password."
 REFRESH_EXPIRED = "Refresh token has expired."
@@ -51,7 +51,7 @@ def oauth_error(error: str, description: str, *, status: int = 400) -> HttpRespo
 
 
 def _user(subject: str) -> CoinifyUser | None:
-    return CoinifyUser.objects.filter(pk=int(subject)).first() if subject.isdigit() else None
+    return one(CoinifyUser.objects.filter(pk=int(subject))) if subject.isdigit() else None
 
 
 def _grant(user: CoinifyUser, request: HttpRequest) -> HttpResponse:
@@ -64,7 +64,7 @@ def _password_grant(request: HttpRequest, data: dict[str, Any]) -> HttpResponse:
         if not text_field(data, name):
             return oauth_error("invalid_request", f"Missing required parameter: {name}.")
     password = data["password"]
-    user = CoinifyUser.objects.filter(partner_id=text_field(data, "partnerId"), email=text_field(data, "email")).first()
+    user = one(CoinifyUser.objects.filter(partner_id=text_field(data, "partnerId"), email=text_field(data, "email")))
     if user is None or not services.coinify_password_matches(user, password):
         return oauth_error("invalid_grant", INVALID_CREDENTIALS)
     if user.deactivated_at is not None:

@@ -26,7 +26,7 @@ from ..data import accounts_for
 from ..faults import provider_endpoint
 from ..models import App, DapiConnection, Provider, Token
 from ..state import Snapshot
-from .common import json_response, origin, read_json, text_field, with_query
+from .common import json_response, one, origin, read_json, text_field, with_query
 
 
 def _failure(status: int, kind: str, message: str) -> HttpResponse:
@@ -46,7 +46,7 @@ def connect(request: HttpRequest, ns: str) -> HttpResponse:
     state = request.GET.get("state", "")
     if not (app_key and redirect_uri):
         return _error_page(request, "appKey and redirectUri are required.")
-    app = App.objects.filter(provider=Provider.DAPI, client_id=app_key).first()
+    app = one(App.objects.filter(provider=Provider.DAPI, client_id=app_key))
     if app is None:
         return _error_page(request, "Unknown app key.")
     if not app.redirect_uri or redirect_uri != app.redirect_uri:
@@ -96,7 +96,7 @@ def exchange_token(request: HttpRequest, ns: str) -> HttpResponse:
     app = _app_by_secret(app_secret)
     if app is None:
         return _failure(401, "INVALID_APP_SECRET", "The app secret is invalid.")
-    connection = DapiConnection.objects.filter(connection_id=connection_id, app_key=app.client_id).first()
+    connection = one(DapiConnection.objects.filter(connection_id=connection_id, app_key=app.client_id))
     row = tokens.find(Token.Kind.DAPI_CODE, code)
     if connection is None or row is None or row.subject != str(connection.pk) or connection.delinked_at is not None:
         return _failure(400, _INVALID_CODE, "The access code is invalid.")
@@ -117,7 +117,7 @@ def exchange_token(request: HttpRequest, ns: str) -> HttpResponse:
 def _linked_connection(request: HttpRequest) -> DapiConnection | HttpResponse:
     """The connection behind the Bearer token, checked against the body's secrets."""
     row = tokens.find(Token.Kind.DAPI_ACCESS, tokens.bearer(request.headers.get("Authorization", "")))
-    connection = DapiConnection.objects.filter(pk=int(row.subject)).first() if row is not None else None
+    connection = one(DapiConnection.objects.filter(pk=int(row.subject))) if row is not None else None
     if row is None or connection is None:
         return _failure(401, "INVALID_TOKEN", "The access token is invalid.")
     if connection.delinked_at is not None or row.revoked_at is not None:
@@ -126,7 +126,7 @@ def _linked_connection(request: HttpRequest) -> DapiConnection | HttpResponse:
     app_secret, user_secret = text_field(data, "appSecret"), text_field(data, "userSecret")
     if not (app_secret and user_secret):
         return _failure(400, "INVALID_REQUEST", "appSecret and userSecret are required.")
-    app = App.objects.filter(provider=Provider.DAPI, client_id=connection.app_key).first()
+    app = one(App.objects.filter(provider=Provider.DAPI, client_id=connection.app_key))
     if app is None or not hmac.compare_digest(app.client_secret.encode(), app_secret.encode()):
         return _failure(401, "INVALID_APP_SECRET", "The app secret is invalid.")
     if not hmac.compare_digest(connection.user_secret_digest, tokens.digest(user_secret)):
