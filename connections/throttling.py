@@ -20,8 +20,8 @@ Rate limit
 ----------
 A token bucket per app, shaped so that no second ever carries more calls than
 ``ProviderApp.rate_limit_per_second`` (see :func:`bucket_shape`): a small burst
-(5% of the limit, at least one token) and a refill of the rest, with headroom
-for the jitter between taking a token and the provider receiving the call. A
+(5% of the limit, at least one token) and a refill of the rest, with 100 ms of
+headroom for the jitter between taking a token and the provider receiving the call. A
 bucket holding a full second's worth would allow the burst *plus* a second of
 refill in the same second: up to twice the limit. One token is taken before
 each outbound operation (renew, probe, revoke). The bucket lives in Redis when
@@ -202,7 +202,7 @@ RATE_LIMIT_BURST_FRACTION = 0.05
 # Seconds of jitter between taking a token and the provider receiving the call
 # (thread scheduling, connection pool, network). A provider counting calls per
 # second of its own clock sees the calls of a window up to this much longer.
-RATE_LIMIT_JITTER_SECONDS = 0.05
+RATE_LIMIT_JITTER_SECONDS = 0.1
 
 
 def bucket_shape(limit: float) -> tuple[float, float]:
@@ -210,7 +210,7 @@ def bucket_shape(limit: float) -> tuple[float, float]:
 
     In any window of ``1 + RATE_LIMIT_JITTER_SECONDS`` seconds the bucket grants
     at most ``capacity + refill * (1 + jitter)`` tokens, which this makes equal
-    to ``limit``: 100/s gives a burst of 5 and a refill of 90.5/s. Below two
+    to ``limit``: 100/s gives a burst of 5 and a refill of 86.4/s. Below two
     calls a second the one-token burst cannot fit inside the limit; there the
     refill is the limit itself, so a window may hold one call more than the
     limit, never a higher sustained rate.

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from http import HTTPStatus
 
@@ -198,6 +199,9 @@ def provider_endpoint(
         @wraps(view)
         def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
             provider = str(kwargs["ns"])
+            # Logged as the moment the call arrived, as a provider counting calls
+            # per second would count it (not when this simulator finished it).
+            arrived = clock.now()
             snap = state.snapshot()
             request.sandbox = snap  # type: ignore[attr-defined]
             path = subpath(request.path_info, provider)
@@ -221,9 +225,9 @@ def provider_endpoint(
             try:
                 response = _outcome(chosen, request, view, provider, page, args, kwargs)
             except Exception:
-                _log(request, provider, path, 500, grant, label)
+                _log(request, provider, path, 500, grant, label, arrived)
                 raise
-            _log(request, provider, path, response.status_code, grant, label)
+            _log(request, provider, path, response.status_code, grant, label, arrived)
             return response
 
         return wrapped if page else csrf_exempt(wrapped)
@@ -231,7 +235,9 @@ def provider_endpoint(
     return decorator
 
 
-def _log(request: HttpRequest, provider: str, path: str, status: int, grant: str, fault: str) -> None:
+def _log(
+    request: HttpRequest, provider: str, path: str, status: int, grant: str, fault: str, arrived: datetime
+) -> None:
     entry = RequestLog(
         provider=provider,
         method=(request.method or "")[:10],
@@ -239,7 +245,7 @@ def _log(request: HttpRequest, provider: str, path: str, status: int, grant: str
         status=status,
         grant_type=grant[:30],
         fault=fault,
-        at=clock.now(),
+        at=arrived,
     )
     if connection.vendor != "postgresql" or getattr(settings, "SANDBOX_SESSION_ASYNC_COMMIT", False):
         # Not PostgreSQL, or a server whose database sessions already commit
