@@ -189,8 +189,9 @@ def checks_setup(*, control: SandboxControl, sandbox_base: str, count: int, log:
     with connection.cursor() as cursor:
         cursor.executemany(
             "UPDATE connections_connection SET external_account_id = %s, grouping = jsonb_build_object("
-            "'connectionID', %s::text) WHERE id = %s",
-            [(user_id, dapi_connection, cid) for cid, _, _, user_id, dapi_connection, _ in linked],
+            "'connectionID', %s::text), accounts_digest = %s WHERE id = %s",
+            [(user_id, dapi_connection, lifecycle.accounts_digest(accounts), cid)
+             for cid, _, _, user_id, dapi_connection, accounts in linked],
         )
     sample = random.Random(7).sample(linked, min(len(linked), 500))
     log(f"  {count:,} Dapi connections on {len(logins):,} sandbox logins, linked in "

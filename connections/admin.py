@@ -480,9 +480,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         ),
     )
     # Status belongs to the lifecycle: every field shown is read-only but the label.
-    readonly_fields = tuple(
-        name for _, options in fieldsets for name in options["fields"] if name != "label"
-    )
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"] if name != "label")
     inlines = (ConnectionCredentialInline, AccountInline, ConnectionEventInline)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -33,8 +33,7 @@ def _fernets(keys: tuple[str, ...]) -> tuple[MultiFernet, Fernet]:
     except (ValueError, TypeError) as exc:
         # Never echo the key itself.
         raise ImproperlyConfigured(
-            "TOKEN_ENCRYPTION_KEYS holds a value that is not a valid Fernet key "
-            "(32 url-safe base64-encoded bytes)."
+            "TOKEN_ENCRYPTION_KEYS holds a value that is not a valid Fernet key (32 url-safe base64-encoded bytes)."
         ) from exc
     return MultiFernet(fernets), fernets[0]
 

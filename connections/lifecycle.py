@@ -90,6 +90,8 @@ learned (and stores no credentials).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -594,6 +596,25 @@ def accounts_change(
         ],
         delete=[row.pk for external_id, row in known.items() if external_id not in listed],
     )
+
+
+def accounts_digest(accounts: Sequence[AccountData]) -> str:
+    """A fingerprint of a provider's account list as it would be stored (order does not matter).
+
+    Equal digests mean the same list, and so the same stored rows: a check
+    compares it with ``Connection.accounts_digest`` before reading any row.
+    """
+    rows = sorted(
+        [
+            str(account.external_id)[:200],
+            (account.name or str(account.external_id))[:200],
+            account.currency[:20],
+            format(Decimal(account.balance).normalize(), "f"),
+            (account.status or "active")[:20],
+        ]
+        for account in accounts
+    )
+    return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
 
 
 def accounts_write(connection_id: int, change: AccountsChange) -> None:
@@ -1127,14 +1148,17 @@ class _Check:
     def _finish(self, fields: dict[str, Any], events: list[dict[str, Any]], accounts: Sequence[AccountData] | None):
         """One conditional UPDATE releasing the claim, plus accounts and events, in one transaction.
 
-        A routine success (no event, accounts unchanged) is that one UPDATE and
-        nothing else, without a transaction around it.
+        A routine success (no event, the same account list as last time, told by
+        its digest) is that one UPDATE and nothing else, without a transaction.
         """
         fields = {**fields, "lease_until": None, "lease_owner": "", "last_checked_at": self.now}
         change = AccountsChange(upsert=[], delete=[])
         if accounts is not None:
-            stored = _rows_of(Account, "connection_id", self.connection_id)
-            change = accounts_change(self.connection_id, accounts, self.now, stored=stored)
+            digest = accounts_digest(accounts)
+            if self.connection is None or digest != self.connection.accounts_digest:
+                stored = _rows_of(Account, "connection_id", self.connection_id)
+                change = accounts_change(self.connection_id, accounts, self.now, stored=stored)
+                fields["accounts_digest"] = digest
         if not events and not change:
             if not _release(connection_id=self.connection_id, owner=self.owner, values=fields):
                 raise LeaseLost
@@ -1460,7 +1484,8 @@ def _grant_store(
     if grant.accounts is not None:
         locked.last_success_at = now
         locked.last_checked_at = now
-        update_fields += ["last_success_at", "last_checked_at"]
+        locked.accounts_digest = accounts_digest(grant.accounts)
+        update_fields += ["last_success_at", "last_checked_at", "accounts_digest"]
         _accounts_replace(locked.pk, grant.accounts, now)
     locked.save(update_fields=update_fields)
 

@@ -218,6 +218,9 @@ class Connection(TimeStamped):
     # token's end of life, Dapi's unexchanged access code).
     reconnect_by = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    # Fingerprint of the account list last stored (lifecycle.accounts_digest): a
+    # check that reads the same list again neither reads nor writes account rows.
+    accounts_digest = models.CharField(max_length=64, blank=True, default="", db_default="", editable=False)
     degraded_since = models.DateTimeField(null=True, blank=True)
     # A claim by one worker: nobody else checks this connection until it passes.
     lease_until = models.DateTimeField(null=True, blank=True)

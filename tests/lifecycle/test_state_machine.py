@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -174,7 +176,7 @@ def test_routine_check_of_unchanged_accounts_writes_no_account_row(
     assert set(first) == {"btc-1", "eth-1"}
 
     later = timezone.now() + timedelta(seconds=30)  # no renewal due yet
-    with django_assert_num_queries(5):  # claim, load, its credentials, its accounts, release
+    with django_assert_num_queries(4):  # claim and read, its app, its credentials, release
         result = connection_check(connection_id=connection.pk, force=True, now=later)
 
     assert result.outcome == Outcome.OK
@@ -187,16 +189,20 @@ def test_routine_check_of_unchanged_accounts_writes_no_account_row(
 def test_a_changed_balance_rewrites_that_account_only(app: Any, world: FakeWorld) -> None:
     connection = make_connection(app)
     connection_check(connection_id=connection.pk, force=True)
-    Account.objects.filter(connection=connection, external_id="btc-1").update(balance=7)
     before = {a.external_id: a.as_of for a in Account.objects.filter(connection=connection)}
+    changed = [replace(ACCOUNTS[0], balance=Decimal("0.75")), ACCOUNTS[1]]
+    world.probe_script.extend([changed, changed])
 
     later = timezone.now() + timedelta(seconds=30)
     connection_check(connection_id=connection.pk, force=True, now=later)
 
     after = {a.external_id: a for a in Account.objects.filter(connection=connection)}
-    assert after["btc-1"].balance == ACCOUNTS[0].balance
+    assert after["btc-1"].balance == Decimal("0.75")
     assert after["btc-1"].as_of == later
     assert after["eth-1"].as_of == before["eth-1"]
+    # The next check reads the same list again: nothing is written.
+    connection_check(connection_id=connection.pk, force=True, now=later + timedelta(seconds=1))
+    assert Account.objects.get(connection=connection, external_id="btc-1").as_of == later
 
 
 # --- Transient failures --------------------------------------------------------------------------
