@@ -41,7 +41,7 @@ from .providers.base import FormField, ProviderError
 
 HOUSEHOLDS_PER_PAGE = 25
 # The dashboard shows the most urgent few; the rest are a click away (attention_list).
-ATTENTION_ON_DASHBOARD = 20
+ATTENTION_ON_DASHBOARD = 10
 ATTENTION_PER_PAGE = 50
 EVENTS_PER_PAGE = 20
 # Hashes of the authorization states started in this browser session: the

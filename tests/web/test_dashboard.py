@@ -179,13 +179,13 @@ def test_dashboard_query_count_does_not_grow_with_households(client: Any, world:
     assert large == small
 
 
-def test_dashboard_shows_the_twenty_most_urgent_and_links_to_all(adviser_client: Any, world: World) -> None:
+def test_dashboard_shows_the_ten_most_urgent_and_links_to_all(adviser_client: Any, world: World) -> None:
     _populate(world, 100)  # 25 broken, 25 degraded for hours, a few deadlines among the rest
     total = len(selectors.needs_attention_list(user=world.adviser, limit=1000))
-    assert total > 20
+    assert total > 10
     response = adviser_client.get(reverse("dashboard"))
     attention = response.context["attention"]
-    assert attention == selectors.needs_attention_list(user=world.adviser, limit=20)
+    assert attention == selectors.needs_attention_list(user=world.adviser, limit=10)
     assert attention[0].attention_total == total
     body = response.content.decode()
     assert f'<span class="count">{total}</span>' in body
