@@ -25,7 +25,7 @@ connection_check(*, connection_id, actor_label="job:check", force=False,
                  actor=None, now=None) -> CheckResult
     Renew when due, probe, store accounts, apply the outcome.
 
-Also used by jobs and commands: ``connection_claim``, ``connections_claim_due``,
+Also used by jobs and commands: ``connections_claim_due``,
 ``due_queryset``, ``app_credentials_rejected``/``app_credentials_accepted``,
 ``backoff_delay``, ``next_check_after_success``, :class:`CheckResult` and
 :class:`Outcome`.
@@ -720,22 +720,6 @@ def _lease_free(now: datetime) -> Q:
     return Q(lease_until__isnull=True) | Q(lease_until__lt=now)
 
 
-def _held_by_sweep(now: datetime) -> Q:
-    return Q(lease_owner__startswith=SWEEP_OWNER_PREFIX, lease_until__gte=now)
-
-
-def connection_claim(*, connection_id: int, owner: str, now: datetime, force: bool = False) -> bool:
-    """Claim one connection for a check with a conditional UPDATE; True if this caller holds it.
-
-    Not forced: only an ``active``/``degraded`` connection that the sweep
-    claimed, or that is due and unclaimed. Forced (a person asked): any
-    ``active``/``degraded``/``needs_reconnect`` connection not held by another
-    check. A second delivery of the same task finds the claim taken and does
-    nothing: this is what keeps renewals single-flight.
-    """
-    return _claim_and_load(connection_id=connection_id, owner=owner, now=now, force=force) is not None
-
-
 # The check's own statements. A check runs a few single-row statements, and at
 # scale the ORM spent more CPU compiling them than the database spent running
 # them; these are written once per process from the models' metadata (columns,
@@ -771,11 +755,15 @@ def _claim_sql(force: bool) -> str:
     return sql
 
 
-def _claim_and_load(*, connection_id: int, owner: str, now: datetime, force: bool) -> Connection | None:
-    """Claim (see :func:`connection_claim`) and read the claimed row in one ``UPDATE ... RETURNING``.
+def connection_claim(*, connection_id: int, owner: str, now: datetime, force: bool = False) -> Connection | None:
+    """Claim one connection for a check and read it, in one ``UPDATE ... RETURNING``; None if not granted.
 
-    ``None`` when the claim was not granted. Reading the row in the statement
-    that claims it also means it is read after the claim, never before: a
+    Not forced: only an ``active``/``degraded`` connection that the sweep
+    claimed, or that is due and unclaimed. Forced (a person asked): any
+    ``active``/``degraded``/``needs_reconnect`` connection not held by another
+    check. A second delivery of the same task finds the claim taken and does
+    nothing: this is what keeps renewals single-flight. Reading the row in the
+    statement that claims it means it is read after the claim, never before: a
     check never works from a row that another check changed meanwhile.
     """
     statuses = CHECKABLE_STATUSES if force else SCHEDULED_STATUSES
@@ -921,11 +909,10 @@ def connection_check(
     """
     now = now or timezone.now()
     owner = _new_lease_owner()
-    claimed = _claim_and_load(connection_id=connection_id, owner=owner, now=now, force=force)
+    claimed = connection_claim(connection_id=connection_id, owner=owner, now=now, force=force)
     if claimed is None:
         return CheckResult(connection_id=connection_id, outcome=Outcome.SKIPPED, message="not claimed")
-    check = _Check(connection_id=connection_id, owner=owner, now=now, actor_label=actor_label, actor=actor)
-    check.connection = claimed
+    check = _Check(connection=claimed, owner=owner, now=now, actor_label=actor_label, actor=actor)
     try:
         return check.run()
     except LeaseLost:
@@ -944,14 +931,14 @@ def connection_check(
 def _push_back(check: _Check, exc: BaseException) -> CheckResult:
     now = timezone.now()
     until = now + _seconds("LIFECYCLE_ERROR_DELAY_SECONDS")
-    status = check.connection.status if check.connection is not None else ""
+    status = check.connection.status
     try:
         with transaction.atomic():
             fields: dict[str, Any] = {"lease_until": None, "lease_owner": "", "last_checked_at": now}
-            if status in SCHEDULED_STATUSES or not status:
+            if status in SCHEDULED_STATUSES:
                 fields["next_check_at"] = until
             updated = Connection.objects.filter(pk=check.connection_id, lease_owner=check.owner).update(**fields)
-            if updated and check.connection is not None:
+            if updated:
                 event_record(
                     connection=check.connection,
                     kind=ConnectionEvent.Kind.CHECK_FAILED,
@@ -978,13 +965,13 @@ def _push_back(check: _Check, exc: BaseException) -> CheckResult:
 class _Check:
     """One claimed check. Holds what the steps share; every exit releases the claim."""
 
-    def __init__(self, *, connection_id: int, owner: str, now: datetime, actor_label: str, actor: Any) -> None:
-        self.connection_id = connection_id
+    def __init__(self, *, connection: Connection, owner: str, now: datetime, actor_label: str, actor: Any) -> None:
+        self.connection = connection
+        self.connection_id = connection.pk
         self.owner = owner
         self.now = now
         self.actor_label = actor_label
         self.actor = actor
-        self.connection: Connection | None = None
         self.credentials: list[Credential] = []
         self.permit: Permit | None = None
         self.renewed = False
@@ -992,8 +979,6 @@ class _Check:
     # --- steps ---
     def run(self) -> CheckResult:
         connection = self.connection
-        if connection is None:  # not handed over by the claim
-            connection = self.connection = Connection.objects.get(pk=self.connection_id)
         app = _rows_of(ProviderApp, "id", connection.provider_app_id)[0]
         connection.provider_app = app
         self.app = app
@@ -1058,7 +1043,6 @@ class _Check:
     def _store_renewal(self, state: ConnectionState, issued: list[IssuedCredential]) -> ConnectionState:
         """Commit new credentials and a RENEWED event now, in their own transaction, before anything else."""
         connection = self.connection
-        assert connection is not None
         merged = dict(state.credentials)
         for credential in issued:
             merged[credential.kind] = credential
@@ -1157,7 +1141,7 @@ class _Check:
         if accounts is not None:
             digest = accounts_digest(accounts)
             # Not a secret, but compared like one: the project's rule for digests (tests/security).
-            if self.connection is None or not hmac.compare_digest(digest, self.connection.accounts_digest):
+            if not hmac.compare_digest(digest, self.connection.accounts_digest):
                 stored = _rows_of(Account, "connection_id", self.connection_id)
                 change = accounts_change(self.connection_id, accounts, self.now, stored=stored)
                 fields["accounts_digest"] = digest
@@ -1178,7 +1162,6 @@ class _Check:
     def _defer(self, until: datetime, why: str) -> CheckResult:
         """No call (more) now: reschedule, status unchanged, no event."""
         connection = self.connection
-        assert connection is not None
         breaker_release(app=connection.provider_app, permit=self.permit)
         next_check = until if connection.status in SCHEDULED_STATUSES else None
         fields: dict[str, Any] = {"next_check_at": next_check, "lease_until": None, "lease_owner": ""}
@@ -1195,7 +1178,6 @@ class _Check:
 
     def _succeeded(self, accounts: Sequence[AccountData], state: ConnectionState) -> CheckResult:
         connection = self.connection
-        assert connection is not None
         breaker_record_success(app=self.app, permit=self.permit, now=self.now)
         app_credentials_accepted(app=self.app)
         next_check = next_check_after_success(renewal_due_at=self.client.renewal_due_at(state), now=self.now)
@@ -1237,7 +1219,6 @@ class _Check:
 
     def _failed(self, exc: ProviderError, *, stage: str) -> CheckResult:
         connection = self.connection
-        assert connection is not None
         before = connection.status
         error_text = redact(exc.message or str(exc))[:500]
         details: dict[str, Any] = {"stage": stage, "error_kind": str(exc.kind), "error": error_text}
