@@ -91,3 +91,17 @@ def _fast_and_isolated(settings: object) -> None:
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
+
+
+@pytest.fixture(autouse=True)
+def _short_lived_connections_with_a_live_server(request: pytest.FixtureRequest) -> None:
+    """With a live server, each request thread closes its database session when done.
+
+    Persistent connections (CONN_MAX_AGE) would keep sessions of finished
+    request threads open past the test, and PostgreSQL would then refuse to
+    drop the test database.
+    """
+    if "live_server" in request.fixturenames:
+        from django.db import connections
+
+        request.getfixturevalue("monkeypatch").setitem(connections.databases["default"], "CONN_MAX_AGE", 0)

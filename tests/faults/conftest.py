@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connections
 
 from connections import lifecycle
 
@@ -24,13 +23,8 @@ HANG_SECONDS = 2.0
 
 
 @pytest.fixture
-def sandbox(
-    live_server: Any, transactional_db: None, settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[SandboxControl]:
-    # The live server answers each request on a new thread; with persistent
-    # connections each would keep a database session open past the test
-    # (and keep PostgreSQL from dropping the test database at the end).
-    monkeypatch.setitem(connections.databases["default"], "CONN_MAX_AGE", 0)
+def sandbox(live_server: Any, transactional_db: None, settings: Any) -> Iterator[SandboxControl]:
+    # Database sessions of the live server's threads: see the root conftest.
     settings.PROVIDER_READ_TIMEOUT = READ_TIMEOUT_SECONDS
     settings.RATE_LIMIT_REDIS_URL = ""
     control = SandboxControl(live_server.url)

@@ -23,9 +23,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from connections import lifecycle
 from connections import models as m
-from connections.providers import registry
 from connections.providers.base import (
     AccountData,
     AuthorizationDenied,
@@ -44,20 +42,7 @@ from tests.factories import (
     ProviderAppFactory,
     UserFactory,
 )
-
-
-@pytest.fixture(autouse=True)
-def _short_lived_connections_with_a_live_server(request: pytest.FixtureRequest) -> None:
-    """With a live server, each request thread closes its database session when done.
-
-    Persistent connections (CONN_MAX_AGE) would keep sessions of finished
-    request threads open past the test, and PostgreSQL would then refuse to
-    drop the test database.
-    """
-    if "live_server" in request.fixturenames:
-        from django.db import connections
-
-        request.getfixturevalue("monkeypatch").setitem(connections.databases["default"], "CONN_MAX_AGE", 0)
+from tests.provider_seam import provider_clients_replace
 
 
 def sha256(value: str) -> str:
@@ -214,12 +199,7 @@ def _canned_class(base: type[ProviderClient], canned: CannedProvider) -> type[Pr
 @pytest.fixture
 def canned(monkeypatch: pytest.MonkeyPatch) -> CannedProvider:
     provider = CannedProvider()
-    classes = {key: _canned_class(cls, provider) for key, cls in registry.PROVIDERS.items()}
-
-    def client_for_app(*, app: m.ProviderApp) -> ProviderClient:
-        return classes[app.provider](lifecycle.app_config(app))
-
-    monkeypatch.setattr(lifecycle, "client_for_app", client_for_app)
+    provider_clients_replace(monkeypatch, lambda cls: _canned_class(cls, provider))
     return provider
 
 

@@ -21,9 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.utils import timezone
 
-from connections import lifecycle
 from connections import models as m
-from connections.providers import registry
 from connections.providers.base import (
     AccountData,
     AuthorizationDenied,
@@ -44,6 +42,7 @@ from tests.factories import (
     ProviderAppFactory,
     UserFactory,
 )
+from tests.provider_seam import provider_clients_replace
 
 PASSWORD = "correct-horse-battery"
 
@@ -221,20 +220,8 @@ def _fake_class(base: type[ProviderClient], fake: FakeProvider) -> type[Provider
 @pytest.fixture
 def fake_provider(monkeypatch: pytest.MonkeyPatch) -> FakeProvider:
     fake = FakeProvider()
-    classes = {key: _fake_class(cls, fake) for key, cls in registry.PROVIDERS.items()}
-
-    def client_for_app(*, app: m.ProviderApp) -> ProviderClient:
-        return classes[app.provider](lifecycle.app_config(app))
-
-    monkeypatch.setattr(lifecycle, "client_for_app", client_for_app)
+    provider_clients_replace(monkeypatch, lambda cls: _fake_class(cls, fake))
     return fake
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    # The world fixture creates several users; the production hasher's
-    # deliberate slowness would dominate these tests' run time.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 # --- Browser tests (Playwright, Chromium) ------------------------------------------------------
