@@ -12,7 +12,8 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
@@ -120,6 +121,34 @@ class SandboxControl:
 _CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 _ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 _USERNAME_VALUE = re.compile(r'id="id_username"[^>]*\svalue="([^"]*)"')
+
+
+@contextmanager
+def sandbox_session(live_server_url: str, settings: Any) -> Iterator[SandboxControl]:
+    """The live server's sandbox, emptied, for one test; left without faults and connections after it.
+
+    The rate bucket is the database's (``RATE_LIMIT_REDIS_URL`` empty): its
+    state goes with the test database. Provider clients are cached per thread
+    by app row, so a new world starts with new ones. Kept-alive HTTP
+    connections would pin a live-server thread, and with it a database
+    session, past the test database: both sides close theirs at the end.
+    """
+    from connections import lifecycle
+    from connections.providers import base as providers_base
+
+    settings.RATE_LIMIT_REDIS_URL = ""
+    control = SandboxControl(live_server_url)
+    control.reset()
+    lifecycle._clients.cache = {}
+    try:
+        yield control
+    finally:
+        # Let requests the sandbox is still sleeping through finish before
+        # the database is flushed under them.
+        control.clear_faults()
+        lifecycle._clients.cache = {}
+        control.close()
+        providers_base.shared_session().close()
 
 
 @dataclass(frozen=True)

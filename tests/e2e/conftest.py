@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from connections import lifecycle
 from connections.providers import base as providers_base
 from tests.factories import ClientFactory, HouseholdFactory
-from tests.sandbox_client import sandbox_apps
+from tests.sandbox_client import sandbox_apps, sandbox_session
 
 from .support import (
     APP_IDS,
@@ -28,19 +27,9 @@ from .support import (
 
 @pytest.fixture
 def sandbox(live_server: Any, transactional_db: None, settings: Any) -> Iterator[SandboxControl]:
-    """The sandbox of the live server, empty, with the database rate bucket (it follows the test's clock)."""
-    settings.RATE_LIMIT_REDIS_URL = ""
-    control = SandboxControl(live_server.url)
-    control.reset()
-    # Clients are cached per thread by app row; a new world gets new clients.
-    lifecycle._clients.cache = {}
-    yield control
-    control.clear_faults()
-    lifecycle._clients.cache = {}
-    # Kept-alive HTTP connections pin a live-server thread, and with it a
-    # database session, that would outlive the test database.
-    control.close()
-    providers_base.shared_session().close()
+    """The sandbox of the live server, empty (see :func:`tests.sandbox_client.sandbox_session`)."""
+    with sandbox_session(live_server.url, settings) as control:
+        yield control
 
 
 @pytest.fixture

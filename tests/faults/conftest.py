@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from connections import lifecycle
+from tests.sandbox_client import sandbox_session
 
 from .support import Portal, SandboxControl, portal_on_sandbox
 
@@ -24,17 +24,9 @@ HANG_SECONDS = 2.0
 
 @pytest.fixture
 def sandbox(live_server: Any, transactional_db: None, settings: Any) -> Iterator[SandboxControl]:
-    # Database sessions of the live server's threads: see the root conftest.
     settings.PROVIDER_READ_TIMEOUT = READ_TIMEOUT_SECONDS
-    settings.RATE_LIMIT_REDIS_URL = ""
-    control = SandboxControl(live_server.url)
-    control.reset()
-    lifecycle._clients.cache = {}
-    yield control
-    # Let requests the sandbox is still sleeping through finish before the
-    # database is flushed under them.
-    control.clear_faults()
-    lifecycle._clients.cache = {}
+    with sandbox_session(live_server.url, settings) as control:
+        yield control
 
 
 @pytest.fixture

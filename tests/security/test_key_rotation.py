@@ -43,6 +43,7 @@ from tests.faults.support import (
     make_due,
     portal_on_sandbox,
 )
+from tests.sandbox_client import sandbox_session
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 OLD_KEY = Fernet.generate_key().decode()
@@ -98,11 +99,9 @@ def old_key_only(settings: Any) -> Iterator[None]:
 
 
 @pytest.fixture
-def sandbox(live_server: Any, transactional_db: None, settings: Any, old_key_only: None) -> SandboxControl:
-    settings.RATE_LIMIT_REDIS_URL = ""
-    control = SandboxControl(live_server.url)
-    control.reset()
-    return control
+def sandbox(live_server: Any, transactional_db: None, settings: Any, old_key_only: None) -> Iterator[SandboxControl]:
+    with sandbox_session(live_server.url, settings) as control:
+        yield control
 
 
 @pytest.fixture
