@@ -107,6 +107,20 @@ class SandboxContract:
     def client(self, app: AppConfig, **options: Any) -> ProviderClient:
         return client_class(self.provider)(app, **options)
 
+    def app_registered(
+        self, world: Sandbox, *, client_id: str, client_secret: str = "", redirect_uri: str = ""
+    ) -> AppConfig:
+        """Register the portal's app for ``self.provider`` at the sandbox; its config, as the portal holds it."""
+        world.register_app(self.provider, client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri)
+        return AppConfig(
+            provider=self.provider,
+            environment="sandbox",
+            base_url=world.base_url(self.provider),
+            client_id=client_id,
+            client_secret=client_secret,
+            redirect_uri=redirect_uri,
+        )
+
     def connected(self, world: Sandbox, client: ProviderClient, *, username: str = "alice") -> ConnectionState:
         return connection_from(self.connect(world, client, username=username), platform=self.platform)
 

@@ -48,10 +48,7 @@ class TestCoinifyContract(SandboxContract):
 
     # --- hooks ----------------------------------------------------------------------
     def register(self, world: Sandbox) -> AppConfig:
-        world.register_app("coinify", client_id=PARTNER_ID)
-        return AppConfig(
-            provider="coinify", environment="sandbox", base_url=world.base_url("coinify"), client_id=PARTNER_ID
-        )
+        return self.app_registered(world, client_id=PARTNER_ID)
 
     def user(self, world: Sandbox, username: str) -> dict[str, Any]:
         """A Coinify user of the portal's partner (again: same user, another offline token)."""

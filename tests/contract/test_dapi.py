@@ -51,15 +51,8 @@ class TestDapiContract(SandboxContract):
 
     # --- hooks ----------------------------------------------------------------------
     def register(self, world: Sandbox) -> AppConfig:
-        secret = secrets.token_urlsafe(24)
-        world.register_app("dapi", client_id=APP_KEY, client_secret=secret, redirect_uri=REDIRECT_URI)
-        return AppConfig(
-            provider="dapi",
-            environment="sandbox",
-            base_url=world.base_url("dapi"),
-            client_id=APP_KEY,
-            client_secret=secret,
-            redirect_uri=REDIRECT_URI,
+        return self.app_registered(
+            world, client_id=APP_KEY, client_secret=secrets.token_urlsafe(24), redirect_uri=REDIRECT_URI
         )
 
     def connect_url(self, client: ProviderClient, *, state: str, redirect_uri: str = REDIRECT_URI) -> str:

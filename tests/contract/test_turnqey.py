@@ -56,15 +56,8 @@ class TestTurnqeyContract(SandboxContract):
 
     # --- hooks ----------------------------------------------------------------------
     def register(self, world: Sandbox) -> AppConfig:
-        secret = secrets.token_urlsafe(24)
-        world.register_app("turnqey", client_id=CLIENT_ID, client_secret=secret, redirect_uri=REDIRECT_URI)
-        return AppConfig(
-            provider="turnqey",
-            environment="sandbox",
-            base_url=world.base_url("turnqey"),
-            client_id=CLIENT_ID,
-            client_secret=secret,
-            redirect_uri=REDIRECT_URI,
+        return self.app_registered(
+            world, client_id=CLIENT_ID, client_secret=secrets.token_urlsafe(24), redirect_uri=REDIRECT_URI
         )
 
     def authorize_url(self, client: ProviderClient, *, state: str, collection: str = "") -> str:
