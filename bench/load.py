@@ -387,7 +387,7 @@ def storm_setup(*, control: SandboxControl, sandbox_base: str, count: int, rate:
     lifetime = sample.expires_at - sample.issued_at
     sample_state = ConnectionState(platform="bloquo", credentials={"api_key": linked[0][2], "access": sample})
     margin = sample.expires_at - client.renewal_due_at(sample_state)
-    jitter = timedelta(seconds=lifecycle.lifecycle_setting("LIFECYCLE_RENEW_JITTER_SECONDS"))
+    jitter = timedelta(seconds=lifecycle.tunables().renew_jitter_seconds)
     lead = margin + jitter + timedelta(seconds=30)
     setup_end = timezone.now()
     rows, schedule, expiries = [], [], {}
@@ -401,8 +401,9 @@ def storm_setup(*, control: SandboxControl, sandbox_base: str, count: int, rate:
         state = ConnectionState(platform="bloquo", external_account_id=customer_id,
                                 credentials={"api_key": api_key, "access": recorded})
         renewal_due = client.renewal_due_at(state)
-        next_check = lifecycle.next_check_after_success(renewal_due_at=renewal_due,
-                                                        now=renewal_due - timedelta(minutes=10))
+        next_check = lifecycle.rules.next_check_after_success(
+            renewal_due_at=renewal_due, now=renewal_due - timedelta(minutes=10), tunables=lifecycle.tunables()
+        )
         schedule.append((customer_id, next_check, cid))
         expiries[cid] = expires_at
     Credential.objects.bulk_create(rows, batch_size=2000)

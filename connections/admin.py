@@ -19,8 +19,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -35,6 +34,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from . import models as m
+from . import services
 
 admin.site.site_header = "Connections portal administration"
 admin.site.site_title = "Connections portal admin"
@@ -44,13 +44,6 @@ MASK = "••••••••"
 # How many events the connection page shows inline; the full history is one
 # click away in the ConnectionEvent changelist, filtered to the connection.
 EVENTS_SHOWN_INLINE = 50
-
-# The "Check now" action calls this service when it exists:
-#   connections.services.connections_check_enqueue(*, connection_ids: Sequence[int], actor) -> int
-# It must enqueue an immediate check for each id (on commit, ids only) and
-# return how many were enqueued. Until it is provided the action says so.
-CHECK_NOW_HOOK_MODULE = "connections.services"
-CHECK_NOW_HOOK_NAME = "connections_check_enqueue"
 
 
 class ReadOnlyAdminMixin:
@@ -423,8 +416,8 @@ class ProviderAppAdmin(admin.ModelAdmin):
 class ConnectionAdmin(admin.ModelAdmin):
     """Connections are created by the connect flow and changed by the lifecycle.
 
-    Only the label is editable here. "Check now" enqueues a check through the
-    service named by ``CHECK_NOW_HOOK_NAME`` once it exists.
+    Only the label is editable here. "Check now" queues an immediate check of
+    each selected connection (``services.connections_check_enqueue``).
     """
 
     list_display = (
@@ -513,26 +506,11 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Check now (renew if due and probe)")
     def check_now(self, request: HttpRequest, queryset: QuerySet[m.Connection]) -> None:
-        hook = _check_now_hook()
-        if hook is None:
-            self.message_user(request, "Checking from admin is not available yet.", messages.WARNING)
-            return
-        ids: Sequence[int] = list(queryset.values_list("pk", flat=True))
-        enqueued = hook(connection_ids=ids, actor=request.user)
-        self.message_user(request, f"Check enqueued for {enqueued} connection(s).", messages.SUCCESS)
-
-
-def _check_now_hook() -> Any:
-    """The service the "Check now" action calls, or None while it does not exist."""
-    try:
-        module = importlib.import_module(CHECK_NOW_HOOK_MODULE)
-    except ModuleNotFoundError as exc:
-        # Only a missing services module means "not available"; a broken
-        # import inside it must surface.
-        if exc.name != CHECK_NOW_HOOK_MODULE:
-            raise
-        return None
-    return getattr(module, CHECK_NOW_HOOK_NAME, None)
+        ids = list(queryset.values_list("pk", flat=True))
+        queued = services.connections_check_enqueue(connection_ids=ids, actor=request.user)
+        skipped = len(ids) - queued
+        note = f" {skipped} pending or disconnected connection(s) have nothing to check." if skipped else ""
+        self.message_user(request, f"Check queued for {queued} connection(s).{note}", messages.SUCCESS)
 
 
 @admin.register(m.Credential)

@@ -8,7 +8,8 @@ from typing import Any
 from django import forms
 from django.http import QueryDict
 
-from .models import Client, Household, ProviderApp, Status, platform_display
+from . import wording
+from .models import Client, Household, ProviderApp, Status
 from .providers import registry
 from .providers.base import FormField, ProviderClient
 from .selectors import provider_app_options
@@ -60,7 +61,7 @@ class SourceForm(forms.Form):
         for app in apps:
             groups.setdefault(app.get_provider_display(), [])
             for platform in provider_platforms(app):
-                choice = (platform, platform_display(platform))
+                choice = (platform, wording.platform_name(platform))
                 if choice not in groups[app.get_provider_display()]:
                     groups[app.get_provider_display()].append(choice)
         self.fields["platform"].choices = [(name, choices) for name, choices in groups.items() if choices]
@@ -72,10 +73,10 @@ class SourceForm(forms.Form):
         if app is not None and provider_client_class(app) is None:
             self.add_error("provider_app", f"{app.get_provider_display()} is not available in this portal yet.")
         elif app is not None and platform and platform not in provider_platforms(app):
-            offered = ", ".join(platform_display(p) for p in provider_platforms(app))
+            offered = ", ".join(wording.platform_name(p) for p in provider_platforms(app))
+            provider = app.get_provider_display()
             self.add_error(
-                "platform",
-                f"{app.get_provider_display()} does not connect {platform_display(platform)}. It offers: {offered}.",
+                "platform", f"{provider} does not connect {wording.platform_name(platform)}. It offers: {offered}."
             )
         return data
 

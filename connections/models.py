@@ -1,7 +1,8 @@
 """The portal's domain model (see DESIGN.md, "Domain model").
 
-Rows only: decisions about status live in :mod:`connections.lifecycle`, writes
-in :mod:`connections.services`, reads in :mod:`connections.selectors`.
+Rows only: decisions about status live in :mod:`connections.lifecycle.rules`,
+writes in :mod:`connections.services`, reads in :mod:`connections.selectors`,
+and names and messages in :mod:`connections.wording`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from . import wording
 from .fields import EncryptedTextField
 
 
@@ -46,6 +48,7 @@ class Reason(models.TextChoices):
     EXPIRED = "expired", "Expired"
     REVOKED = "revoked", "Revoked"
     CREDENTIALS_INVALID = "credentials_invalid", "Credentials invalid"
+    CREDENTIALS_UNREADABLE = "credentials_unreadable", "Stored credentials unreadable"
     TRANSIENT = "transient", "Temporary provider problem"
     AUTHORIZATION_ABANDONED = "authorization_abandoned", "Authorization not finished"
 
@@ -182,7 +185,7 @@ class ProviderApp(TimeStamped):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_provider_display()} {self.get_environment_display()} ({self.name})"
+        return wording.app_name(provider=self.provider, environment=self.environment, name=self.name)
 
 
 class Connection(TimeStamped):
@@ -276,25 +279,22 @@ class Connection(TimeStamped):
         ]
 
     def __str__(self) -> str:
-        return f"{self.platform_display} via {self.get_provider_display()} ({self.get_status_display()})"
+        return f"{self.source_display} ({self.get_status_display()})"
 
     @property
     def platform_display(self) -> str:
-        return platform_display(self.platform)
+        return wording.platform_name(self.platform)
 
     @property
     def source_display(self) -> str:
         """ "Coinbase via Turnqey"; just "Coinify" where platform and provider are one."""
-        return source_display(provider=self.get_provider_display(), platform=self.platform_display)
+        return wording.source_name(provider=self.provider, platform=self.platform)
 
     @property
     def status_message(self) -> str:
         """The status and reason in plain words, naming provider and platform."""
-        return status_message(
-            provider=self.get_provider_display(),
-            platform=self.platform_display,
-            status=self.status,
-            reason=self.reason,
+        return wording.status_message(
+            provider=self.provider, platform=self.platform, status=self.status, reason=self.reason
         )
 
 
@@ -502,7 +502,7 @@ class ConnectionEvent(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    # Who or what did it when not a user: "job:sweep", "job:check", "client-link".
+    # Who or what did it when not a user, as a code (wording.actor_words says it in words).
     actor_label = models.CharField(max_length=100, blank=True)
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -537,52 +537,3 @@ class PeriodicJobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} at {self.slot_start:%Y-%m-%d %H:%M:%S}"
-
-
-# --- Plain words --------------------------------------------------------------
-
-PLATFORM_NAMES = {
-    "coinbase": "Coinbase",
-    "gemini": "Gemini",
-    "kraken": "Kraken",
-    "binance": "Binance",
-    "bitstamp": "Bitstamp",
-    "ledger": "Ledger",
-    "metamask": "MetaMask",
-    "coinify": "Coinify",
-    "bloquo": "Bloquo",
-}
-
-
-def platform_display(platform: str) -> str:
-    return PLATFORM_NAMES.get(platform, platform.replace("_", " ").replace("-", " ").title())
-
-
-def source_display(*, provider: str, platform: str) -> str:
-    # Coinify and Bloquo are both the provider and the platform: say it once.
-    return platform if platform.casefold() == provider.casefold() else f"{platform} via {provider}"
-
-
-def status_message(*, provider: str, platform: str, status: str, reason: str) -> str:
-    """Plain words for a status and reason: names the source and says what to do next."""
-    source = source_display(provider=provider, platform=platform)
-    if status == Status.ACTIVE:
-        return f"{source}: connected and up to date."
-    if status == Status.PENDING:
-        if reason == Reason.AUTHORIZATION_ABANDONED:
-            return f"{source}: the authorization was not finished in time. Start the connection again."
-        return f"{source}: waiting for the client to finish authorizing."
-    if status == Status.DEGRADED:
-        return (
-            f"{source}: {provider} is having temporary problems; the portal keeps retrying "
-            "and shows the last good data meanwhile. No action needed yet."
-        )
-    if status == Status.DISCONNECTED:
-        return f"{source}: disconnected on purpose; stored credentials were deleted."
-    if reason == Reason.REVOKED:
-        return f"{source}: access was revoked at {platform}. Ask the client to reconnect."
-    if reason == Reason.EXPIRED:
-        return f"{source}: the authorization expired. Ask the client to reconnect."
-    if reason == Reason.CREDENTIALS_INVALID:
-        return f"{source}: the stored credentials were rejected. Ask the client to reconnect with new ones."
-    return f"{source}: needs the client to reconnect."

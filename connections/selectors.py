@@ -23,10 +23,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import (
     Case,
     Count,
-    DateTimeField,
-    DurationField,
     Exists,
-    ExpressionWrapper,
     F,
     IntegerField,
     Max,
@@ -43,6 +40,9 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from . import lifecycle
+from .lifecycle import rules
+from .lifecycle.claims import deadline_near_q
 from .models import (
     Client,
     ClientLink,
@@ -54,6 +54,7 @@ from .models import (
     ProviderApp,
     Status,
 )
+from .providers.base import FormField
 
 # How bad each status is, for roll-ups and "worst status of the day".
 # Disconnected is deliberate, not a fault, so it never makes a household look worse.
@@ -68,11 +69,6 @@ SEVERITY_STATUS: dict[int, str] = {v: k for k, v in STATUS_SEVERITY.items()}
 
 # Statuses whose data the adviser still relies on ("data as of").
 LIVE_STATUSES = (Status.ACTIVE, Status.DEGRADED, Status.NEEDS_RECONNECT)
-
-# "Needs attention": degraded for longer than this, or a hard deadline closer than this.
-DEGRADED_ATTENTION_AFTER = dt.timedelta(hours=1)
-RECONNECT_BY_ATTENTION_WITHIN = dt.timedelta(hours=48)
-
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -137,15 +133,8 @@ def connection_status_counts(*, user: User) -> dict[str, int]:
 
 
 def deadline_is_near(*, deadline: dt.datetime, basis: dt.datetime, now: dt.datetime) -> bool:
-    """True when a hard deadline deserves a person's attention.
-
-    Within 48 hours AND within half the deadline's own lifetime (counted from
-    ``basis``: the refresh token's issue, else the connection's start). The
-    same rule as the deadline warnings job, so a daily-rotated refresh token
-    that the portal keeps renewing is not "lapsing soon" all the time.
-    """
-    left = deadline - now
-    return left <= RECONNECT_BY_ATTENTION_WITHIN and left <= (deadline - basis) / 2
+    """:func:`lifecycle.rules.deadline_is_near` with the current settings."""
+    return rules.deadline_is_near(deadline=deadline, basis=basis, now=now, tunables=lifecycle.tunables())
 
 
 # Every connection that can need attention matches this; it is the condition of
@@ -166,30 +155,23 @@ def needs_attention_queryset(*, user: User, now: dt.datetime | None = None) -> Q
     of the queryset is fetched (a window count, so no second query).
     """
     now = now or timezone.now()
-    at = Value(now, output_field=DateTimeField())
+    tunables = lifecycle.tunables()
     refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
         "issued_at"
     )[:1]
+    aliases, near = deadline_near_q(now=now, tunables=tunables)
     connections = (
         connection_queryset_for(user=user)
         .filter(ATTENTION_CANDIDATES)
-        .alias(
-            deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")),
-            # deadline - now <= (deadline - basis) / 2  <=>  deadline - now <= now - basis
-            time_left=ExpressionWrapper(F("reconnect_by") - at, output_field=DurationField()),
-            time_since_basis=ExpressionWrapper(at - F("deadline_basis"), output_field=DurationField()),
-        )
+        .alias(deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")))
+        .alias(**aliases)
     )
-    deadline_near = Q(
-        reconnect_by__isnull=False,
-        reconnect_by__lte=now + RECONNECT_BY_ATTENTION_WITHIN,
-        time_left__lte=F("time_since_basis"),
-        status__in=[Status.PENDING, Status.ACTIVE, Status.DEGRADED],
-    )
+    deadline_near = near & Q(status__in=[Status.PENDING, Status.ACTIVE, Status.DEGRADED])
+    degraded_for = dt.timedelta(seconds=tunables.degraded_attention_seconds)
     attention = (
         Q(status=Status.NEEDS_RECONNECT)
         | deadline_near
-        | Q(status=Status.DEGRADED, degraded_since__lte=now - DEGRADED_ATTENTION_AFTER)
+        | Q(status=Status.DEGRADED, degraded_since__lte=now - degraded_for)
     )
     return (
         connections.filter(attention)
@@ -438,6 +420,11 @@ def connection_health_days(
 
 
 # --- Connect forms ----------------------------------------------------------------
+
+
+def provider_credential_fields(*, app: ProviderApp) -> list[FormField]:
+    """The inputs of a form-flow provider's credential form (Coinify, Bloquo)."""
+    return list(lifecycle.client_for_app(app=app).credential_fields())
 
 
 def provider_app_options() -> QuerySet[ProviderApp]:

@@ -27,13 +27,11 @@ from urllib.parse import urljoin
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core import signing
-from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from . import lifecycle
+from . import lifecycle, notifications, wording
 from .models import (
     AuthorizationRequest,
     Client,
@@ -43,8 +41,6 @@ from .models import (
     Household,
     ProviderApp,
     Status,
-    platform_display,
-    source_display,
 )
 from .providers.base import AuthorizationDenied, ErrorKind, FailureReason, InvalidCredentialFields, ProviderError
 
@@ -54,7 +50,7 @@ User = AbstractBaseUser | AnonymousUser
 # state is useless soon after.
 AUTHORIZATION_REQUEST_TTL = dt.timedelta(minutes=15)
 CLIENT_LINK_SALT = "connections.client-link"
-CLIENT_LINK_ACTOR = "client-link"
+CLIENT_LINK_ACTOR = wording.CLIENT_LINK
 
 
 def _sha256(value: str) -> str:
@@ -67,7 +63,7 @@ def _client_link_max_age() -> dt.timedelta:
 
 def source_words(*, provider_app: ProviderApp, platform: str) -> str:
     """ "Coinbase via Turnqey" (or just "Coinify"): how every message names a source."""
-    return source_display(provider=provider_app.get_provider_display(), platform=platform_display(platform))
+    return wording.source_name(provider=provider_app.provider, platform=platform)
 
 
 def _actor_user(user: User | None) -> AbstractBaseUser | None:
@@ -98,24 +94,15 @@ def _connection_pending_get_or_create(
     )
     if existing is not None:
         return existing
-    connection = Connection.objects.create(
+    actor = _actor_user(user)
+    return lifecycle.connection_start(
         household=household,
         client=client,
         provider_app=provider_app,
-        provider=provider_app.provider,
         platform=platform,
-        status=Status.PENDING,
-        created_by=_actor_user(user),
+        actor=actor,
+        actor_label="" if actor else CLIENT_LINK_ACTOR,
     )
-    lifecycle.event_record(
-        connection=connection,
-        kind=ConnectionEvent.Kind.CREATED,
-        to_status=Status.PENDING,
-        message=f"{source_words(provider_app=provider_app, platform=platform)}: authorization started.",
-        actor=_actor_user(user),
-        actor_label="" if _actor_user(user) else CLIENT_LINK_ACTOR,
-    )
-    return connection
 
 
 def _purpose_for(connection: Connection | None) -> str:
@@ -292,7 +279,8 @@ def authorization_complete(
         if state_hash
         else None
     )
-    if request is None or not hmac.compare_digest(request.state_hash, state_hash):
+    # Found by the hash of what the browser brought, so a row is a match: no further compare decides anything.
+    if request is None:
         return AuthorizationResult(
             CallbackOutcome.UNKNOWN,
             "This authorization link is not valid. Start the connection again from the portal.",
@@ -422,6 +410,9 @@ def _provider_error_words(*, exc: ProviderError, source: str, provider_name: str
 # --- Credential forms (Coinify, Bloquo) -----------------------------------------------
 
 
+ReconnectMismatch = lifecycle.ReconnectMismatch
+
+
 class CredentialsRejected(Exception):
     """The provider did not accept what was typed (or could not be reached). Nothing changed.
 
@@ -502,18 +493,59 @@ def credentials_connect(
 # --- Checks and disconnects ------------------------------------------------------------
 
 
-def connection_check_now(*, connection: Connection, user: User) -> lifecycle.CheckResult:
-    """Check one connection right away (renew when due, probe), as ``user``.
+@dataclass(frozen=True)
+class CheckNow:
+    """What "Check now" did: the check's outcome (``lifecycle.Outcome``) and plain words for the person."""
+
+    outcome: str
+    ok: bool
+    message: str
+
+
+def connection_check_now(*, connection: Connection, user: User) -> CheckNow:
+    """Check one connection right away (renew when due, probe), as ``user``, and say what happened.
 
     The lifecycle decides what the outcome means for the status; a check
-    already running elsewhere comes back as ``Outcome.SKIPPED``.
+    already running elsewhere comes back as not checked.
     """
-    return lifecycle.connection_check(
-        connection_id=connection.pk,
-        actor_label=f"adviser:{user.get_username()}",
-        actor=_actor_user(user),
-        force=True,
+    result = lifecycle.connection_check(
+        connection_id=connection.pk, actor=_actor_user(user), actor_label="", force=True
     )
+    connection.refresh_from_db(fields=["status", "reason"])
+    message = wording.check_now_words(
+        outcome=result.outcome,
+        source=connection.source_display,
+        provider=connection.provider,
+        status_message=connection.status_message,
+        error=result.message if result.outcome == lifecycle.Outcome.TRANSIENT else "",
+    )
+    return CheckNow(outcome=result.outcome, ok=result.outcome == lifecycle.Outcome.OK, message=message)
+
+
+def connections_check_enqueue(
+    *, connection_ids: Collection[int], actor: User | None = None, actor_label: str = wording.ADMIN
+) -> int:
+    """Queue an immediate check of each connection (one task each, ids only, sent once committed).
+
+    Pending and disconnected connections are left out: there is nothing to
+    check. ``actor`` and ``actor_label`` (admin, API) are recorded on the
+    events the checks write. Returns how many were queued.
+    """
+    actor_id = actor.pk if actor is not None and actor.is_authenticated else None
+    from .tasks import check_connection  # tasks import services' neighbours; imported at call time
+
+    ids = list(
+        Connection.objects.filter(pk__in=list(connection_ids), status__in=sorted(lifecycle.rules.CHECKABLE))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for connection_id in ids:
+        transaction.on_commit(
+            lambda connection_id=connection_id: check_connection.delay(
+                connection_id, force=True, actor_id=actor_id, actor_label=actor_label
+            )
+        )
+    return len(ids)
 
 
 def connection_disconnect_now(*, connection: Connection, user: User) -> Connection:
@@ -601,40 +633,17 @@ def client_link_create(
             lifecycle.event_record(
                 connection=connection,
                 kind=ConnectionEvent.Kind.LINK_SENT,
-                message=f"Reconnect link sent to {client.email}; valid until {link.expires_at:%d %b %Y %H:%M}.",
+                message=wording.link_sent(email=client.email, expires_at=link.expires_at),
                 actor=_actor_user(user),
             )
     url = urljoin((base_url or settings.PORTAL_BASE_URL).rstrip("/") + "/", reverse("client_link", args=[token]))
-    _client_link_email_send(link=link, url=url)
+    notifications.client_link_email_send(link=link, url=url, is_reconnect=client_link_is_reconnect(link=link))
     return ClientLinkCreated(link=link, url=url)
 
 
 def client_link_is_reconnect(*, link: ClientLink) -> bool:
     """A link for a connection that once worked (not one still waiting for its first authorization)."""
-    return link.connection_id is not None and bool(link.connection.external_account_id)
-
-
-def _client_link_email_send(*, link: ClientLink, url: str) -> None:
-    firm = link.household.firm
-    context = {
-        "link": link,
-        "url": url,
-        "firm": firm,
-        "client": link.client,
-        "source": source_words(provider_app=link.provider_app, platform=link.platform),
-        "is_reconnect": client_link_is_reconnect(link=link),
-        "expires_at": link.expires_at,
-    }
-    verb = "reconnect" if client_link_is_reconnect(link=link) else "connect"
-    subject = f"{firm.name}: please {verb} {platform_display(link.platform)}"
-    message = EmailMultiAlternatives(
-        subject=subject,
-        body=render_to_string("email/client_link.txt", context),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[link.sent_to],
-    )
-    message.attach_alternative(render_to_string("email/client_link.html", context), "text/html")
-    message.send()
+    return link.connection is not None and bool(link.connection.external_account_id)
 
 
 def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> ClientLink:
@@ -676,7 +685,7 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
     if link.status == ClientLink.LinkStatus.EXPIRED or link.expires_at <= now:
         client_link_expire(link=link)
         raise ClientLinkError("This link has expired. Ask your adviser to send a new one.", gone=True, link=link)
-    if link.connection_id is not None and link.connection.status == Status.DISCONNECTED:
+    if link.connection is not None and link.connection.status == Status.DISCONNECTED:
         raise ClientLinkError(
             "The connection this link was for has been removed. Ask your adviser for a new link.", gone=True, link=link
         )
@@ -691,11 +700,11 @@ def client_link_open(*, link: ClientLink, now: dt.datetime | None = None) -> Cli
     )
     if opened:
         link.status, link.opened_at = ClientLink.LinkStatus.OPENED, now
-        if link.connection_id is not None:
+        if link.connection is not None:
             lifecycle.event_record(
                 connection=link.connection,
                 kind=ConnectionEvent.Kind.LINK_OPENED,
-                message=f"The client opened the reconnect link sent to {link.sent_to}.",
+                message=wording.link_opened(email=link.sent_to),
                 actor_label=CLIENT_LINK_ACTOR,
             )
     return link
@@ -708,11 +717,12 @@ def client_link_expire(*, link: ClientLink) -> bool:
     ).update(status=ClientLink.LinkStatus.EXPIRED)
     if expired:
         link.status = ClientLink.LinkStatus.EXPIRED
-        if link.connection_id is not None:
+        if link.connection is not None:
+            connection = link.connection
             lifecycle.event_record(
-                connection=link.connection,
+                connection=connection,
                 kind=ConnectionEvent.Kind.LINK_EXPIRED,
-                message=f"The reconnect link sent to {link.sent_to} expired unused.",
+                message=wording.link_expired(source=connection.source_display),
                 actor_label=CLIENT_LINK_ACTOR,
             )
     return bool(expired)
@@ -729,7 +739,7 @@ def client_link_complete(*, link: ClientLink, connection: Connection, now: dt.da
         lifecycle.event_record(
             connection=connection,
             kind=ConnectionEvent.Kind.LINK_COMPLETED,
-            message=f"The client completed the link sent to {link.sent_to}.",
+            message=wording.link_completed(email=link.sent_to),
             actor_label=CLIENT_LINK_ACTOR,
         )
     return bool(completed)

@@ -25,8 +25,9 @@ from collections.abc import Sequence
 
 from celery import shared_task
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
-from . import jobs, lifecycle
+from . import jobs, lifecycle, wording
 
 logger = logging.getLogger("connections.tasks")
 
@@ -81,14 +82,21 @@ def sweep() -> int:
 
 
 @shared_task(name="connections.check_connection", ignore_result=True)
-def check_connection(connection_id: int, force: bool = False) -> str:
+def check_connection(
+    connection_id: int, force: bool = False, actor_id: int | None = None, actor_label: str = ""
+) -> str:
     """Check one connection (see :func:`lifecycle.connection_check`). Returns the outcome's name.
 
     ``force=True`` checks it even when it is not due or needs reconnecting
-    (someone asked); it still never runs alongside another check of it.
+    (someone asked: ``actor_id`` is who, ``actor_label`` through what); it
+    still never runs alongside another check of it.
     """
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id is not None else None
     return lifecycle.connection_check(
-        connection_id=int(connection_id), actor_label="job:check", force=bool(force)
+        connection_id=int(connection_id),
+        actor=actor,
+        actor_label=actor_label or ("" if actor is not None else wording.SCHEDULED_CHECK),
+        force=bool(force),
     ).outcome
 
 
@@ -97,7 +105,7 @@ def check_connections(connection_ids: list[int]) -> dict[str, int]:
     """Check each connection in turn (the sweep's chunks). Returns a count per outcome."""
     counts: dict[str, int] = {}
     for connection_id in connection_ids:
-        outcome = lifecycle.connection_check(connection_id=int(connection_id), actor_label="job:check").outcome
+        outcome = lifecycle.connection_check(connection_id=int(connection_id)).outcome
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
 

@@ -25,7 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import lifecycle, selectors, services
+from . import selectors, services, wording
 from .forms import (
     CALLBACK_PARAMETERS,
     CallbackParametersInvalid,
@@ -36,7 +36,7 @@ from .forms import (
     callback_params_clean,
     provider_client_class,
 )
-from .models import ClientLink, Connection, Household, ProviderApp, Status, platform_display
+from .models import ClientLink, Connection, Household, ProviderApp, Status
 from .providers.base import FormField, ProviderError
 
 HOUSEHOLDS_PER_PAGE = 25
@@ -128,7 +128,7 @@ def _flow(app: ProviderApp) -> str | None:
 
 
 def _credential_fields(app: ProviderApp) -> list[FormField]:
-    return list(lifecycle.client_for_app(app=app).credential_fields())
+    return selectors.provider_credential_fields(app=app)
 
 
 # --- Dashboard ---------------------------------------------------------------------------
@@ -211,27 +211,13 @@ def connection_check(request: HttpRequest, pk: int) -> HttpResponseBase:
     if connection.status == Status.DISCONNECTED:
         messages.error(request, "This connection was disconnected; there is nothing to check.")
         return redirect(_safe_next(request, default_next))
-    result = services.connection_check_now(connection=connection, user=request.user)
+    checked = services.connection_check_now(connection=connection, user=request.user)
     connection = _scoped_connection(request, pk)  # re-read with its credentials and accounts
-    message = _check_words(result=result, connection=connection)
     if getattr(request, "htmx", False):
-        context = {"connection": connection, "now": timezone.now(), "check_message": message, "oob_live": True}
+        context = {"connection": connection, "now": timezone.now(), "check_message": checked.message, "oob_live": True}
         return render(request, "connections/_connection_card.html", context)
-    ok = result.outcome == lifecycle.Outcome.OK
-    messages.add_message(request, messages.SUCCESS if ok else messages.WARNING, message)
+    messages.add_message(request, messages.SUCCESS if checked.ok else messages.WARNING, checked.message)
     return redirect(_safe_next(request, default_next))
-
-
-def _check_words(*, result: lifecycle.CheckResult, connection: Connection) -> str:
-    """What a person-triggered check did, in plain words."""
-    if result.outcome == lifecycle.Outcome.SKIPPED:
-        return "Not checked: a check of this connection is already running. Reload in a moment."
-    if result.outcome == lifecycle.Outcome.DEFERRED:
-        return (
-            f"Not checked: calls to {connection.get_provider_display()} are paused for a short while "
-            "(the provider is failing or rate limited). The portal retries by itself."
-        )
-    return f"Checked just now. {connection.status_message}"
 
 
 @require_http_methods(["GET", "POST"])
@@ -368,7 +354,7 @@ def _credentials_page(
             )
         except services.CredentialsRejected as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-        except lifecycle.ReconnectMismatch:
+        except services.ReconnectMismatch:
             form.add_error(
                 None,
                 f"These credentials belong to a different {app.get_provider_display()} account than the one "
@@ -622,7 +608,7 @@ def client_link(request: HttpRequest, token: str) -> HttpResponseBase:
         "client": client,
         "flow": flow,
         "source": services.source_words(provider_app=app, platform=link.platform),
-        "platform_name": platform_display(link.platform),
+        "platform_name": wording.platform_name(link.platform),
         "provider_name": app.get_provider_display(),
         "is_reconnect": services.client_link_is_reconnect(link=link),
     }

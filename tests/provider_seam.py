@@ -1,8 +1,11 @@
-"""The provider seam of the web and security suites: ``lifecycle.client_for_app``.
+"""The one provider seam of the test suites: the registry that ``lifecycle.clients`` builds clients from.
 
-Both suites swap it for subclasses of the real provider clients (so ``flow``,
-``platforms`` and the credential forms stay the real ones) whose network calls
-are fakes of their own kind; this installs such subclasses.
+Every client the portal uses is built by ``connections.lifecycle.clients.client_for_app``
+from ``providers.registry`` at that moment, so putting a class into the
+registry reaches every caller: web views, services, checks, jobs and forms
+alike. Suites pass a function from the real client class to the class to use
+(usually a subclass, so ``flow``, ``platforms`` and the credential forms stay
+the real ones).
 """
 
 from __future__ import annotations
@@ -12,18 +15,15 @@ from collections.abc import Callable
 import pytest
 
 from connections import lifecycle
-from connections import models as m
 from connections.providers import registry
 from connections.providers.base import ProviderClient
 
 
 def provider_clients_replace(
-    monkeypatch: pytest.MonkeyPatch, subclass: Callable[[type[ProviderClient]], type[ProviderClient]]
+    monkeypatch: pytest.MonkeyPatch, replacement: Callable[[type[ProviderClient]], type[ProviderClient]]
 ) -> None:
-    """Make ``lifecycle.client_for_app`` build ``subclass(real client class)`` for every provider."""
-    classes = {key: subclass(cls) for key, cls in registry.PROVIDERS.items()}
-
-    def client_for_app(*, app: m.ProviderApp) -> ProviderClient:
-        return classes[app.provider](lifecycle.app_config(app))
-
-    monkeypatch.setattr(lifecycle, "client_for_app", client_for_app)
+    """Build every provider's clients from ``replacement(real client class)`` for the rest of the test."""
+    for key, cls in list(registry.PROVIDERS.items()):
+        monkeypatch.setitem(registry.PROVIDERS, key, replacement(cls))
+    # This thread's cache is keyed by class too; forgetting it also drops app-token memos of earlier tests.
+    lifecycle.clients_forget()

@@ -139,14 +139,14 @@ def sandbox_session(live_server_url: str, settings: Any) -> Iterator[SandboxCont
     settings.RATE_LIMIT_REDIS_URL = ""
     control = SandboxControl(live_server_url)
     control.reset()
-    lifecycle._clients.cache = {}
+    lifecycle.clients_forget()
     try:
         yield control
     finally:
         # Let requests the sandbox is still sleeping through finish before
         # the database is flushed under them.
         control.clear_faults()
-        lifecycle._clients.cache = {}
+        lifecycle.clients_forget()
         control.close()
         providers_base.shared_session().close()
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sys
-import types
 from datetime import timedelta
 from typing import Any
 
@@ -24,8 +22,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections import models as m
+from connections import wording
 from connections.admin import EVENTS_SHOWN_INLINE
 from connections.management.commands.seed_demo import DEMO_PASSWORD
+from connections.providers.base import AccountData, ConnectionState, ProviderClient, ProviderError
 from tests.factories import (
     AccountFactory,
     ClientFactory,
@@ -38,6 +38,7 @@ from tests.factories import (
     ProviderAppFactory,
     UserFactory,
 )
+from tests.provider_seam import provider_clients_replace
 
 pytestmark = pytest.mark.django_db
 
@@ -329,48 +330,45 @@ def test_a_connection_with_history_cannot_be_deleted_from_admin(superuser_client
     assert m.ConnectionEvent.objects.filter(pk=event.pk).exists()
 
 
-@pytest.fixture
-def check_hook(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    calls: list[dict[str, Any]] = []
-    fake = types.ModuleType("connections.services")
+def _probing(probed: list[str]) -> Any:
+    """Real client classes whose probe answers 503 once per connection and records who was probed."""
 
-    def connections_check_enqueue(**kwargs: Any) -> int:
-        calls.append(kwargs)
-        return len(kwargs["connection_ids"])
+    def replacement(cls: type[ProviderClient]) -> type[ProviderClient]:
+        class Probing(cls):  # type: ignore[valid-type, misc]
+            def renewal_due_at(self, connection: ConnectionState) -> None:
+                return None
 
-    fake.connections_check_enqueue = connections_check_enqueue  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "connections.services", fake)
-    return calls
+            def probe(self, *, connection: ConnectionState) -> list[AccountData]:
+                probed.append(connection.external_account_id)
+                raise ProviderError.transient("Provider (probe): had a server error (HTTP 503).", status_code=503)
+
+        return Probing
+
+    return replacement
 
 
-def test_check_now_action_hands_the_selected_ids_to_the_check_hook(
-    superuser_client: Client, check_hook: list[dict[str, Any]]
+def test_check_now_action_checks_each_selected_connection_now_as_the_admin(
+    superuser_client: Client, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:
-    first, second = ConnectionFactory(), ConnectionFactory()
+    probed: list[str] = []
+    provider_clients_replace(monkeypatch, _probing(probed))
+    first, second = ConnectionFactory(), ConnectionFactory(status=m.Status.NEEDS_RECONNECT, reason="revoked")
+    pending = ConnectionFactory(status=m.Status.PENDING, external_account_id="", next_check_at=None)
 
-    response = superuser_client.post(
-        url_for(m.Connection, "changelist"),
-        {"action": "check_now", "_selected_action": [first.pk, second.pk]},
-        follow=True,
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = superuser_client.post(
+            url_for(m.Connection, "changelist"),
+            {"action": "check_now", "_selected_action": [first.pk, second.pk, pending.pk]},
+            follow=True,
+        )
 
-    assert len(check_hook) == 1
-    assert sorted(check_hook[0]["connection_ids"]) == sorted([first.pk, second.pk])
-    assert check_hook[0]["actor"].username == "admin"
-    assert "Check enqueued for 2 connection(s)." in response.content.decode()
-
-
-def test_check_now_action_says_when_checking_is_not_available(
-    superuser_client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "connections.services", types.ModuleType("connections.services"))
-    conn = ConnectionFactory()
-
-    response = superuser_client.post(
-        url_for(m.Connection, "changelist"), {"action": "check_now", "_selected_action": [conn.pk]}, follow=True
-    )
-
-    assert "Checking from admin is not available yet." in response.content.decode()
+    page = response.content.decode()
+    assert "Check queued for 2 connection(s). 1 pending or disconnected connection(s) have nothing to check." in page
+    assert sorted(probed) == sorted([first.external_account_id, second.external_account_id])
+    events = m.ConnectionEvent.objects.filter(kind=m.ConnectionEvent.Kind.CHECK_FAILED).select_related("actor")
+    assert sorted(e.connection_id for e in events) == sorted([first.pk, second.pk])
+    assert {(e.actor.username, e.actor_label) for e in events} == {("admin", "admin")}
+    assert {wording.actor_words(actor=e.actor, actor_label=e.actor_label) for e in events} == {"admin admin"}
 
 
 # --- Query counts -------------------------------------------------------------------

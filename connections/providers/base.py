@@ -269,6 +269,10 @@ class ConnectionState:
     credentials: Mapping[str, IssuedCredential] = field(default_factory=dict, repr=False)
     # Provider-side grouping and identity: Turnqey {"collection", "identity"}.
     grouping: Mapping[str, str] = field(default_factory=dict)
+    # The client's partner-side identity, and the grouping their household
+    # shares (Turnqey {"collection"}), when the caller has them at hand.
+    identity: str = ""
+    household_grouping: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -290,6 +294,9 @@ class Grant:
     grouping: Mapping[str, str] = field(default_factory=dict)
     # None when the accounts could not be read yet (the next probe fills them).
     accounts: Sequence[AccountData] | None = None
+    # True when these credentials supersede every kind held before (kinds not
+    # listed are deleted); False keeps kinds the grant does not mention.
+    replace_credentials: bool = False
 
 
 @dataclass(frozen=True)
@@ -980,6 +987,11 @@ class ProviderClient:
     def reconnect_deadline(self, connection: ConnectionState) -> datetime | None:
         """After this moment only the client can restore access (``None``: no such limit)."""
         return None
+
+    def deadline_rolls(self, connection: ConnectionState) -> bool:
+        """True when ``reconnect_deadline`` moves forward by itself at every renewal (a rotating
+        refresh token's end of life): it needs the client only if renewals stop."""
+        return False
 
     def renew(self, *, connection: ConnectionState) -> Sequence[IssuedCredential]:
         """Obtain fresh credentials. Rotating tokens come back too and must be stored first."""

@@ -243,6 +243,10 @@ class CoinifyClient(ProviderClient):
         refresh = self.credential(connection, "refresh")
         return refresh.expires_at if refresh is not None else None
 
+    def deadline_rolls(self, connection: ConnectionState) -> bool:
+        """The refresh token's end of life moves 24 hours on at every renewal."""
+        return self.reconnect_deadline(connection) is not None
+
     def renew(self, *, connection: ConnectionState) -> Sequence[IssuedCredential]:
         """A new access token AND a new refresh token. Store both before anything else happens.
 

@@ -15,9 +15,9 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 
-from connections import selectors
+from connections import selectors, wording
 from connections.forms import provider_client_class
-from connections.models import ClientLink, Connection, ProviderApp, Status, platform_display, source_display
+from connections.models import ClientLink, Connection, ProviderApp, Status
 
 register = template.Library()
 
@@ -193,10 +193,10 @@ def health_strip(days: list[selectors.HealthDay], title_id: str = "health-strip"
 
 @register.filter
 def platform_name(platform: str) -> str:
-    return platform_display(platform)
+    return wording.platform_name(platform)
 
 
 @register.simple_tag
 def source_words(platform: str, provider_app: ProviderApp) -> str:
     """ "Coinbase via Turnqey", or just "Coinify" where platform and provider are one."""
-    return source_display(provider=provider_app.get_provider_display(), platform=platform_display(platform))
+    return wording.source_name(provider=provider_app.provider, platform=platform)

@@ -32,7 +32,7 @@ def main() -> int:
 
     django.setup()
 
-    from connections import lifecycle, tasks
+    from connections import tasks
     from connections.providers import registry
 
     crash_at = os.environ["CRASH_AT"]
@@ -46,13 +46,15 @@ def main() -> int:
 
             cls.renew = renew_then_die  # type: ignore[method-assign]
     elif crash_at == "before_commit":
-        original_upsert = lifecycle._credentials_upsert
+        from connections.lifecycle import check
 
-        def upsert_then_die(connection_id: int, issued: Any) -> Any:
-            original_upsert(connection_id, issued)
+        original_upsert = check.credentials_upsert
+
+        def upsert_then_die(issued: Any, **owner: Any) -> Any:
+            original_upsert(issued, **owner)
             _die()
 
-        lifecycle._credentials_upsert = upsert_then_die
+        check.credentials_upsert = upsert_then_die
     else:
         raise SystemExit(f"unknown CRASH_AT {crash_at!r}")
 

@@ -54,7 +54,7 @@ def portal_on_sandbox(
         redirect_base=redirect_base,
         rate_limit_per_second=0,
     )
-    lifecycle._clients.cache = {}
+    lifecycle.clients_forget()
     return Portal(household=household, client=client, apps=apps)
 
 

@@ -42,7 +42,7 @@ def _break_app_secret(app: m.ProviderApp) -> None:
     app.client_secret = WRONG_SECRET
     app.save()
     m.Credential.objects.filter(provider_app=app).delete()
-    lifecycle._clients.cache = {}
+    lifecycle.clients_forget()
 
 
 @pytest.mark.parametrize("provider", sorted(CONNECT))
@@ -103,7 +103,7 @@ def test_fixing_the_app_credentials_clears_the_flag_on_the_next_check(
     app.client_secret = good_secret
     app.last_error_at = timezone.now() - timedelta(hours=1)  # past the wait after a rejection
     app.save()
-    lifecycle._clients.cache = {}
+    lifecycle.clients_forget()
     make_due(connection)
     result = lifecycle.connection_check(connection_id=connection.pk)
 

@@ -78,8 +78,8 @@ def redeliver_and_resume(connection_row: m.Connection) -> tuple[str, lifecycle.C
     immediately = tasks.check_connection(connection_row.pk)
     later = timezone.now() + timedelta(
         seconds=max(
-            lifecycle.lifecycle_setting("LIFECYCLE_CHECK_LEASE_SECONDS"),
-            lifecycle.lifecycle_setting("LIFECYCLE_SWEEP_LEASE_SECONDS"),
+            lifecycle.tunables().check_lease_seconds,
+            lifecycle.tunables().sweep_lease_seconds,
         )
         + 1
     )

@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from connections import lifecycle
 from connections.models import Credential, Provider, Status
-from connections.providers import registry
 from connections.providers.base import (
     AccountData,
     ConnectionState,
@@ -29,6 +28,7 @@ from connections.providers.base import (
     renew_at,
 )
 from tests.factories import ConnectionFactory, CredentialFactory, ProviderAppFactory
+from tests.provider_seam import provider_clients_replace
 
 ACCOUNTS = [
     AccountData(external_id="btc-1", name="BTC wallet", currency="BTC", balance=Decimal("0.50000000")),
@@ -146,11 +146,10 @@ def world(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[FakeWorld]
     """Every provider key answers through the fake; database rate limiter; fresh client cache."""
     fake_world = FakeWorld()
     monkeypatch.setattr(FakeClient, "world", fake_world, raising=False)
-    monkeypatch.setattr(registry, "PROVIDERS", {p.value: FakeClient for p in Provider})
+    provider_clients_replace(monkeypatch, lambda cls: FakeClient)
     settings.RATE_LIMIT_REDIS_URL = ""
-    lifecycle._clients.cache = {}
     yield fake_world
-    lifecycle._clients.cache = {}
+    lifecycle.clients_forget()
 
 
 @pytest.fixture

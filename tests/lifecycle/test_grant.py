@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 
 from connections import lifecycle
+from connections.lifecycle.store import credentials_upsert
 from connections.models import Account, Connection, ConnectionEvent, Credential, Provider, Status
 from connections.providers.base import Grant, IssuedCredential, ProviderError
 from tests.factories import ConnectionFactory, ProviderAppFactory, UserFactory
@@ -214,14 +215,12 @@ def test_provider_outage_while_revoking_does_not_block_the_disconnect(app: Any, 
 
 
 @pytest.mark.django_db
-def test_credentials_store_upserts_one_row_per_kind_and_sets_the_deadline(app: Any) -> None:
+def test_credentials_upsert_keeps_one_row_per_kind(app: Any) -> None:
     connection = make_connection(app)
     issued = fresh_credentials("stored")
-    lifecycle.credentials_store(connection=connection, issued=issued)
+    credentials_upsert([*issued, *fresh_credentials("newest")], connection_id=connection.pk)
     rows = dict(Credential.objects.filter(connection=connection).values_list("kind", "value"))
-    assert rows == {"access": "access-stored", "refresh": "refresh-stored"}
-    connection.refresh_from_db()
-    assert connection.reconnect_by == issued[1].expires_at
+    assert rows == {"access": "access-newest", "refresh": "refresh-newest"}
 
 
 @pytest.mark.django_db

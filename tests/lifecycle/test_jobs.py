@@ -338,7 +338,7 @@ def test_app_without_app_token_is_left_alone(app: Any, world: FakeWorld) -> None
 @pytest.mark.django_db
 def test_app_token_cache_is_shared_through_the_database(app: Any) -> None:
     now = timezone.now()
-    first, second = lifecycle.DbAppTokenCache(app.pk), lifecycle.DbAppTokenCache(app.pk)
+    first, second = lifecycle.clients.DbAppTokenCache(app.pk), lifecycle.clients.DbAppTokenCache(app.pk)
     assert second.load() is None
     first.save(IssuedCredential(kind="app", value="t1", issued_at=now, expires_at=now + timedelta(hours=1)))
     assert second.load().value == "t1"

@@ -59,7 +59,9 @@ def test_next_check_lands_before_the_renewal_point(app: Any) -> None:
 
 def test_renewal_schedule_never_spins_on_a_token_shorter_than_its_margin() -> None:
     now = timezone.now()
-    nxt = lifecycle.next_check_after_success(renewal_due_at=now - timedelta(minutes=5), now=now)
+    nxt = lifecycle.rules.next_check_after_success(
+        renewal_due_at=now - timedelta(minutes=5), now=now, tunables=lifecycle.tunables()
+    )
     assert nxt >= now + timedelta(seconds=30)
 
 

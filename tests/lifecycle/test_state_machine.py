@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from connections import lifecycle
-from connections.lifecycle import Outcome, backoff_delay, connection_check
+from connections.lifecycle import Outcome, connection_check
+from connections.lifecycle.rules import Tunables, backoff_delay
 from connections.models import Account, Connection, Credential, ProviderApp, Status
 from connections.models import ConnectionEvent as Ev
 from connections.providers.base import FailureReason, ProviderError
@@ -214,7 +215,7 @@ def test_backoff_is_capped_and_fully_jittered(settings: Any) -> None:
     rng = random.Random(7)
     for failures in (1, 2, 3, 5, 10, 40, 1000):
         ceiling = min(6 * 3600, 30 * 2 ** (failures - 1)) if failures < 64 else 6 * 3600
-        samples = [backoff_delay(failures, rng=rng) for _ in range(200)]
+        samples = [backoff_delay(failures, None, lifecycle.tunables(), rng) for _ in range(200)]
         assert all(0 <= s <= ceiling for s in samples)
         # Full jitter: spread over the whole range, not clustered at the ceiling.
         assert min(samples) < ceiling * 0.2
@@ -223,7 +224,7 @@ def test_backoff_is_capped_and_fully_jittered(settings: Any) -> None:
 
 def test_retry_after_is_a_floor_for_the_delay() -> None:
     rng = random.Random(1)
-    assert all(backoff_delay(1, retry_after=3600, rng=rng) >= 3600 for _ in range(50))
+    assert all(backoff_delay(1, 3600, Tunables(), rng) >= 3600 for _ in range(50))
 
 
 @pytest.mark.django_db
@@ -387,7 +388,14 @@ class ConnectionLifecycleMachine(RuleBasedStateMachine):
         self.permanent_since_success = False
         self.failures = 0
 
-    @precondition(lambda self: self.status in (Status.PENDING, Status.DISCONNECTED))
+    @precondition(lambda self: self.status == Status.DISCONNECTED)
+    @rule()
+    def connect_after_disconnect_is_refused(self) -> None:
+        grant = grant_for(self.connection, f"c{self.world.next_serial()}", external_account_id=self.account_id)
+        with pytest.raises(lifecycle.GrantRefused):
+            lifecycle.grant_apply(connection=self.connection, grant=grant, purpose="connect", actor_label="test")
+
+    @precondition(lambda self: self.status == Status.PENDING)
     @rule()
     def connect(self) -> None:
         grant = grant_for(self.connection, f"c{self.world.next_serial()}", external_account_id=self.account_id)
@@ -397,7 +405,7 @@ class ConnectionLifecycleMachine(RuleBasedStateMachine):
         self.permanent_since_success = False
         self.failures = 0
 
-    @precondition(lambda self: self.status in lifecycle.CHECKABLE_STATUSES)
+    @precondition(lambda self: self.status in lifecycle.rules.CHECKABLE)
     @rule()
     def renew_ok(self) -> None:
         self._make_renewal_due()
@@ -405,7 +413,7 @@ class ConnectionLifecycleMachine(RuleBasedStateMachine):
         assert result.renewed
         self._succeeded(event_kinds=1)  # RENEWED (+ RECOVERED)
 
-    @precondition(lambda self: self.status in lifecycle.CHECKABLE_STATUSES)
+    @precondition(lambda self: self.status in lifecycle.rules.CHECKABLE)
     @rule()
     def renew_transient(self) -> None:
         self._make_renewal_due()
@@ -416,7 +424,7 @@ class ConnectionLifecycleMachine(RuleBasedStateMachine):
         if self.status in (Status.ACTIVE, Status.DEGRADED) and self.failures >= 3:
             self.status = Status.DEGRADED
 
-    @precondition(lambda self: self.status in lifecycle.CHECKABLE_STATUSES)
+    @precondition(lambda self: self.status in lifecycle.rules.CHECKABLE)
     @rule(reason=st.sampled_from(list(FailureReason)))
     def renew_permanent(self, reason: FailureReason) -> None:
         self._make_renewal_due()
@@ -427,14 +435,14 @@ class ConnectionLifecycleMachine(RuleBasedStateMachine):
         self.permanent_since_success = True
         self.failures = 0
 
-    @precondition(lambda self: self.status in lifecycle.CHECKABLE_STATUSES)
+    @precondition(lambda self: self.status in lifecycle.rules.CHECKABLE)
     @rule()
     def reconnect(self) -> None:
         grant = grant_for(self.connection, f"r{self.world.next_serial()}", external_account_id=self.account_id)
         lifecycle.grant_apply(connection=self.connection, grant=grant, purpose="reconnect", actor_label="test")
         self._succeeded(event_kinds=1)  # RECONNECTED (+ RECOVERED)
 
-    @precondition(lambda self: self.status in lifecycle.CHECKABLE_STATUSES)
+    @precondition(lambda self: self.status in lifecycle.rules.CHECKABLE)
     @rule()
     def reconnect_as_someone_else(self) -> None:
         grant = grant_for(self.connection, "other", external_account_id=f"{self.account_id}-other")

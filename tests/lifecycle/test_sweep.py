@@ -107,7 +107,7 @@ def test_lost_check_task_is_claimed_again_after_the_sweep_claim_runs_out(
     _due(app, 1)
     with django_capture_on_commit_callbacks(execute=True):
         assert jobs.sweep_run(publish=lambda ids: None) == 1  # the message never arrives
-        later = timezone.now() + timedelta(seconds=lifecycle.lifecycle_setting("LIFECYCLE_SWEEP_LEASE_SECONDS") + 1)
+        later = timezone.now() + timedelta(seconds=lifecycle.tunables().sweep_lease_seconds + 1)
         assert jobs.sweep_run(publish=lambda ids: None, now=later) == 1
 
 

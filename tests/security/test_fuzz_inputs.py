@@ -79,7 +79,7 @@ def unreachable_providers(people: People, settings: Any) -> People:
     """Real clients, a closed port: every network step fails at once as a provider error."""
     settings.PROVIDER_CONNECT_TIMEOUT = 0.5
     m.ProviderApp.objects.update(base_url="http://127.0.0.1:9", connect_url="")
-    lifecycle._clients.cache = {}
+    lifecycle.clients_forget()
     for app in people.apps.values():
         app.refresh_from_db()
     return people

@@ -139,7 +139,7 @@ def test_add_rotate_remove_keeps_every_secret_readable_and_the_portal_working(
     assert secrets_by_row() == before
 
     # The portal still works on the re-encrypted secrets: renew (where due) and probe, on every provider.
-    lifecycle._clients.cache = {}
+    lifecycle.clients_forget()
     for connection in connections:
         make_due(connection)
         result = lifecycle.connection_check(connection_id=connection.pk)

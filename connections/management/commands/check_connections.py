@@ -54,7 +54,7 @@ class Command(BaseCommand):
         force: bool = options["all"]
         now = timezone.now()
         if force:
-            queryset = Connection.objects.filter(status__in=lifecycle.CHECKABLE_STATUSES)
+            queryset = Connection.objects.filter(status__in=sorted(lifecycle.rules.CHECKABLE))
         else:
             queryset = lifecycle.due_queryset(now=now)
         if options["provider"]:

@@ -73,8 +73,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from connections import lifecycle
+from connections import lifecycle, wording
 from connections import models as m
+from connections.lifecycle.store import credentials_keep_only, credentials_upsert
 from connections.providers.base import Grant, IssuedCredential
 from connections.providers.bloquo import encode_api_key
 
@@ -605,7 +606,8 @@ class Command(BaseCommand):
                 )
                 created.add("connections reconnected to the sandbox")
             else:
-                lifecycle.credentials_store(connection=row, issued=subject.credentials, replace=True)
+                credentials_upsert(subject.credentials, connection_id=row.pk)
+                credentials_keep_only(connection_id=row.pk, kinds=[c.kind for c in subject.credentials])
                 row.external_account_id = subject.external_account_id
                 row.grouping = subject.grouping
                 row.save(update_fields=["external_account_id", "grouping", "updated_at"])
@@ -867,7 +869,9 @@ class _ConnectionBuilder:
             provider_app=self.app,
             provider=spec.provider,
             platform=spec.platform,
-            label="" if rng.random() < 0.6 else f"{self.client.name.split()[0]}'s {m.platform_display(spec.platform)}",
+            label=""
+            if rng.random() < 0.6
+            else f"{self.client.name.split()[0]}'s {wording.platform_name(spec.platform)}",
             status=status,
             reason=spec.reason,
             external_account_id=self.external_account_id(),
@@ -1033,9 +1037,9 @@ class _ConnectionBuilder:
         return m.ConnectionEvent(connection=self.row, kind=kind, created_at=at, **fields)
 
     def _message(self, status: str, reason: str = "") -> str:
-        return m.status_message(
-            provider=m.Provider(self.spec.provider).label,
-            platform=m.platform_display(self.spec.platform),
+        return wording.status_message(
+            provider=self.spec.provider,
+            platform=self.spec.platform,
             status=status,
             reason=reason,
         )
@@ -1052,7 +1056,7 @@ class _ConnectionBuilder:
                     K.CREATED,
                     self.started_at,
                     to_status=S.PENDING,
-                    message=f"Connection to {m.platform_display(spec.platform)} started.",
+                    message=f"Connection to {wording.platform_name(spec.platform)} started.",
                     actor=self.adviser,
                 )
             )

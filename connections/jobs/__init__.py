@@ -1,0 +1,48 @@
+"""The periodic jobs' work: thin loops that call the lifecycle and notifications.
+
+:mod:`connections.tasks` wraps each in a Celery task and a :func:`periodic_job`
+slot lock; they are plain functions so commands and tests call them directly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .. import notifications
+from .app_tokens import APP_TOKEN_SLACK_SECONDS, app_tokens_refresh
+from .housekeeping import (
+    authorization_requests_expire,
+    client_links_expire,
+    deadline_warnings_record,
+    deadlines_passed_flag,
+    housekeeping_run,
+)
+from .locks import JOB_SLOT_SECONDS, job_slot_seconds, job_slot_start, periodic_job
+from .sweep import sweep_run
+
+
+def digests_send(*, now: datetime | None = None) -> int:
+    """Record deadline warnings that are due, then send the digests (:func:`notifications.digests_send`).
+
+    Usually housekeeping has recorded the warnings already; those recorded
+    here are dated now and so go out with the next digest (its settle time).
+    """
+    deadline_warnings_record(now=now)
+    return notifications.digests_send(now=now)
+
+
+__all__ = [
+    "APP_TOKEN_SLACK_SECONDS",
+    "JOB_SLOT_SECONDS",
+    "app_tokens_refresh",
+    "authorization_requests_expire",
+    "client_links_expire",
+    "deadline_warnings_record",
+    "deadlines_passed_flag",
+    "digests_send",
+    "housekeeping_run",
+    "job_slot_seconds",
+    "job_slot_start",
+    "periodic_job",
+    "sweep_run",
+]

@@ -1,0 +1,353 @@
+"""The one place that names things and says them in words.
+
+Sources ("Coinify", "Coinbase via Turnqey"), provider apps ("Turnqey
+Sandbox"), statuses and reasons, the sentences events are written in, and
+who did something ("scheduled check", "you", "the client through their
+link"). Pages, events, emails, admin and the API all come here, so a source is
+called the same thing everywhere and a rule's outcome reads the same wherever
+it is shown.
+
+Pure functions of plain values: no queries, no clock (``now`` is passed in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+# Status and reason values (connections.models.Status / Reason), spelled out so
+# this module can be imported by models.py without a cycle.
+ACTIVE, PENDING, DEGRADED, NEEDS_RECONNECT, DISCONNECTED = (
+    "active",
+    "pending",
+    "degraded",
+    "needs_reconnect",
+    "disconnected",
+)
+EXPIRED, REVOKED, CREDENTIALS_INVALID, CREDENTIALS_UNREADABLE, TRANSIENT, AUTHORIZATION_ABANDONED = (
+    "expired",
+    "revoked",
+    "credentials_invalid",
+    "credentials_unreadable",
+    "transient",
+    "authorization_abandoned",
+)
+
+PROVIDER_NAMES: Mapping[str, str] = {
+    "turnqey": "Turnqey",
+    "coinify": "Coinify",
+    "bloquo": "Bloquo",
+    "dapi": "Dapi",
+}
+
+PLATFORM_NAMES: Mapping[str, str] = {
+    "coinbase": "Coinbase",
+    "gemini": "Gemini",
+    "kraken": "Kraken",
+    "binance": "Binance",
+    "bitstamp": "Bitstamp",
+    "ledger": "Ledger",
+    "metamask": "MetaMask",
+    "coinify": "Coinify",
+    "bloquo": "Bloquo",
+}
+
+ENVIRONMENT_NAMES: Mapping[str, str] = {"sandbox": "Sandbox", "production": "Production"}
+
+STATUS_NAMES: Mapping[str, str] = {
+    PENDING: "Pending",
+    ACTIVE: "Active",
+    DEGRADED: "Degraded",
+    NEEDS_RECONNECT: "Needs reconnect",
+    DISCONNECTED: "Disconnected",
+}
+
+# --- Actors -------------------------------------------------------------------------
+# ConnectionEvent.actor_label values for what is not a person. Stored as codes,
+# shown through actor_words().
+SCHEDULED_CHECK = "job:check"
+HOUSEKEEPING = "job:housekeeping"
+CLIENT_LINK = "client-link"
+ADMIN = "admin"
+COMMAND = "command"
+API = "api"
+
+ACTOR_NAMES: Mapping[str, str] = {
+    SCHEDULED_CHECK: "scheduled check",
+    HOUSEKEEPING: "scheduled housekeeping",
+    CLIENT_LINK: "the client through their link",
+    ADMIN: "an administrator",
+    COMMAND: "a maintenance command",
+    API: "the firm's API",
+}
+
+
+def person_name(user: Any) -> str:
+    """A user as people read it: the full name, else the username."""
+    full = user.get_full_name() if hasattr(user, "get_full_name") else ""
+    return full or user.get_username()
+
+
+def actor_words(*, actor: Any = None, actor_label: str = "", viewer: Any = None) -> str:
+    """Who did it, in plain words: "you", "admin Jane Doe", "Jane Doe", "scheduled check".
+
+    ``actor`` is the user (or None), ``actor_label`` the stored code; ``viewer``
+    is whoever reads the page, so their own actions read "you".
+    """
+    if actor is not None:
+        if viewer is not None and getattr(viewer, "pk", None) == actor.pk:
+            return "you"
+        name = person_name(actor)
+        if actor_label == ADMIN or (actor_label.startswith(f"{ADMIN}:")):
+            return f"admin {name}"
+        return name
+    code = actor_label.split(":", 2)
+    if actor_label in ACTOR_NAMES:
+        return ACTOR_NAMES[actor_label]
+    if code[0] == "command" and len(code) > 1:
+        return f"the {code[1].replace('_', ' ')} command"
+    if code[0] == "job" and len(code) > 1:
+        return f"scheduled {code[1].replace('_', ' ')}"
+    return actor_label.replace("_", " ") or "the portal"
+
+
+# --- Names ------------------------------------------------------------------------
+
+
+def provider_name(provider: str) -> str:
+    return PROVIDER_NAMES.get(provider, provider.replace("_", " ").title())
+
+
+def platform_name(platform: str) -> str:
+    return PLATFORM_NAMES.get(platform, platform.replace("_", " ").replace("-", " ").title())
+
+
+def source_name(*, provider: str, platform: str) -> str:
+    """THE name of a source: "Coinbase via Turnqey"; just "Coinify" where platform and provider are one."""
+    platform_words, provider_words = platform_name(platform), provider_name(provider)
+    if platform_words.casefold() == provider_words.casefold():
+        return platform_words
+    return f"{platform_words} via {provider_words}"
+
+
+def app_name(*, provider: str, environment: str, name: str = "") -> str:
+    """A provider app: "Turnqey Sandbox"; the app's own name only when it adds something."""
+    base = f"{provider_name(provider)} {ENVIRONMENT_NAMES.get(environment, environment.title())}"
+    if name and name.casefold() not in {environment.casefold(), base.casefold(), provider_name(provider).casefold()}:
+        return f"{base} ({name})"
+    return base
+
+
+def status_name(status: str) -> str:
+    return STATUS_NAMES.get(status, status.replace("_", " ").capitalize())
+
+
+# --- Times --------------------------------------------------------------------------
+
+
+def when(moment: datetime | None) -> str:
+    """A moment as an event sentence writes it: "2026-12-01 14:30 UTC"."""
+    if moment is None:
+        return "never"
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def duration(seconds: float) -> str:
+    """A span in words: "about 15 minutes", "about 2 hours", "about 3 days"."""
+    minutes = max(round(seconds / 60), 1)
+    if minutes < 90:
+        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+    hours = round(minutes / 60)
+    if hours < 36:
+        return f"about {hours} hours"
+    days = round(hours / 24)
+    return f"about {days} days"
+
+
+# --- Statuses and reasons -------------------------------------------------------------
+
+
+def status_message(*, provider: str, platform: str, status: str, reason: str) -> str:
+    """A status and reason in plain words: names the source and says what to do next."""
+    source = source_name(provider=provider, platform=platform)
+    platform_words, provider_words = platform_name(platform), provider_name(provider)
+    if status == ACTIVE:
+        return f"{source}: connected and up to date."
+    if status == PENDING:
+        if reason == AUTHORIZATION_ABANDONED:
+            return f"{source}: the authorization was not finished in time. Start the connection again."
+        return f"{source}: waiting for the client to finish authorizing."
+    if status == DEGRADED:
+        return (
+            f"{source}: {provider_words} is having temporary problems; the portal keeps retrying "
+            "and shows the last good data meanwhile."
+        )
+    if status == DISCONNECTED:
+        return f"{source}: disconnected on purpose; stored credentials were deleted."
+    if reason == REVOKED:
+        return f"{source}: access was revoked at {platform_words}. Ask the client to reconnect."
+    if reason == EXPIRED:
+        return f"{source}: the authorization expired. Ask the client to reconnect."
+    if reason == CREDENTIALS_INVALID:
+        return f"{source}: the stored credentials were rejected. Ask the client to reconnect with new ones."
+    if reason == CREDENTIALS_UNREADABLE:
+        return (
+            f"{source}: the portal can no longer read this connection's stored credentials (the encryption "
+            "key that wrote them is gone). Ask the client to reconnect."
+        )
+    return f"{source}: needs the client to reconnect."
+
+
+# --- Event sentences --------------------------------------------------------------------
+# One function per kind of sentence; the lifecycle's rules say which, with the
+# facts it needs (``facts`` of a rules.EventSpec).
+
+
+def event_sentence(
+    *,
+    kind: str,
+    source: str,
+    provider: str,
+    platform: str,
+    from_status: str,
+    to_status: str,
+    reason: str,
+    facts: Mapping[str, Any],
+) -> str:
+    """The message of an event the lifecycle's rules asked for (see ``rules.EventSpec``)."""
+    error = facts.get("error") or ""
+    because = f" ({error})" if error else ""
+    if kind == "created":
+        return authorization_started(source=source)
+    if kind in ("connected", "reconnected"):
+        return connected(
+            source=source,
+            reconnect=kind == "reconnected",
+            deadline=facts.get("deadline"),
+            deadline_rolls=bool(facts.get("deadline_rolls")),
+        )
+    if kind == "disconnected":
+        return disconnected(source=source, provider=provider, revoke_error=facts.get("revoke_error") or "")
+    if kind == "recovered":
+        if facts.get("by_client"):
+            return f"{source}: connected and up to date again after the client's reconnect."
+        if facts.get("by_reconnect"):
+            return f"{source}: connected and up to date again after the reconnect."
+        return f"{source}: connected and up to date. Recovered from {status_name(from_status).lower()}."
+    if kind == "check_failed":
+        if facts.get("interrupted"):
+            return (
+                f"{source}: an internal error interrupted the check; it will be tried again at "
+                f"{when(facts.get('next_check_at'))}."
+            )
+        if facts.get("app_rejected"):
+            return (
+                f"{source}: {provider_name(provider)} rejected the portal's own app credentials. "
+                "Administrators have been alerted; the client need not do anything."
+            )
+        if to_status == DEGRADED and from_status != DEGRADED:
+            return status_message(provider=provider, platform=platform, status=to_status, reason=reason) + because
+        if to_status != from_status or reason not in ("", TRANSIENT):
+            return status_message(provider=provider, platform=platform, status=to_status, reason=reason)
+        if facts.get("next_check_at") is not None:
+            return f"{source}: the check failed for now{because}; retrying at {when(facts['next_check_at'])}."
+        return f"{source}: the check failed for now{because}."
+    if kind == "status_changed" and facts.get("deadline") is not None:
+        return (
+            f"{source}: the sign-in lapsed at {when(facts['deadline'])} without being renewed. "
+            "Ask the client to reconnect."
+        )
+    return status_message(provider=provider, platform=platform, status=to_status, reason=reason)
+
+
+def renewed(*, source: str, access_expires_at: datetime | None) -> str:
+    until = f" until {when(access_expires_at)}" if access_expires_at else ""
+    return f"{source}: credentials renewed ahead of expiry; access is valid{until}."
+
+
+def connected(*, source: str, reconnect: bool, deadline: datetime | None, deadline_rolls: bool) -> str:
+    verb = "reconnected" if reconnect else "connected"
+    if deadline is None:
+        return f"{source}: {verb}."
+    if deadline_rolls:
+        return f"{source}: {verb}. The sign-in keeps renewing itself; the client is needed only if renewals stop."
+    return f"{source}: {verb}. The client must reconnect by {when(deadline)}."
+
+
+def reconnect_refused(*, source: str, platform: str) -> str:
+    platform_words = platform_name(platform)
+    return (
+        f"{source}: the reconnect signed in to a different {platform_words} account than the one this "
+        "connection belongs to, so it was refused and nothing was changed. Ask the client to sign in to "
+        f"{platform_words} with the original account and reconnect again."
+    )
+
+
+def disconnected(*, source: str, provider: str, revoke_error: str) -> str:
+    sentence = f"{source}: disconnected on purpose; stored credentials were deleted."
+    if revoke_error:
+        sentence += f" Revoking at {provider_name(provider)} failed ({revoke_error})."
+    return sentence
+
+
+def authorization_started(*, source: str) -> str:
+    return f"{source}: authorization started."
+
+
+def deadline_warning(*, source: str, deadline: datetime, pending: bool) -> str:
+    if pending:
+        return (
+            f"{source}: the authorization must be finished by {when(deadline)}; after that the client has to "
+            "start the connection again."
+        )
+    return (
+        f"{source}: access lapses at {when(deadline)} unless it is renewed before then; if it lapses, the "
+        "client must reconnect."
+    )
+
+
+def link_sent(*, email: str, expires_at: datetime) -> str:
+    return f"Reconnect link sent to {email}; valid until {timezone.localtime(expires_at):%d %b %Y %H:%M}."
+
+
+def link_opened(*, email: str) -> str:
+    return f"The client opened the reconnect link sent to {email}."
+
+
+def link_expired(*, source: str) -> str:
+    return f"{source}: the link sent to the client expired before it was used."
+
+
+def link_completed(*, email: str) -> str:
+    return f"The client completed the link sent to {email}."
+
+
+def check_now_words(*, outcome: str, source: str, provider: str, status_message: str, error: str = "") -> str:
+    """What a person-triggered check did, truthfully (``outcome`` is a ``lifecycle.Outcome`` value)."""
+    because = f" ({error})" if error else ""
+    if outcome == "skipped":
+        return "Not checked: a check of this connection is already running. Reload in a moment."
+    if outcome == "deferred":
+        return (
+            f"Not checked: calls to {provider_name(provider)} are paused for a short while (the provider is "
+            "failing or rate limited). The portal retries by itself."
+        )
+    if outcome == "error":
+        return (
+            f"{source}: the check could not be completed because of an internal error. Nothing changed; "
+            "the portal tries again later."
+        )
+    if outcome == "transient":
+        return (
+            f"Checked just now: {provider_name(provider)} did not answer properly{because}. The portal retries "
+            f"by itself and keeps showing the last good data. {status_message}"
+        )
+    if outcome == "app_credentials_invalid":
+        return (
+            f"Checked just now: {provider_name(provider)} rejected the portal's own app credentials. "
+            "Administrators have been alerted; the client need not do anything."
+        )
+    return f"Checked just now. {status_message}"
