@@ -32,7 +32,7 @@ from . import jobs, lifecycle, wording
 logger = logging.getLogger("connections.tasks")
 
 
-def _chunks(connection_ids: Sequence[int]) -> list[list[int]]:
+def check_chunks(connection_ids: Sequence[int]) -> list[list[int]]:
     """Split ids into messages: at most ``LIFECYCLE_CHECK_CHUNK_SIZE`` (25) each, and spread
     over at least ``LIFECYCLE_CHECK_MIN_MESSAGES`` (16) messages when there are that many ids,
     so a small due set still runs in parallel across worker threads."""
@@ -55,7 +55,7 @@ def checks_publish(connection_ids: Sequence[int]) -> None:
     """
     if not connection_ids:
         return
-    chunks = _chunks(connection_ids)
+    chunks = check_chunks(connection_ids)
     app = check_connections.app
     try:
         if app.conf.task_always_eager:

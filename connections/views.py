@@ -82,7 +82,7 @@ def _allow_provider_form_actions(response: HttpResponseBase) -> HttpResponseBase
     # providers' origins are allowed on pages that carry such forms.
     origins = selectors.provider_form_action_origins()
     if origins:
-        response._csp_update = {"form-action": origins}  # type: ignore[attr-defined]
+        response._csp_update = {"form-action": origins}  # type: ignore[attr-defined]  # noqa: SLF001 - django-csp's hook
     return response
 
 

@@ -1,9 +1,13 @@
 """Celery application for the portal's background jobs.
 
-JSON only (tasks carry ids, never pickled objects or secrets), hard and soft
-time limits so one stuck provider call cannot hold a worker forever, late
+JSON only (tasks carry ids, never pickled objects or secrets), late
 acknowledgement so a task whose worker dies is redelivered, and
 django-celery-beat's database scheduler so schedules are editable in admin.
+
+The worker runs the threads pool (Procfile), which does not enforce task time
+limits; the limits below still bind a prefork worker. What keeps a stuck
+provider from holding a thread is the provider call's own total deadline
+(``connections.providers.http``), well inside a check's lease.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ app.conf.update(
     # written to be idempotent for exactly this reason.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
+    # Each message is a chunk of checks that mostly wait on the network; four
+    # in hand per thread keep 32 threads busy (chosen by `make bench`, "checks").
+    worker_prefetch_multiplier=4,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
     beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",

@@ -8,9 +8,11 @@ and the end of the run says plainly which suites were skipped and why. Under
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -48,6 +50,51 @@ def suite_unavailable_reasons() -> dict[str, str]:
 _UNAVAILABLE = suite_unavailable_reasons()
 
 
+# --- No real network ---------------------------------------------------------------------------
+# Every test talks to 127.0.0.1 only (the sandbox, PostgreSQL, Redis, the live
+# server); a connection anywhere else is refused before a packet leaves, so a
+# test that would reach the internet by accident fails loudly instead.
+
+
+class NetworkRefused(OSError):
+    """A test tried to open a connection to a host other than this machine."""
+
+
+def _is_loopback(host: Any) -> bool:
+    try:
+        return ipaddress.ip_address(str(host).split("%", 1)[0]).is_loopback
+    except ValueError:
+        try:
+            resolved = socket.getaddrinfo(host, None)
+        except OSError:
+            return False
+        return bool(resolved) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in resolved)
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _checked(address: Any, family: int) -> None:
+    if family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+        raise NetworkRefused(f"tests may only connect to this machine, not {address[0]!r}")
+
+
+def _loopback_connect(self: socket.socket, address: Any) -> None:
+    _checked(address, self.family)
+    return _real_connect(self, address)
+
+
+def _loopback_connect_ex(self: socket.socket, address: Any) -> int:
+    _checked(address, self.family)
+    return _real_connect_ex(self, address)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    socket.socket.connect = _loopback_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _loopback_connect_ex  # type: ignore[method-assign]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for suite, reason in _UNAVAILABLE.items():
@@ -78,7 +125,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
 
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(settings: object) -> None:
-    """Every test: in-memory email, eager Celery, no real network by accident."""
+    """Every test: in-memory email, eager Celery (the network guard is set up in ``pytest_configure``)."""
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # type: ignore[attr-defined]
     settings.CELERY_TASK_ALWAYS_EAGER = True  # type: ignore[attr-defined]
     # Hashing demo passwords properly costs more than most tests themselves.

@@ -119,3 +119,13 @@ class ConnectionEventFactory(factory.django.DjangoModelFactory):
     connection = factory.SubFactory(ConnectionFactory)
     kind = m.ConnectionEvent.Kind.CHECK_SUCCEEDED
     actor_label = "job:check"
+
+
+def registered_model_admins() -> list[tuple[type, object]]:
+    """Every model registered with the admin site and its ModelAdmin, through the site's public API."""
+    from django.apps import apps
+    from django.contrib import admin
+
+    return [
+        (model, admin.site.get_model_admin(model)) for model in apps.get_models() if admin.site.is_registered(model)
+    ]

@@ -37,13 +37,14 @@ from tests.factories import (
     MembershipFactory,
     ProviderAppFactory,
     UserFactory,
+    registered_model_admins,
 )
 from tests.provider_seam import provider_clients_replace
 
 pytestmark = pytest.mark.django_db
 
 User = get_user_model()
-REGISTERED = sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label)
+REGISTERED = sorted(registered_model_admins(), key=lambda item: item[0]._meta.label)
 
 
 def url_for(model: type, view: str, *args: Any) -> str:

@@ -54,7 +54,7 @@ def connect(request: HttpRequest, ns: str) -> HttpResponse:
 
     if request.method == "GET":
         response = render(request, "sandbox/dapi_connect.html", {"action": request.get_full_path()})
-        response._csp_update = {"form-action": [origin(app.redirect_uri)]}  # type: ignore[attr-defined]
+        response._csp_update = {"form-action": [origin(app.redirect_uri)]}  # type: ignore[attr-defined]  # noqa: SLF001
         return response
 
     reply = {"state": state} if state else {}
@@ -69,7 +69,7 @@ def connect(request: HttpRequest, ns: str) -> HttpResponse:
             {"action": request.get_full_path(), "error": "Enter your username."},
             status=400,
         )
-        response._csp_update = {"form-action": [origin(app.redirect_uri)]}  # type: ignore[attr-defined]
+        response._csp_update = {"form-action": [origin(app.redirect_uri)]}  # type: ignore[attr-defined]  # noqa: SLF001
         return response
     snap: Snapshot = request.sandbox  # type: ignore[attr-defined]
     reply.update(services.dapi_connection_create(app_key=app.client_id, username=username, snapshot=snap))

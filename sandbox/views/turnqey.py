@@ -212,7 +212,7 @@ def authorize(request: HttpRequest, ns: str) -> HttpResponse:
             },
         )
         # The answer is a redirect to the partner: allow it as a form target.
-        response._csp_update = {"form-action": [origin(app.redirect_uri)]}  # type: ignore[attr-defined]
+        response._csp_update = {"form-action": [origin(app.redirect_uri)]}  # type: ignore[attr-defined]  # noqa: SLF001
         return response
 
     decision = request.POST.get("decision", "")

@@ -21,10 +21,10 @@ from django.core import mail
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from connections import jobs, lifecycle, tasks
+from connections import jobs, tasks
 from connections import models as m
 from connections.management.commands.setup_periodic_tasks import DEFAULT_SCHEDULES
-from connections.providers.base import IssuedCredential
+from connections.providers.base import IssuedCredential, ProviderClient
 from tests.factories import (
     ClientFactory,
     ConnectionEventFactory,
@@ -35,6 +35,7 @@ from tests.factories import (
     ProviderAppFactory,
     UserFactory,
 )
+from tests.provider_seam import provider_clients_replace
 
 # task name → (the task, the jobs function that does its work)
 JOBS: dict[str, tuple[Any, str]] = {
@@ -72,15 +73,22 @@ class World:
         return self.app_token_calls
 
 
-class _FakeTokenClient:
-    def __init__(self, world: World) -> None:
-        self.world = world
+def _counting_app_tokens(world: World) -> Callable[[type[ProviderClient]], type[ProviderClient]]:
+    """Real client classes whose app token is counted and handed out without a network call."""
 
-    def app_token(self) -> IssuedCredential:
-        with self.world.lock:
-            self.world.app_token_calls += 1
-        now = timezone.now()
-        return IssuedCredential(kind="app", value="app-token", issued_at=now, expires_at=now + timedelta(hours=1))
+    def replacement(cls: type[ProviderClient]) -> type[ProviderClient]:
+        class CountingAppTokens(cls):  # type: ignore[valid-type, misc]
+            def app_token(self) -> IssuedCredential:
+                with world.lock:
+                    world.app_token_calls += 1
+                now = timezone.now()
+                return IssuedCredential(
+                    kind="app", value="app-token", issued_at=now, expires_at=now + timedelta(hours=1)
+                )
+
+        return CountingAppTokens
+
+    return replacement
 
 
 @pytest.fixture
@@ -104,7 +112,7 @@ def world(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> World:
             frozen.published.extend(ids)
 
     monkeypatch.setattr(tasks, "checks_publish", publish)
-    monkeypatch.setattr(lifecycle, "client_for_app", lambda *, app: _FakeTokenClient(frozen))
+    provider_clients_replace(monkeypatch, _counting_app_tokens(frozen))
 
     # Work for each job.
     app = ProviderAppFactory(provider=m.Provider.COINIFY, rate_limit_per_second=0)

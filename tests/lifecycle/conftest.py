@@ -61,13 +61,13 @@ class FakeWorld:
         with self.lock:
             return next(self._serial)
 
-    def _take(self, script: list[Step], name: str) -> Step:
+    def take(self, script: list[Step], name: str) -> Step:
         with self.lock:
             self.calls[name] += 1
             return script.pop(0) if script else None
 
     @staticmethod
-    def _play(step: Step) -> Any:
+    def play(step: Step) -> Any:
         if callable(step) and not isinstance(step, type):
             step = step()
         if isinstance(step, BaseException):
@@ -105,13 +105,13 @@ class FakeClient(ProviderClient):
 
     def renew(self, *, connection: ConnectionState) -> Sequence[IssuedCredential]:
         world = self.world
-        step = world._take(world.renew_script, "renew")
+        step = world.take(world.renew_script, "renew")
         refresh = connection.credentials.get("refresh")
         with world.lock:
             world.refresh_tokens_used.append(refresh.value if refresh else "")
         if world.on_renew is not None:
             world.on_renew()
-        result = world._play(step)
+        result = world.play(step)
         if result is not None:
             return result
         if not world.renewable:
@@ -120,20 +120,20 @@ class FakeClient(ProviderClient):
 
     def probe(self, *, connection: ConnectionState) -> Sequence[AccountData]:
         world = self.world
-        step = world._take(world.probe_script, "probe")
+        step = world.take(world.probe_script, "probe")
         access = connection.credentials.get("access")
         with world.lock:
             world.access_tokens_probed.append(access.value if access else "")
-        result = world._play(step)
+        result = world.play(step)
         return ACCOUNTS if result is None else result
 
     def revoke(self, *, connection: ConnectionState) -> None:
         world = self.world
-        world._play(world._take(world.revoke_script, "revoke"))
+        world.play(world.take(world.revoke_script, "revoke"))
 
     def app_token(self) -> IssuedCredential | None:
         world = self.world
-        result = world._play(world._take(world.app_token_script, "app_token"))
+        result = world.play(world.take(world.app_token_script, "app_token"))
         if result is None and world.has_app_token:
             now = timezone.now()
             result = IssuedCredential(kind="app", value="app-token", issued_at=now, expires_at=now + timedelta(hours=1))

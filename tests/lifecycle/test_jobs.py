@@ -343,11 +343,14 @@ def test_app_token_cache_is_shared_through_the_database(app: Any) -> None:
     first.save(IssuedCredential(kind="app", value="t1", issued_at=now, expires_at=now + timedelta(hours=1)))
     assert second.load().value == "t1"
     # Near its renewal point, a worker's memo gives way to what another worker stored.
-    first.save(IssuedCredential(kind="app", value="t2", issued_at=now, expires_at=now + timedelta(minutes=10)))
-    second._memo = IssuedCredential(
+    aging = IssuedCredential(
         kind="app", value="t1", issued_at=now - timedelta(minutes=50), expires_at=now + timedelta(minutes=10)
     )
-    assert second.load().value == "t2"
+    first.save(aging)
+    third = lifecycle.clients.DbAppTokenCache(app.pk)
+    assert third.load().value == "t1"  # remembered, with less than a quarter of its life left
+    first.save(IssuedCredential(kind="app", value="t2", issued_at=now, expires_at=now + timedelta(minutes=10)))
+    assert third.load().value == "t2"
 
 
 @pytest.mark.django_db

@@ -211,11 +211,11 @@ def test_different_jobs_do_not_block_each_other() -> None:
 
 
 def test_checks_travel_in_small_chunks_spread_over_many_messages() -> None:
-    assert tasks._chunks(list(range(10_000)))[0] == list(range(25))
-    assert len(tasks._chunks(list(range(10_000)))) == 400
-    assert [len(c) for c in tasks._chunks(list(range(30)))] == [2] * 15
-    assert tasks._chunks([7]) == [[7]]
-    assert sorted(i for c in tasks._chunks(list(range(1001))) for i in c) == list(range(1001))
+    assert tasks.check_chunks(list(range(10_000)))[0] == list(range(25))
+    assert len(tasks.check_chunks(list(range(10_000)))) == 400
+    assert [len(c) for c in tasks.check_chunks(list(range(30)))] == [2] * 15
+    assert tasks.check_chunks([7]) == [[7]]
+    assert sorted(i for c in tasks.check_chunks(list(range(1001))) for i in c) == list(range(1001))
 
 
 @pytest.mark.django_db

@@ -291,8 +291,7 @@ def test_redis_rate_limit_never_exceeds_the_configured_rate(limited_app: Any, se
 
 @pytest.mark.django_db
 def test_unreachable_redis_falls_back_to_the_database_limit(limited_app: Any, settings: Any) -> None:
-    settings.RATE_LIMIT_REDIS_URL = "redis://127.0.0.1:1/0"
-    throttling._redis_clients.clear()
+    settings.RATE_LIMIT_REDIS_URL = "redis://127.0.0.1:1/0"  # a fresh URL gets a fresh client
     ProviderApp.objects.filter(pk=limited_app.pk).update(rate_limit_per_second=100)  # a burst of 5
     limited_app.refresh_from_db()
     now = timezone.now()

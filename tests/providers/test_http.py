@@ -168,7 +168,7 @@ def test_shared_session_is_reused_and_keeps_no_cookies(rsps: responses.RequestsM
 def test_session_pool_is_sized_for_a_threaded_worker() -> None:
     adapter = make_session().get_adapter("https://provider.test/")
 
-    assert adapter._pool_maxsize >= 32  # type: ignore[attr-defined]
+    assert adapter.poolmanager.connection_pool_kw["maxsize"] >= 32  # type: ignore[attr-defined]
     assert adapter.max_retries.allowed_methods == frozenset({"GET", "PUT", "DELETE", "HEAD"})
 
 

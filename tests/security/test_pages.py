@@ -17,14 +17,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from django.contrib import admin
 from django.core import mail
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from connections import models as m
-from tests.factories import ConnectionEventFactory, CredentialFactory
+from tests.factories import ConnectionEventFactory, CredentialFactory, registered_model_admins
 
 from .conftest import TURNQEY_SUCCESS, CannedProvider, People, logged_in, start_connect
 
@@ -196,7 +195,7 @@ def test_every_admin_page_has_no_inline_script(people: People, broken: m.Connect
     """The changelist and one change page of every registered model."""
     superuser = logged_in(people.superuser)
     visited = 0
-    for model, model_admin in admin.site._registry.items():
+    for model, model_admin in registered_model_admins():
         opts = model._meta
         changelist = superuser.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
         assert changelist.status_code == 200, opts.label

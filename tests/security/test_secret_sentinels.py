@@ -40,7 +40,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from celery.app.task import Task
 from django.conf import settings
-from django.contrib import admin
 from django.contrib.sessions.models import Session
 from django.core import mail
 from django.db import connection as db_connection
@@ -50,7 +49,7 @@ from django.urls import reverse
 from connections import lifecycle, tasks
 from connections import models as m
 from connections.providers.base import ProviderError
-from tests.factories import MembershipFactory, UserFactory
+from tests.factories import MembershipFactory, UserFactory, registered_model_admins
 from tests.faults.support import COINIFY_PARTNER, SandboxControl, portal_on_sandbox
 
 TAG = uuid.uuid4().hex[:10]
@@ -379,7 +378,7 @@ def test_no_secret_surfaces_in_any_flow(
     ):
         assert web.get(url).status_code == 200
     staff = make_browser(seen, superuser)
-    for model, model_admin in admin.site._registry.items():
+    for model, model_admin in registered_model_admins():
         opts = model._meta
         changelist = staff.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
         assert changelist.status_code == 200

@@ -80,7 +80,8 @@ class Command(BaseCommand):
         transient = 0
         # tqdm redraws with carriage returns: give it the raw stream, not the
         # OutputWrapper, which would append a newline to every redraw.
-        with tqdm(total=len(ids), desc="Checking", unit="conn", file=self.stderr._out, leave=True) as bar:
+        stream = self.stderr._out  # noqa: SLF001 - the stream Django's OutputWrapper wraps
+        with tqdm(total=len(ids), desc="Checking", unit="conn", file=stream, leave=True) as bar:
             if workers == 1:
                 results = map(run, ids)
             else:
