@@ -222,6 +222,9 @@ Happened = (
 )
 
 
+CHECK_OUTCOMES = (Succeeded, FailedTransiently, FailedPermanently, AppRejected, Deferred, Interrupted)
+
+
 @dataclass(frozen=True)
 class EventSpec:
     """An event to record with the transition (``facts`` feed the wording and the event's details)."""
@@ -272,6 +275,8 @@ def decide(
 ) -> Transition:
     """The transition for ``happened`` to a connection in ``state`` at ``now`` (see the table above)."""
     status, scheduled = state.status, state.status in SCHEDULED
+    if isinstance(happened, CHECK_OUTCOMES) and status not in CHECKABLE:
+        return _no_change(state)  # pending and disconnected connections are never checked
     unchanged = {"status": status, "reason": state.reason, "degraded_since": state.degraded_since}
 
     if isinstance(happened, Succeeded | Granted):
