@@ -1,0 +1,67 @@
+"""Writes for the adviser web UI (and the API): keyword-only, typed, ``<noun>_<verb>`` names.
+
+Views validate input and call these. Status transitions are never decided
+here: a completed authorization goes through :func:`lifecycle.grant_apply`, a
+check through :func:`lifecycle.connection_check`, a disconnect through
+:func:`lifecycle.connection_disconnect`, and history through
+:func:`lifecycle.event_record`.
+
+Secrets: the ``state`` of an authorization request and the token of a client
+link are handed to the browser and never stored (only their SHA-256). A
+password typed into a credential form is passed to the provider once and
+dropped: it is never stored, logged, put in an event or rendered back.
+
+Modules: ``authorizations`` (redirect flows and their callbacks),
+``credentials`` (credential forms), ``checks`` (check now, disconnect),
+``client_links``; ``common`` holds what they share.
+"""
+
+from .authorizations import (
+    CALLBACK_HTTP_STATUS,
+    AuthorizationResult,
+    AuthorizationStarted,
+    CallbackOutcome,
+    authorization_complete,
+    authorization_start,
+)
+from .checks import CheckNow, connection_check_now, connection_disconnect_now, connections_check_enqueue
+from .client_links import (
+    ClientLinkCreated,
+    ClientLinkError,
+    client_link_complete,
+    client_link_create,
+    client_link_expire,
+    client_link_is_reconnect,
+    client_link_open,
+    client_link_resolve,
+)
+from .common import AUTHORIZATION_REQUEST_TTL, CLIENT_LINK_ACTOR, CLIENT_LINK_SALT, source_words
+from .credentials import CredentialsRejected, ReconnectMismatch, credentials_connect
+
+__all__ = [
+    "AUTHORIZATION_REQUEST_TTL",
+    "CALLBACK_HTTP_STATUS",
+    "CLIENT_LINK_ACTOR",
+    "CLIENT_LINK_SALT",
+    "AuthorizationResult",
+    "AuthorizationStarted",
+    "CallbackOutcome",
+    "CheckNow",
+    "ClientLinkCreated",
+    "ClientLinkError",
+    "CredentialsRejected",
+    "ReconnectMismatch",
+    "authorization_complete",
+    "authorization_start",
+    "client_link_complete",
+    "client_link_create",
+    "client_link_expire",
+    "client_link_is_reconnect",
+    "client_link_open",
+    "client_link_resolve",
+    "connection_check_now",
+    "connection_disconnect_now",
+    "connections_check_enqueue",
+    "credentials_connect",
+    "source_words",
+]

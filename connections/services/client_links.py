@@ -1,0 +1,226 @@
+"""Client links: a signed, expiring link that lets a client connect or reconnect without a login."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+from django.conf import settings
+from django.core import signing
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from .. import lifecycle, notifications, wording
+from ..models import (
+    Client,
+    ClientLink,
+    Connection,
+    ConnectionEvent,
+    Household,
+    ProviderApp,
+    Status,
+)
+from .common import (
+    CLIENT_LINK_ACTOR,
+    CLIENT_LINK_SALT,
+    User,
+    actor_user,
+    client_link_max_age,
+    sha256_hex,
+)
+
+# --- Client links ----------------------------------------------------------------------
+
+
+class ClientLinkError(Exception):
+    """A link that cannot be used. ``gone`` is true for one that was valid once (410)."""
+
+    def __init__(self, message: str, *, gone: bool = False, link: ClientLink | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.gone = gone
+        self.link = link
+
+
+def _client_link_signer() -> signing.TimestampSigner:
+    return signing.TimestampSigner(salt=CLIENT_LINK_SALT)
+
+
+@dataclass(frozen=True)
+class ClientLinkCreated:
+    link: ClientLink
+    url: str = ""
+
+    def __repr__(self) -> str:  # the URL carries the token
+        return f"ClientLinkCreated(link={self.link.pk})"
+
+
+def client_link_create(
+    *,
+    household: Household,
+    client: Client,
+    user: User,
+    connection: Connection | None = None,
+    provider_app: ProviderApp | None = None,
+    platform: str = "",
+    base_url: str = "",
+    now: dt.datetime | None = None,
+) -> ClientLinkCreated:
+    """Create a client link for one reconnect (``connection``) or one new connection, and email it.
+
+    The URL carries ``TimestampSigner(salt).sign(random 256-bit token)``; only the
+    SHA-256 of the random part is stored. Expires after ``CLIENT_LINK_MAX_AGE_DAYS``
+    (7 by default). Sent to the client's email, in plain text and HTML, and
+    recorded as ``LINK_SENT`` when it concerns an existing connection.
+    ``base_url`` is the portal's public origin (``PORTAL_BASE_URL`` by default).
+    Raises ``ValueError`` when the client has no email or the scope does not fit
+    the household.
+    """
+    now = now or timezone.now()
+    if client.household_id != household.pk:
+        raise ValueError("The client is not in this household.")
+    if not client.email:
+        raise ValueError(f"{client.name} has no email address; add one before sending a link.")
+    if connection is not None:
+        if connection.household_id != household.pk or connection.client_id != client.pk:
+            raise ValueError("The connection is not this client's.")
+        provider_app, platform = connection.provider_app, connection.platform
+    if provider_app is None or not platform:
+        raise ValueError("Say what the client should connect.")
+
+    raw = secrets.token_urlsafe(32)
+    token = _client_link_signer().sign(raw)
+    with transaction.atomic():
+        link = ClientLink.objects.create(
+            token_hash=sha256_hex(raw),
+            household=household,
+            client=client,
+            connection=connection,
+            provider_app=provider_app,
+            platform=platform,
+            status=ClientLink.LinkStatus.SENT,
+            sent_to=client.email,
+            created_by=actor_user(user),
+            created_at=now,
+            expires_at=now + client_link_max_age(),
+            sent_at=now,
+        )
+        if connection is not None:
+            lifecycle.event_record(
+                connection=connection,
+                kind=ConnectionEvent.Kind.LINK_SENT,
+                message=wording.link_sent(email=client.email, expires_at=link.expires_at),
+                actor=actor_user(user),
+            )
+    url = urljoin((base_url or settings.PORTAL_BASE_URL).rstrip("/") + "/", reverse("client_link", args=[token]))
+    notifications.client_link_email_send(link=link, url=url, is_reconnect=client_link_is_reconnect(link=link))
+    return ClientLinkCreated(link=link, url=url)
+
+
+def client_link_is_reconnect(*, link: ClientLink) -> bool:
+    """A link for a connection that once worked (not one still waiting for its first authorization)."""
+    return link.connection is not None and bool(link.connection.external_account_id)
+
+
+def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> ClientLink:
+    """The link a URL token names, if it may still be used.
+
+    Raises :class:`ClientLinkError`: a tampered or unknown token is not ``gone``
+    (400); an expired, completed or cancelled link is ``gone`` (410). An open link
+    found past its expiry is marked expired (with a ``LINK_EXPIRED`` event).
+    """
+    now = now or timezone.now()
+    signer = _client_link_signer()
+    try:
+        raw = signer.unsign(token, max_age=client_link_max_age())
+    except signing.SignatureExpired:
+        # The signature is genuine but old: find the row to mark it expired.
+        try:
+            raw = signer.unsign(token)
+        except signing.BadSignature:  # pragma: no cover - unsign just verified it
+            raw = ""
+        link = (
+            ClientLink.objects.filter(token_hash=sha256_hex(raw)).select_related("connection").first() if raw else None
+        )
+        if link is not None:
+            client_link_expire(link=link)
+        raise ClientLinkError(
+            "This link has expired. Ask your adviser to send a new one.", gone=True, link=link
+        ) from None
+    except signing.BadSignature:
+        raise ClientLinkError("This link is not valid. Check that you copied all of it.") from None
+    link = (
+        ClientLink.objects.select_related("household__firm", "client", "connection", "provider_app", "created_by")
+        .filter(token_hash=sha256_hex(raw))
+        .first()
+    )
+    if link is None:
+        raise ClientLinkError("This link is not valid. Check that you copied all of it.")
+    if link.status == ClientLink.LinkStatus.COMPLETED:
+        raise ClientLinkError("This link was already used, and the connection is done.", gone=True, link=link)
+    if link.status == ClientLink.LinkStatus.CANCELLED:
+        raise ClientLinkError("This link was withdrawn. Ask your adviser for a new one.", gone=True, link=link)
+    if link.status == ClientLink.LinkStatus.EXPIRED or link.expires_at <= now:
+        client_link_expire(link=link)
+        raise ClientLinkError("This link has expired. Ask your adviser to send a new one.", gone=True, link=link)
+    if link.connection is not None and link.connection.status == Status.DISCONNECTED:
+        raise ClientLinkError(
+            "The connection this link was for has been removed. Ask your adviser for a new link.", gone=True, link=link
+        )
+    return link
+
+
+def client_link_open(*, link: ClientLink, now: dt.datetime | None = None) -> ClientLink:
+    """Record that the client opened the link (first time only: a conditional UPDATE)."""
+    now = now or timezone.now()
+    opened = ClientLink.objects.filter(pk=link.pk, status=ClientLink.LinkStatus.SENT).update(
+        status=ClientLink.LinkStatus.OPENED, opened_at=now
+    )
+    if opened:
+        link.status, link.opened_at = ClientLink.LinkStatus.OPENED, now
+        if link.connection is not None:
+            lifecycle.event_record(
+                connection=link.connection,
+                kind=ConnectionEvent.Kind.LINK_OPENED,
+                message=wording.link_opened(email=link.sent_to),
+                actor_label=CLIENT_LINK_ACTOR,
+            )
+    return link
+
+
+def client_link_expire(*, link: ClientLink) -> bool:
+    """Mark an open link expired (once; a conditional UPDATE). True when this call did it."""
+    expired = ClientLink.objects.filter(
+        pk=link.pk, status__in=[ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED]
+    ).update(status=ClientLink.LinkStatus.EXPIRED)
+    if expired:
+        link.status = ClientLink.LinkStatus.EXPIRED
+        if link.connection is not None:
+            connection = link.connection
+            lifecycle.event_record(
+                connection=connection,
+                kind=ConnectionEvent.Kind.LINK_EXPIRED,
+                message=wording.link_expired(source=connection.source_display),
+                actor_label=CLIENT_LINK_ACTOR,
+            )
+    return bool(expired)
+
+
+def client_link_complete(*, link: ClientLink, connection: Connection, now: dt.datetime | None = None) -> bool:
+    """Mark the link completed by ``connection`` (once). True when this call did it."""
+    now = now or timezone.now()
+    completed = ClientLink.objects.filter(
+        pk=link.pk, status__in=[ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED]
+    ).update(status=ClientLink.LinkStatus.COMPLETED, completed_at=now)
+    if completed:
+        link.status, link.completed_at = ClientLink.LinkStatus.COMPLETED, now
+        lifecycle.event_record(
+            connection=connection,
+            kind=ConnectionEvent.Kind.LINK_COMPLETED,
+            message=wording.link_completed(email=link.sent_to),
+            actor_label=CLIENT_LINK_ACTOR,
+        )
+    return bool(completed)

@@ -1,0 +1,104 @@
+"""What the service modules share: names for users and sources, the pending row, error words."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from .. import lifecycle, wording
+from ..models import AuthorizationRequest, Client, Connection, Household, ProviderApp, Status
+from ..providers.base import ErrorKind, FailureReason, ProviderError
+
+User = AbstractBaseUser | AnonymousUser
+
+AUTHORIZATION_REQUEST_TTL = dt.timedelta(minutes=15)
+CLIENT_LINK_SALT = "connections.client-link"
+CLIENT_LINK_ACTOR = wording.CLIENT_LINK
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def client_link_max_age() -> dt.timedelta:
+    return dt.timedelta(days=getattr(settings, "CLIENT_LINK_MAX_AGE_DAYS", 7))
+
+
+def source_words(*, provider_app: ProviderApp, platform: str) -> str:
+    """ "Coinbase via Turnqey" (or just "Coinify"): how every message names a source."""
+    return wording.source_name(provider=provider_app.provider, platform=platform)
+
+
+def actor_user(user: User | None) -> AbstractBaseUser | None:
+    return user if user is not None and user.is_authenticated else None  # type: ignore[return-value]
+
+
+# --- Pending connections ------------------------------------------------------------
+
+
+def connection_pending_get_or_create(
+    *, household: Household, client: Client, provider_app: ProviderApp, platform: str, user: User | None
+) -> Connection:
+    """The connection row a new connect fills in: an unfinished one is reused, else created.
+
+    Reuse keeps a household from collecting one pending row per abandoned attempt.
+    """
+    existing = (
+        Connection.objects.filter(
+            household=household,
+            client=client,
+            provider_app=provider_app,
+            platform=platform,
+            status=Status.PENDING,
+            external_account_id="",
+        )
+        .order_by("-created_at")
+        .first()
+    )
+    if existing is not None:
+        return existing
+    actor = actor_user(user)
+    return lifecycle.connection_start(
+        household=household,
+        client=client,
+        provider_app=provider_app,
+        platform=platform,
+        actor=actor,
+        actor_label="" if actor else CLIENT_LINK_ACTOR,
+    )
+
+
+def purpose_for(connection: Connection | None) -> str:
+    """A connection that once had a source account is being reconnected; anything else is a connect."""
+    if connection is not None and connection.external_account_id:
+        return AuthorizationRequest.Purpose.RECONNECT
+    return AuthorizationRequest.Purpose.CONNECT
+
+
+def household_grouping_for(household: Household) -> dict[str, str]:
+    # The household's Turnqey collection, so a new or renewed connection joins
+    # the sources the household already has there. Other providers ignore it.
+    if household.turnqey_collection:
+        return {"collection": str(household.turnqey_collection)}
+    return {}
+
+
+def provider_error_words(*, exc: ProviderError, source: str, provider_name: str) -> str:
+    if exc.kind == ErrorKind.APP_CREDENTIALS_INVALID:
+        return (
+            f"{source}: {provider_name} rejected the portal's own credentials. Nothing was connected; "
+            "an administrator has been told and has to fix the provider settings."
+        )
+    if exc.kind == ErrorKind.REAUTH_REQUIRED:
+        if exc.reason == FailureReason.CREDENTIALS_INVALID:
+            return f"{source}: {provider_name} did not accept these credentials. Check them and try again."
+        if exc.reason == FailureReason.EXPIRED:
+            return f"{source}: the authorization expired before it could be completed. Start again."
+        return f"{source}: {provider_name} refused access ({exc.message}). Start again."
+    return (
+        f"{source}: {provider_name} could not be reached or answered unexpectedly. Nothing was saved; "
+        "try again in a few minutes."
+    )

@@ -1,0 +1,101 @@
+"""What an adviser does to one connection: check now, disconnect, reconnect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponseBase
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_http_methods, require_POST
+
+from .. import services
+from ..models import Status
+from .common import (
+    allow_provider_form_actions,
+    flow_of,
+    household_url,
+    member_required,
+    safe_next,
+    scoped_connection,
+)
+from .connect import authorization_redirect, credentials_page
+
+
+@require_POST
+@member_required
+def connection_check(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """Check now. With htmx, the connection's card is swapped in place; without, POST + redirect."""
+    connection = scoped_connection(request, pk)
+    default_next = household_url(connection.household_id)
+    if connection.status == Status.DISCONNECTED:
+        messages.error(request, "This connection was disconnected; there is nothing to check.")
+        return redirect(safe_next(request, default_next))
+    checked = services.connection_check_now(connection=connection, user=request.user)
+    connection = scoped_connection(request, pk)  # re-read with its credentials and accounts
+    if getattr(request, "htmx", False):
+        context = {"connection": connection, "now": timezone.now(), "check_message": checked.message, "oob_live": True}
+        return render(request, "connections/_connection_card.html", context)
+    messages.add_message(request, messages.SUCCESS if checked.ok else messages.WARNING, checked.message)
+    return redirect(safe_next(request, default_next))
+
+
+@require_http_methods(["GET", "POST"])
+@member_required
+def connection_disconnect(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """A confirmation page; the POST disconnects (the lifecycle revokes at the provider)."""
+    connection = scoped_connection(request, pk)
+    if connection.status == Status.DISCONNECTED:
+        messages.info(request, "This connection is already disconnected.")
+        return redirect(household_url(connection.household_id))
+    if request.method == "POST":
+        services.connection_disconnect_now(connection=connection, user=request.user)
+        messages.success(
+            request,
+            f"{connection.source_display} for {connection.client.name} "
+            "was disconnected. Access was revoked at the provider where it allows it, and the stored "
+            "credentials were deleted.",
+        )
+        return redirect(household_url(connection.household_id))
+    return render(request, "connections/disconnect_confirm.html", {"connection": connection})
+
+
+@sensitive_post_parameters()
+@require_http_methods(["GET", "POST"])
+@member_required
+def connection_reconnect(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """Reconnect: the redirect flow (POST starts it), or the provider's credential form."""
+    connection = scoped_connection(request, pk)
+    household = connection.household
+    if connection.status == Status.DISCONNECTED:
+        messages.info(request, "This connection was disconnected. Connect the account again instead.")
+        return redirect(household_url(household))
+    app = connection.provider_app
+    flow = flow_of(app)
+    context: dict[str, Any] = {"connection": connection, "household": household, "flow": flow}
+    if flow == "redirect":
+        if request.method == "POST":
+            return authorization_redirect(
+                request,
+                app=app,
+                platform=connection.platform,
+                household=household,
+                client=connection.client,
+                connection=connection,
+            )
+        return allow_provider_form_actions(render(request, "connections/reconnect.html", context))
+    if flow == "form":
+        return credentials_page(
+            request,
+            app=app,
+            platform=connection.platform,
+            household=household,
+            client=connection.client,
+            connection=connection,
+            template="connections/reconnect.html",
+            context=context,
+        )
+    context["unavailable"] = True
+    return render(request, "connections/reconnect.html", context, status=503)

@@ -1,0 +1,94 @@
+"""The adviser's pages: dashboard, attention list, household and connection pages."""
+
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponseBase
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from .. import selectors
+from ..forms import (
+    HouseholdFilterForm,
+)
+from .common import (
+    ATTENTION_ON_DASHBOARD,
+    ATTENTION_PER_PAGE,
+    EVENTS_PER_PAGE,
+    HOUSEHOLDS_PER_PAGE,
+    allow_provider_form_actions,
+    member_required,
+    scoped_connection,
+    scoped_household,
+)
+
+# --- Dashboard ---------------------------------------------------------------------------
+
+
+@require_GET
+@member_required
+def dashboard(request: HttpRequest) -> HttpResponseBase:
+    """Counts per status, what needs attention, and the households table."""
+    user = request.user
+    filter_form = HouseholdFilterForm(request.GET or None)
+    search, status = filter_form.search_values()
+    page = Paginator(
+        selectors.household_table(user=user, search=search, status=status).order_by("name", "id"),
+        HOUSEHOLDS_PER_PAGE,
+    ).get_page(request.GET.get("page"))
+    context = {
+        "membership": selectors.membership_for(user=user),
+        "counts": selectors.connection_status_counts(user=user),
+        "attention": selectors.needs_attention_list(user=user, limit=ATTENTION_ON_DASHBOARD),
+        "filter_form": filter_form,
+        "page": page,
+        "search": search,
+        "status_filter": status,
+        "severity_status": selectors.SEVERITY_STATUS,
+        "now": timezone.now(),
+    }
+    return allow_provider_form_actions(render(request, "connections/dashboard.html", context))
+
+
+@require_GET
+@member_required
+def attention_list(request: HttpRequest) -> HttpResponseBase:
+    """Every connection that needs attention, most urgent first, paginated."""
+    page = Paginator(selectors.needs_attention_queryset(user=request.user), ATTENTION_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    context = {"page": page, "now": timezone.now()}
+    return allow_provider_form_actions(render(request, "connections/attention_list.html", context))
+
+
+# --- Household and connection pages ------------------------------------------------------
+
+
+@require_GET
+@member_required
+def household_detail(request: HttpRequest, pk: int) -> HttpResponseBase:
+    household = scoped_household(request, pk)
+    page = selectors.household_page(user=request.user, household=household)
+    context = {"household": household, "page": page, "now": timezone.now()}
+    return allow_provider_form_actions(render(request, "connections/household_detail.html", context))
+
+
+@require_GET
+@member_required
+def connection_detail(request: HttpRequest, pk: int) -> HttpResponseBase:
+    connection = scoped_connection(request, pk)
+    events = Paginator(selectors.connection_events(connection=connection), EVENTS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        "connection": connection,
+        "household": connection.household,
+        "events": events,
+        "health_days": selectors.connection_health_days(connection=connection),
+        "links": selectors.client_link_queryset_for(user=request.user)
+        .filter(connection=connection)
+        .order_by("-created_at")[:10],
+        "now": timezone.now(),
+    }
+    return allow_provider_form_actions(render(request, "connections/connection_detail.html", context))
