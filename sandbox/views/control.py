@@ -104,7 +104,8 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import services
-from ..services import SandboxError
+from ..services import world
+from ..services.common import SandboxError
 
 ControlView = Callable[..., HttpResponse]
 
@@ -171,7 +172,7 @@ def reset(request: HttpRequest) -> HttpResponse:
     keep_apps = _body(request).get("keep_apps", False)
     if not isinstance(keep_apps, bool):
         raise SandboxError("keep_apps must be true or false.")
-    services.sandbox_reset(keep_apps=keep_apps)
+    world.sandbox_reset(keep_apps=keep_apps)
     return JsonResponse({"reset": True})
 
 
@@ -206,23 +207,23 @@ def actions(request: HttpRequest) -> HttpResponse:
 @control_endpoint("GET", "POST")
 def lifetimes(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
-        return JsonResponse({"lifetimes": services.lifetimes_get()})
+        return JsonResponse({"lifetimes": world.lifetimes_get()})
     data = _body(request)
-    return JsonResponse({"provider": data.get("provider"), "lifetimes": services.lifetimes_set(data)})
+    return JsonResponse({"provider": data.get("provider"), "lifetimes": world.lifetimes_set(data)})
 
 
 @control_endpoint("GET", "POST", "DELETE")
 def faults(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
-        return JsonResponse({"faults": services.fault_list()})
+        return JsonResponse({"faults": world.fault_list()})
     if request.method == "DELETE":
-        return JsonResponse({"deleted": services.fault_delete()})
-    return JsonResponse(services.fault_create(_body(request)), status=201)
+        return JsonResponse({"deleted": world.fault_delete()})
+    return JsonResponse(world.fault_create(_body(request)), status=201)
 
 
 @control_endpoint("DELETE")
 def fault_detail(request: HttpRequest, fault_id: int) -> HttpResponse:
-    deleted = services.fault_delete(fault_id=fault_id)
+    deleted = world.fault_delete(fault_id=fault_id)
     if not deleted:
         raise SandboxError("No such fault rule.", status=404)
     return JsonResponse({"deleted": deleted})
@@ -231,7 +232,7 @@ def fault_detail(request: HttpRequest, fault_id: int) -> HttpResponse:
 @control_endpoint("GET", "DELETE")
 def requests_log(request: HttpRequest) -> HttpResponse:
     if request.method == "DELETE":
-        return JsonResponse({"deleted": services.request_log_clear()})
+        return JsonResponse({"deleted": world.request_log_clear()})
     query = request.GET
     since = None
     if query.get("since"):
@@ -244,7 +245,7 @@ def requests_log(request: HttpRequest) -> HttpResponse:
     after = query.get("after", "")
     if after and not after.isdigit():
         raise SandboxError("after must be a request id.")
-    rows = services.request_log_list(
+    rows = world.request_log_list(
         provider=query.get("provider", ""),
         path=query.get("path", ""),
         since=since,

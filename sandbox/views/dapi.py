@@ -21,10 +21,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
-from .. import clock, services, tokens
+from .. import clock, tokens
 from ..data import accounts_for
 from ..faults import provider_endpoint
 from ..models import App, DapiConnection, Provider, Token
+from ..services.dapi import dapi_connection_create
 from ..state import Snapshot
 from .common import json_response, one, origin, read_json, text_field, with_query
 
@@ -72,7 +73,7 @@ def connect(request: HttpRequest, ns: str) -> HttpResponse:
         response._csp_update = {"form-action": [origin(app.redirect_uri)]}  # type: ignore[attr-defined]
         return response
     snap: Snapshot = request.sandbox  # type: ignore[attr-defined]
-    reply.update(services.dapi_connection_create(app_key=app.client_id, username=username, snapshot=snap))
+    reply.update(dapi_connection_create(app_key=app.client_id, username=username, snapshot=snap))
     return HttpResponseRedirect(with_query(app.redirect_uri, reply))
 
 

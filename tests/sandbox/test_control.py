@@ -13,6 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from sandbox import clock
+from sandbox.models import Provider
 
 from .conftest import COINIFY_PARTNER, TURNQEY_CLIENT, ControlClient, doc_example
 
@@ -528,6 +529,23 @@ def test_reset_empties_the_world_and_restores_default_lifetimes(
     assert control.requests() == []
     assert control.get("lifetimes")["lifetimes"]["coinify"]["access"] == 1200
     assert post_json(client, AUTH_URL, PASSWORD_GRANT).json()["error_description"] == "Invalid email or password."
+
+
+def test_reset_empties_the_subjects_of_every_mount(
+    control: ControlClient, turnqey_app: dict, dapi_app: dict, coinify_user: dict
+) -> None:
+    turnqey = {"provider": "turnqey", "client": "tq-client", "identity": "id-1", "platform": "kraken"}
+    control.post("subjects", turnqey, expect=201)
+    control.post("subjects", {"provider": "bloquo"}, expect=201)
+    control.post("subjects", {"provider": "bloquo-production"}, expect=201)
+    control.post("subjects", {"provider": "dapi", "app_key": dapi_app["client_id"], "username": "u"}, expect=201)
+    assert all(control.get("subjects", {"provider": mount})["subjects"] for mount in Provider.values)
+
+    control.post("reset")
+
+    assert {mount: control.get("subjects", {"provider": mount})["subjects"] for mount in Provider.values} == {
+        mount: [] for mount in Provider.values
+    }
 
 
 def test_reset_can_keep_the_registered_apps(control: ControlClient, turnqey_app: dict, coinify_user: dict) -> None:
