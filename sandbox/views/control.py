@@ -1,10 +1,21 @@
 """The sandbox's control API, under ``/sandbox/_control/``: JSON in, JSON out, CSRF-exempt.
 
-Tests, the benchmark and developers drive the simulated world through it. If
-the setting ``SANDBOX_CONTROL_TOKEN`` is non-empty, every call must carry it
-in the ``X-Sandbox-Control-Token`` header (otherwise 403). Errors are
-``{"error": "<plain message>"}`` with 400 (bad input), 403, 404 (no such
-subject or rule) or 405. Field names are snake_case throughout.
+Tests, the benchmark and developers drive the simulated world through it,
+from scripts, never from a page. So, in the portal and in the separate server
+alike:
+
+* a request a browser marks as made by another origin's page (``Origin`` not
+  this origin, or ``Sec-Fetch-Site`` other than ``same-origin`` / ``none``)
+  is refused with 403, whatever it carries;
+* if the setting ``SANDBOX_CONTROL_TOKEN`` (environment variable of the same
+  name) is non-empty, every call must carry it in the
+  ``X-Sandbox-Control-Token`` header (otherwise 403);
+* a ``POST`` must be sent with ``Content-Type: application/json`` even with
+  no body, and so must any request that has a body (otherwise 415).
+
+Errors are ``{"error": "<plain message>"}`` with 400 (bad input), 403, 404
+(no such subject or rule), 405 (with ``Allow``) or 415. Field names are
+snake_case throughout.
 
 ``GET /sandbox/_control/``
     ``{"endpoints": [...]}``: this list.
@@ -109,6 +120,17 @@ from ..services.common import SandboxError
 
 ControlView = Callable[..., HttpResponse]
 
+CONTROL_HEADER = "X-Sandbox-Control-Token"
+# A page on another site can POST text/plain, a form or nothing at all without
+# asking first, but not JSON: that needs a CORS preflight, which the sandbox
+# never grants. So a POST must say its body is JSON, even an empty one, and so
+# must any request that has a body. A DELETE without one may say nothing: no
+# page can send a DELETE to another origin without that preflight either.
+JSON_ONLY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Sec-Fetch-Site values of requests no other site's page made ("none": the
+# user typed the URL or opened a bookmark).
+OWN_SITE = frozenset({"same-origin", "none"})
+
 
 def _error(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
@@ -126,20 +148,55 @@ def _body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
+def _from_another_site(request: HttpRequest) -> bool:
+    """Whether a browser says another origin's page made this request.
+
+    Browsers send ``Sec-Fetch-Site`` and (on anything but a plain GET)
+    ``Origin``; scripts and test clients usually send neither, and are judged
+    by the token alone.
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site.strip().lower() not in OWN_SITE:
+        return True
+    origin = request.headers.get("Origin")
+    own_origin = f"{request.scheme}://{request.get_host()}"
+    return origin is not None and origin.strip().lower() != own_origin.lower()
+
+
+def _token_valid(request: HttpRequest) -> bool:
+    # Read without a default: a settings module that forgot the name must not
+    # leave the control API open unnoticed.
+    expected: str = settings.SANDBOX_CONTROL_TOKEN
+    if not expected:
+        return True
+    given = request.headers.get(CONTROL_HEADER, "")
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
 def control_endpoint(*methods: str) -> Callable[[ControlView], ControlView]:
-    """CSRF-exempt JSON endpoint: method check, optional token, SandboxError → JSON error."""
+    """CSRF-exempt JSON endpoint: the checks below in order, then the view; SandboxError → JSON error.
+
+    Another site's page → 403; a configured token missing or wrong → 403; a
+    method not in ``methods`` → 405 with ``Allow``; a POST, or any request
+    with a body, without ``Content-Type: application/json`` → 415. CSRF tokens
+    are not used: the JSON rule and the origin check keep other sites' pages
+    out, and callers are scripts.
+    """
 
     def decorator(view: ControlView) -> ControlView:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if _from_another_site(request):
+                return _error("The control API does not answer requests made by another site's pages.", 403)
+            if not _token_valid(request):
+                return _error(f"A valid {CONTROL_HEADER} header is required.", 403)
             if request.method not in methods:
                 response = _error(f"Use {' or '.join(methods)}.", 405)
                 response["Allow"] = ", ".join(methods)
                 return response
-            expected = getattr(settings, "SANDBOX_CONTROL_TOKEN", "")
-            given = request.headers.get("X-Sandbox-Control-Token", "")
-            if expected and not hmac.compare_digest(expected.encode(), given.encode()):
-                return _error("A valid X-Sandbox-Control-Token header is required.", 403)
+            needs_json = request.method in JSON_ONLY_METHODS or bool(request.body)
+            if needs_json and request.content_type != "application/json":
+                return _error("Send Content-Type: application/json (with a JSON object body, or none).", 415)
             try:
                 return view(request, *args, **kwargs)
             except SandboxError as error:

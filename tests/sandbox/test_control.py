@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from sandbox import clock
 from sandbox.models import Provider
+from tests.sandbox_client import control_headers
 
 from .conftest import COINIFY_PARTNER, TURNQEY_CLIENT, ControlClient, doc_example
 
@@ -43,7 +44,7 @@ def test_index_lists_the_endpoints(control: ControlClient) -> None:
 
 
 def test_a_wrong_method_is_405_with_allow(client: Client, db: None) -> None:
-    response = client.get("/sandbox/_control/reset")
+    response = client.get("/sandbox/_control/reset", headers=control_headers())
 
     assert response.status_code == 405
     assert response["Allow"] == "POST"
@@ -58,7 +59,9 @@ def test_a_configured_control_token_is_required(client: Client, db: None, settin
 
 
 def test_a_body_that_is_not_a_json_object_is_400(client: Client, db: None) -> None:
-    response = client.post("/sandbox/_control/faults", data="[1]", content_type="application/json")
+    response = client.post(
+        "/sandbox/_control/faults", data="[1]", content_type="application/json", headers=control_headers()
+    )
 
     assert response.status_code == 400
     assert response.json() == {"error": "The body must be a JSON object."}
@@ -463,7 +466,7 @@ def test_faults_are_listed_and_deleted_one_or_all(client: Client, control: Contr
     assert listed[0]["remaining"] == 3
     assert listed[1]["expires_at"]
     assert control.delete(f"faults/{first['id']}") == {"deleted": 1}
-    assert client.delete(f"/sandbox/_control/faults/{first['id']}").status_code == 404
+    assert client.delete(f"/sandbox/_control/faults/{first['id']}", headers=control_headers()).status_code == 404
     assert control.delete("faults") == {"deleted": 1}
     assert post_json(client, "/sandbox/bloquo/api/v1/auth/token", {}).status_code == 400
 
@@ -500,7 +503,8 @@ def test_the_request_log_filters_by_since_and_after(client: Client, control: Con
     assert len(control.requests(after=str(first["id"]))) == 1
     assert len(control.requests(since=first["at"])) == 2
     assert control.get("requests", {"since": "2999-01-01T00:00:00+00:00"})["count"] == 0
-    assert control.client.get("/sandbox/_control/requests", {"since": "yesterday"}).status_code == 400
+    unparsable = control.client.get("/sandbox/_control/requests", {"since": "yesterday"}, headers=control_headers())
+    assert unparsable.status_code == 400
 
 
 @pytest.mark.usefixtures("coinify_user")
@@ -564,6 +568,7 @@ def test_a_hang_outlasts_the_client_read_timeout_over_http(live_server: Any) -> 
     fault = requests.post(
         base + "/_control/faults",
         json={"provider": "bloquo", "kind": "timeout", "hang_seconds": 1.0, "count": 1},
+        headers=control_headers(),
         timeout=10,
     )
     assert fault.status_code == 201
@@ -573,7 +578,9 @@ def test_a_hang_outlasts_the_client_read_timeout_over_http(live_server: Any) -> 
 
     # Wait for the hung request to finish on the server before the test ends.
     for _ in range(100):
-        log = requests.get(base + "/_control/requests", params={"provider": "bloquo"}, timeout=10).json()["requests"]
+        log = requests.get(
+            base + "/_control/requests", params={"provider": "bloquo"}, headers=control_headers(), timeout=10
+        ).json()["requests"]
         if log:
             break
         time.sleep(0.05)

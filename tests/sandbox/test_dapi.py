@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from sandbox import clock, tokens
 from sandbox.models import App, DapiConnection, Token
+from tests.sandbox_client import control_headers
 
 from .conftest import DAPI_APP, ControlClient, assert_same_shape, doc_example
 
@@ -278,7 +279,10 @@ def test_accounts_refusals_have_types(client: Client, token: str | None, body: d
 @pytest.mark.django_db(transaction=True)
 def test_dapi_connect_exchange_and_accounts_over_http(live_server: Any) -> None:
     base = live_server.url + "/sandbox"
-    assert requests.post(base + "/_control/apps", json={"provider": "dapi", **DAPI_APP}, timeout=10).status_code == 201
+    registered = requests.post(
+        base + "/_control/apps", json={"provider": "dapi", **DAPI_APP}, headers=control_headers(), timeout=10
+    )
+    assert registered.status_code == 201
     browser = requests.Session()
     url = (
         base
