@@ -26,7 +26,7 @@ from django.db import models, transaction
 from .. import clock
 from ..models import App, Provider
 from . import bloquo, coinify, dapi, turnqey
-from .common import AppKind, SandboxError, read_mount
+from .common import AppKind, SandboxError, check_columns, read_mount
 
 __all__ = [
     "SIMULATORS",
@@ -127,6 +127,7 @@ def app_register(*, provider: str, client_id: str, client_secret: str = "", redi
         raise SandboxError("client_id is required.")
     if redirect_uri and not redirect_uri.startswith(("http://", "https://")):
         raise SandboxError("redirect_uri must be an absolute http(s) URL.")
+    check_columns(App, client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri)
     with transaction.atomic():
         app = App.objects.select_for_update().filter(provider=provider, client_id=client_id).first()
         created = app is None

@@ -15,7 +15,7 @@ from django.db import models, transaction
 
 from .. import tokens
 from ..models import BloquoKey, Provider, Token
-from .common import AppKind, SandboxError, read_mount, read_text
+from .common import AppKind, SandboxError, check_columns, read_mount, read_text
 
 BLOQUO_MOUNTS = (Provider.BLOQUO, Provider.BLOQUO_PRODUCTION)
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "restore")
@@ -32,6 +32,7 @@ def bloquo_key_create(
     the client id and secret in clear, shown only here.
     """
     provider = read_mount(provider, BLOQUO_MOUNTS)
+    check_columns(BloquoKey, client_id=client_id, name=name, email=email)
     client_id = client_id or "bq_" + secrets.token_hex(8)
     client_secret = client_secret or secrets.token_urlsafe(32)
     with transaction.atomic():

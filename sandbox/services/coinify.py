@@ -17,7 +17,7 @@ from django.db.models import Q
 
 from .. import clock, state, tokens
 from ..models import App, CoinifyUser, Provider, Token
-from .common import AppKind, SandboxError, read_text
+from .common import AppKind, SandboxError, check_columns, read_text
 
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "deactivate", "restore")
 APPS: AppKind = AppKind.ID_ONLY
@@ -42,6 +42,7 @@ def coinify_user_create(*, partner_id: str, email: str, password: str) -> tuple[
     """
     if not (partner_id and email and password):
         raise SandboxError("partner_id, email and password are required.")
+    check_columns(CoinifyUser, partner_id=partner_id, email=email)
     salt = secrets.token_hex(8)
     with transaction.atomic():
         App.objects.get_or_create(provider=Provider.COINIFY, client_id=partner_id)
@@ -107,7 +108,8 @@ def subject_list(*, mount: str) -> list[dict[str, Any]]:
 def subject_act(*, mount: str, data: dict[str, Any], action: str, at: datetime) -> int:
     """Revoke, expire, deactivate or restore the user ``user_id``."""
     user_id = read_text(data, "user_id", required=True)
-    user = CoinifyUser.objects.filter(pk=int(user_id) if user_id.isdigit() else -1).first()
+    # isdigit() alone also takes digits int() refuses ("²").
+    user = CoinifyUser.objects.filter(pk=int(user_id) if user_id.isascii() and user_id.isdigit() else -1).first()
     if user is None:
         raise SandboxError("No such Coinify user.", status=404)
     subject = str(user.pk)

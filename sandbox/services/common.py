@@ -9,6 +9,12 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from django.db import models
+
+# The largest value the sandbox's integer columns hold (PostgreSQL's integer);
+# a larger count, lifetime or delay is refused rather than failing the insert.
+MAX_INTEGER = 2**31 - 1
+
 
 class SandboxError(Exception):
     """A request to the sandbox that cannot be carried out; the message says why."""
@@ -48,4 +54,25 @@ def read_text(data: dict[str, Any], name: str, *, required: bool = False) -> str
     value = str(value).strip()
     if required and not value:
         raise SandboxError(f"{name} is required.")
+    _refuse_nul(name, value)
     return value
+
+
+def check_columns(model: type[models.Model], **values: str) -> None:
+    """Refuse a value its column cannot store: too long, or with a NUL character.
+
+    Keyword names are the model's field names. Checked before any query:
+    PostgreSQL would refuse either with an error that fails the whole request.
+    """
+    for name, value in values.items():
+        _refuse_nul(name, value)
+        field = model._meta.get_field(name)
+        limit = field.max_length if isinstance(field, models.Field) else None
+        if limit is not None and len(value) > limit:
+            raise SandboxError(f"{name} must be at most {limit} characters.")
+
+
+def _refuse_nul(name: str, value: str) -> None:
+    # PostgreSQL text cannot hold NUL; the driver refuses even to send it.
+    if "\x00" in value:
+        raise SandboxError(f"{name} must not contain NUL characters.")

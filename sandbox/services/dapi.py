@@ -16,7 +16,7 @@ from django.db import models, transaction
 
 from .. import clock, state, tokens
 from ..models import App, DapiConnection, Provider, Token
-from .common import AppKind, SandboxError, read_text
+from .common import AppKind, SandboxError, check_columns, read_text
 
 # ``revoke`` is an alias of ``delink``, so a caller can revoke a subject of any
 # provider with one action name.
@@ -34,6 +34,7 @@ def dapi_connection_create(*, app_key: str, username: str, snapshot: state.Snaps
     """A new Connect login: the fields Connect hands back (access code valid 30 minutes by default)."""
     if not (app_key and username):
         raise SandboxError("app_key and username are required.")
+    check_columns(DapiConnection, app_key=app_key, username=username)
     if not App.objects.filter(provider=Provider.DAPI, client_id=app_key).exists():
         raise SandboxError("Unknown app key.")
     access_code = str(uuid.uuid4())

@@ -17,7 +17,7 @@ from django.db import models, transaction
 
 from .. import clock
 from ..models import App, Provider, TurnqeyAuthorization, TurnqeyCollection
-from .common import AppKind, SandboxError, read_text
+from .common import AppKind, SandboxError, check_columns, read_text
 
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "restore")
 APPS: AppKind = AppKind.WITH_SECRET
@@ -58,6 +58,7 @@ def turnqey_authorization_grant(
     """
     if not (client_id and identity and platform and username):
         raise SandboxError("client, identity, platform and username are required.")
+    check_columns(TurnqeyAuthorization, client_id=client_id, identity=identity, platform=platform, username=username)
     with transaction.atomic():
         if collection:
             try:

@@ -15,7 +15,7 @@ from django.db import models, transaction
 from .. import clock, state
 from ..models import App, Fault, Lifetime, Provider, RequestLog, SandboxState, Token
 from . import SIMULATORS
-from .common import SandboxError, read_mount, read_text
+from .common import MAX_INTEGER, SandboxError, check_columns, read_mount, read_text
 
 # --- Lifetimes ----------------------------------------------------------------
 
@@ -36,6 +36,8 @@ def lifetimes_set(data: dict[str, Any]) -> dict[str, int]:
             raise SandboxError(f"Lifetimes for {provider} are: {', '.join(kinds)}.")
         if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 0:
             raise SandboxError(f"{kind} must be a whole number of seconds, 0 or more.")
+        if seconds > MAX_INTEGER:
+            raise SandboxError(f"{kind} must be at most {MAX_INTEGER} seconds.")
     with transaction.atomic():
         for kind, seconds in changes.items():
             Lifetime.objects.update_or_create(provider=provider, kind=kind, defaults={"seconds": seconds})
@@ -62,6 +64,8 @@ def _number(data: dict[str, Any], name: str, *, minimum: float = 0, integer: boo
     allowed = (int,) if integer else (int, float)
     if not isinstance(value, allowed) or isinstance(value, bool) or value < minimum:
         raise SandboxError(f"{name} must be a {'whole ' if integer else ''}number of at least {minimum:g}.")
+    if value > MAX_INTEGER:
+        raise SandboxError(f"{name} must be at most {MAX_INTEGER}.")
     return value
 
 
@@ -88,18 +92,21 @@ def fault_create(data: dict[str, Any]) -> dict[str, Any]:
     path = read_text(data, "path")
     if path and not path.startswith("/"):
         raise SandboxError("path must start with / (the path beneath the provider, e.g. /auth).")
+    method = read_text(data, "method").upper()
+    grant_type, field = read_text(data, "grant_type"), read_text(data, "field")
+    check_columns(Fault, path_prefix=path, method=method, grant_type=grant_type, field=field)
     with transaction.atomic():
         fault = Fault.objects.create(
             provider=provider,
             path_prefix=path,
-            method=read_text(data, "method").upper(),
-            grant_type=read_text(data, "grant_type"),
+            method=method,
+            grant_type=grant_type,
             kind=kind,
             status=status,
             retry_after=_number(data, "retry_after"),
             latency_ms=latency_ms,
             hang_seconds=hang_seconds,
-            field=read_text(data, "field"),
+            field=field,
             process=process,
             remaining=count,
             expires_at=clock.now() + timedelta(seconds=seconds) if seconds is not None else None,

@@ -136,12 +136,18 @@ def _error(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
 def _body(request: HttpRequest) -> dict[str, Any]:
     if not request.body:
         return {}
     try:
-        data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+        # NaN and Infinity are not JSON, and a NaN passes every "at least"
+        # check, so they are refused with the rest of what is not JSON.
+        data = json.loads(request.body, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise SandboxError("The body must be a JSON object.") from None
     if not isinstance(data, dict):
         raise SandboxError("The body must be a JSON object.")
@@ -291,16 +297,23 @@ def requests_log(request: HttpRequest) -> HttpResponse:
     if request.method == "DELETE":
         return JsonResponse({"deleted": world.request_log_clear()})
     query = request.GET
+    for name, value in query.items():
+        # PostgreSQL text cannot hold NUL; the driver refuses even to send it.
+        if "\x00" in value:
+            raise SandboxError(f"{name} must not contain NUL characters.")
     since = None
     if query.get("since"):
-        # A "+" of an offset arrives as a space when the caller did not encode it.
-        since = parse_datetime(query["since"].replace(" ", "+"))
+        try:
+            # A "+" of an offset arrives as a space when the caller did not encode it.
+            since = parse_datetime(query["since"].replace(" ", "+"))
+        except ValueError:
+            since = None  # well formed but no such time (February 30th)
         if since is None:
             raise SandboxError("since must be an ISO 8601 time.")
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
     after = query.get("after", "")
-    if after and not after.isdigit():
+    if after and not (after.isascii() and after.isdigit()):
         raise SandboxError("after must be a request id.")
     rows = world.request_log_list(
         provider=query.get("provider", ""),

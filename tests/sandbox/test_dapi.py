@@ -93,6 +93,22 @@ def test_connect_with_an_unknown_app_or_unregistered_redirect_is_a_400_page(clie
 
 
 @pytest.mark.usefixtures("dapi_app")
+@pytest.mark.parametrize(
+    ("username", "message"),
+    [("  ", "Enter your username."), ("u" * 201, "at most 200 characters"), ("la\x00yla", "NUL characters")],
+)
+def test_a_blank_or_unstorable_username_asks_again_on_the_connect_page(
+    client: Client, username: str, message: str
+) -> None:
+    response = client.post(connect_url(), {"decision": "approve", "username": username})
+
+    assert response.status_code == 400
+    assert 'name="username"' in response.content.decode()
+    assert message in response.content.decode()
+    assert not DapiConnection.objects.exists()
+
+
+@pytest.mark.usefixtures("dapi_app")
 def test_approving_redirects_with_the_documented_connect_fields_and_state(client: Client) -> None:
     result = connect(client)
 
