@@ -78,7 +78,7 @@ class SandboxControl:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, **params: Any) -> dict[str, Any]:
         response = self.session.request(method, f"{self.base}/_control/{path}", json=body, params=params or None,
-                                        timeout=120)
+                                        headers=procs.sandbox_control_headers(), timeout=120)
         if response.status_code >= 400:
             raise RuntimeError(f"sandbox control {method} {path}: {response.status_code} {response.text[:300]}")
         return response.json()

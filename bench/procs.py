@@ -27,6 +27,12 @@ BIN = Path(sys.executable).parent
 LOG_DIR = ROOT / "var" / "bench"
 
 
+def sandbox_control_headers() -> dict[str, str]:
+    """The control token header, when ``SANDBOX_CONTROL_TOKEN`` is set (the sandbox child inherits it)."""
+    token = os.environ.get("SANDBOX_CONTROL_TOKEN", "")
+    return {"X-Sandbox-Control-Token": token} if token else {}
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -93,7 +99,7 @@ def sandbox_start(*, port: int, workers: int = 2, threads: int = 32) -> Child:
         if child.popen.poll() is not None:
             raise RuntimeError(f"The sandbox server exited:\n{child.log_tail()}")
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if requests.get(url, headers=sandbox_control_headers(), timeout=2).status_code == 200:
                 return child
         except requests.RequestException:
             pass

@@ -88,6 +88,10 @@ CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 PORTAL_BASE_URL: str = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 SANDBOX_ENABLED: bool = env.bool("SANDBOX_ENABLED", default=DEBUG)
+# When set, every call to the sandbox's control API must carry it in the
+# X-Sandbox-Control-Token header: here, where the sandbox is mounted in the
+# portal, and in the separate sandbox server, whose settings start from these.
+SANDBOX_CONTROL_TOKEN: str = env.str("SANDBOX_CONTROL_TOKEN", default="")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

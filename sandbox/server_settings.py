@@ -4,13 +4,14 @@ The portal's settings, with the URLs narrowed to ``/sandbox/`` only and the
 middleware the simulators do not need removed. The database is the one the
 environment names (``DATABASE_URL``), so the separate server and the portal
 share one sandbox world. ``SANDBOX_CONTROL_TOKEN``, when set in the
-environment, protects the control API.
+environment, protects the control API here as it does in the portal (the
+portal's settings read it).
 """
 
 from __future__ import annotations
 
 from portal.settings import *  # noqa: F403
-from portal.settings import INSTALLED_APPS, MIDDLEWARE, env
+from portal.settings import INSTALLED_APPS, MIDDLEWARE
 
 SANDBOX_ENABLED = True
 if "sandbox" not in INSTALLED_APPS:
@@ -42,5 +43,3 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F
     _options["options"] = (_options.get("options", "") + " -c synchronous_commit=off").strip()
     # The request log then needs no transaction of its own to skip the flush.
     SANDBOX_SESSION_ASYNC_COMMIT = True
-
-SANDBOX_CONTROL_TOKEN: str = env.str("SANDBOX_CONTROL_TOKEN", default="")

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
+from django.conf import settings
 
 from connections import models as m
 from tests.factories import ConnectionFactory, ProviderAppFactory
@@ -27,6 +28,18 @@ HTTP_TIMEOUT = 15.0
 # A request the sandbox is still sleeping through (latency or hang fault)
 # reaches the log late; wait this long for it before looking.
 LOG_WAIT_SECONDS = 10.0
+CONTROL_TOKEN_HEADER = "X-Sandbox-Control-Token"
+
+
+def control_headers() -> dict[str, str]:
+    """The headers a control call needs: the control token, when this run has one.
+
+    The token is the setting, which the portal reads from the environment: a
+    live server in this process, and a ``run_sandbox`` child that inherits
+    the environment, expect the same one.
+    """
+    token: str = settings.SANDBOX_CONTROL_TOKEN
+    return {CONTROL_TOKEN_HEADER: token} if token else {}
 
 
 class SandboxControl:
@@ -55,6 +68,7 @@ class SandboxControl:
             f"{self.url}/_control/{endpoint}",
             json=dict(body) if body is not None else None,
             params={k: v for k, v in params.items() if v is not None} or None,
+            headers=control_headers(),
             timeout=self.timeout,
         )
         assert reply.status_code in (200, 201), f"control {method} {endpoint}: HTTP {reply.status_code} {reply.text}"

@@ -22,6 +22,7 @@ from connections.management.commands.seed_demo import CONNECTIONS, DEMO_LOGINS, 
 from connections.providers.base import shared_session
 from connections.providers.bloquo import decode_api_key
 from sandbox.models import BloquoKey, CoinifyUser, DapiConnection, Token, TurnqeyAuthorization
+from tests.sandbox_client import control_headers
 
 pytestmark = pytest.mark.django_db
 
@@ -385,7 +386,9 @@ def test_refresh_sandbox_brings_the_demo_back_after_a_sandbox_reset(live_server:
     settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox"
     seed()
     working = list(m.Connection.objects.filter(status__in=WORKING).values_list("pk", flat=True))
-    requests.post(f"{live_server.url}/sandbox/_control/reset", json={}, timeout=10).raise_for_status()
+    requests.post(
+        f"{live_server.url}/sandbox/_control/reset", json={}, headers=control_headers(), timeout=10
+    ).raise_for_status()
     check_all(working)
     # The reset broke the demo: connections flagged, and Turnqey's app (forgotten too) rejected.
     flagged = m.Connection.objects.filter(pk__in=working, status=S.NEEDS_RECONNECT)

@@ -19,10 +19,11 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_http_methods
 
-from .. import clock, services, tokens
+from .. import clock, tokens
 from ..data import accounts_for
 from ..faults import provider_endpoint
 from ..models import CoinifyUser, Token
+from ..services.coinify import coinify_grant_issue, coinify_password_matches
 from ..state import Snapshot
 from .common import json_response, one, read_json, text_field
 
@@ -56,7 +57,7 @@ def _user(subject: str) -> CoinifyUser | None:
 
 def _grant(user: CoinifyUser, request: HttpRequest) -> HttpResponse:
     snap: Snapshot = request.sandbox  # type: ignore[attr-defined]
-    return json_response(services.coinify_grant_issue(user=user, snapshot=snap), primary="access_token")
+    return json_response(coinify_grant_issue(user=user, snapshot=snap), primary="access_token")
 
 
 def _password_grant(request: HttpRequest, data: dict[str, Any]) -> HttpResponse:
@@ -65,7 +66,7 @@ def _password_grant(request: HttpRequest, data: dict[str, Any]) -> HttpResponse:
             return oauth_error("invalid_request", f"Missing required parameter: {name}.")
     password = data["password"]
     user = one(CoinifyUser.objects.filter(partner_id=text_field(data, "partnerId"), email=text_field(data, "email")))
-    if user is None or not services.coinify_password_matches(user, password):
+    if user is None or not coinify_password_matches(user, password):
         return oauth_error("invalid_grant", INVALID_CREDENTIALS)
     if user.deactivated_at is not None:
         return oauth_error("invalid_grant", DEACTIVATED)

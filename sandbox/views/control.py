@@ -1,10 +1,21 @@
 """The sandbox's control API, under ``/sandbox/_control/``: JSON in, JSON out, CSRF-exempt.
 
-Tests, the benchmark and developers drive the simulated world through it. If
-the setting ``SANDBOX_CONTROL_TOKEN`` is non-empty, every call must carry it
-in the ``X-Sandbox-Control-Token`` header (otherwise 403). Errors are
-``{"error": "<plain message>"}`` with 400 (bad input), 403, 404 (no such
-subject or rule) or 405. Field names are snake_case throughout.
+Tests, the benchmark and developers drive the simulated world through it,
+from scripts, never from a page. So, in the portal and in the separate server
+alike:
+
+* a request a browser marks as made by another origin's page (``Origin`` not
+  this origin, or ``Sec-Fetch-Site`` other than ``same-origin`` / ``none``)
+  is refused with 403, whatever it carries;
+* if the setting ``SANDBOX_CONTROL_TOKEN`` (environment variable of the same
+  name) is non-empty, every call must carry it in the
+  ``X-Sandbox-Control-Token`` header (otherwise 403);
+* a ``POST`` must be sent with ``Content-Type: application/json`` even with
+  no body, and so must any request that has a body (otherwise 415).
+
+Errors are ``{"error": "<plain message>"}`` with 400 (bad input), 403, 404
+(no such subject or rule), 405 (with ``Allow``) or 415. Field names are
+snake_case throughout.
 
 ``GET /sandbox/_control/``
     ``{"endpoints": [...]}``: this list.
@@ -104,41 +115,94 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import services
-from ..services import SandboxError
+from ..services import world
+from ..services.common import SandboxError
 
 ControlView = Callable[..., HttpResponse]
+
+CONTROL_HEADER = "X-Sandbox-Control-Token"
+# A page on another site can POST text/plain, a form or nothing at all without
+# asking first, but not JSON: that needs a CORS preflight, which the sandbox
+# never grants. So a POST must say its body is JSON, even an empty one, and so
+# must any request that has a body. A DELETE without one may say nothing: no
+# page can send a DELETE to another origin without that preflight either.
+JSON_ONLY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Sec-Fetch-Site values of requests no other site's page made ("none": the
+# user typed the URL or opened a bookmark).
+OWN_SITE = frozenset({"same-origin", "none"})
 
 
 def _error(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
 def _body(request: HttpRequest) -> dict[str, Any]:
     if not request.body:
         return {}
     try:
-        data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+        # NaN and Infinity are not JSON, and a NaN passes every "at least"
+        # check, so they are refused with the rest of what is not JSON.
+        data = json.loads(request.body, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise SandboxError("The body must be a JSON object.") from None
     if not isinstance(data, dict):
         raise SandboxError("The body must be a JSON object.")
     return data
 
 
+def _from_another_site(request: HttpRequest) -> bool:
+    """Whether a browser says another origin's page made this request.
+
+    Browsers send ``Sec-Fetch-Site`` and (on anything but a plain GET)
+    ``Origin``; scripts and test clients usually send neither, and are judged
+    by the token alone.
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site.strip().lower() not in OWN_SITE:
+        return True
+    origin = request.headers.get("Origin")
+    own_origin = f"{request.scheme}://{request.get_host()}"
+    return origin is not None and origin.strip().lower() != own_origin.lower()
+
+
+def _token_valid(request: HttpRequest) -> bool:
+    # Read without a default: a settings module that forgot the name must not
+    # leave the control API open unnoticed.
+    expected: str = settings.SANDBOX_CONTROL_TOKEN
+    if not expected:
+        return True
+    given = request.headers.get(CONTROL_HEADER, "")
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
 def control_endpoint(*methods: str) -> Callable[[ControlView], ControlView]:
-    """CSRF-exempt JSON endpoint: method check, optional token, SandboxError → JSON error."""
+    """CSRF-exempt JSON endpoint: the checks below in order, then the view; SandboxError → JSON error.
+
+    Another site's page → 403; a configured token missing or wrong → 403; a
+    method not in ``methods`` → 405 with ``Allow``; a POST, or any request
+    with a body, without ``Content-Type: application/json`` → 415. CSRF tokens
+    are not used: the JSON rule and the origin check keep other sites' pages
+    out, and callers are scripts.
+    """
 
     def decorator(view: ControlView) -> ControlView:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if _from_another_site(request):
+                return _error("The control API does not answer requests made by another site's pages.", 403)
+            if not _token_valid(request):
+                return _error(f"A valid {CONTROL_HEADER} header is required.", 403)
             if request.method not in methods:
                 response = _error(f"Use {' or '.join(methods)}.", 405)
                 response["Allow"] = ", ".join(methods)
                 return response
-            expected = getattr(settings, "SANDBOX_CONTROL_TOKEN", "")
-            given = request.headers.get("X-Sandbox-Control-Token", "")
-            if expected and not hmac.compare_digest(expected.encode(), given.encode()):
-                return _error("A valid X-Sandbox-Control-Token header is required.", 403)
+            needs_json = request.method in JSON_ONLY_METHODS or bool(request.body)
+            if needs_json and request.content_type != "application/json":
+                return _error("Send Content-Type: application/json (with a JSON object body, or none).", 415)
             try:
                 return view(request, *args, **kwargs)
             except SandboxError as error:
@@ -171,7 +235,7 @@ def reset(request: HttpRequest) -> HttpResponse:
     keep_apps = _body(request).get("keep_apps", False)
     if not isinstance(keep_apps, bool):
         raise SandboxError("keep_apps must be true or false.")
-    services.sandbox_reset(keep_apps=keep_apps)
+    world.sandbox_reset(keep_apps=keep_apps)
     return JsonResponse({"reset": True})
 
 
@@ -206,23 +270,23 @@ def actions(request: HttpRequest) -> HttpResponse:
 @control_endpoint("GET", "POST")
 def lifetimes(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
-        return JsonResponse({"lifetimes": services.lifetimes_get()})
+        return JsonResponse({"lifetimes": world.lifetimes_get()})
     data = _body(request)
-    return JsonResponse({"provider": data.get("provider"), "lifetimes": services.lifetimes_set(data)})
+    return JsonResponse({"provider": data.get("provider"), "lifetimes": world.lifetimes_set(data)})
 
 
 @control_endpoint("GET", "POST", "DELETE")
 def faults(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
-        return JsonResponse({"faults": services.fault_list()})
+        return JsonResponse({"faults": world.fault_list()})
     if request.method == "DELETE":
-        return JsonResponse({"deleted": services.fault_delete()})
-    return JsonResponse(services.fault_create(_body(request)), status=201)
+        return JsonResponse({"deleted": world.fault_delete()})
+    return JsonResponse(world.fault_create(_body(request)), status=201)
 
 
 @control_endpoint("DELETE")
 def fault_detail(request: HttpRequest, fault_id: int) -> HttpResponse:
-    deleted = services.fault_delete(fault_id=fault_id)
+    deleted = world.fault_delete(fault_id=fault_id)
     if not deleted:
         raise SandboxError("No such fault rule.", status=404)
     return JsonResponse({"deleted": deleted})
@@ -231,20 +295,27 @@ def fault_detail(request: HttpRequest, fault_id: int) -> HttpResponse:
 @control_endpoint("GET", "DELETE")
 def requests_log(request: HttpRequest) -> HttpResponse:
     if request.method == "DELETE":
-        return JsonResponse({"deleted": services.request_log_clear()})
+        return JsonResponse({"deleted": world.request_log_clear()})
     query = request.GET
+    for name, value in query.items():
+        # PostgreSQL text cannot hold NUL; the driver refuses even to send it.
+        if "\x00" in value:
+            raise SandboxError(f"{name} must not contain NUL characters.")
     since = None
     if query.get("since"):
-        # A "+" of an offset arrives as a space when the caller did not encode it.
-        since = parse_datetime(query["since"].replace(" ", "+"))
+        try:
+            # A "+" of an offset arrives as a space when the caller did not encode it.
+            since = parse_datetime(query["since"].replace(" ", "+"))
+        except ValueError:
+            since = None  # well formed but no such time (February 30th)
         if since is None:
             raise SandboxError("since must be an ISO 8601 time.")
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
     after = query.get("after", "")
-    if after and not after.isdigit():
+    if after and not (after.isascii() and after.isdigit()):
         raise SandboxError("after must be a request id.")
-    rows = services.request_log_list(
+    rows = world.request_log_list(
         provider=query.get("provider", ""),
         path=query.get("path", ""),
         since=since,

@@ -21,10 +21,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
-from .. import clock, services, tokens
+from .. import clock, tokens
 from ..data import accounts_for
 from ..faults import provider_endpoint
 from ..models import App, DapiConnection, Provider, Token
+from ..services.common import SandboxError
+from ..services.dapi import dapi_connection_create
 from ..state import Snapshot
 from .common import json_response, one, origin, read_json, text_field, with_query
 
@@ -62,17 +64,21 @@ def connect(request: HttpRequest, ns: str) -> HttpResponse:
         reply.update({"error": "access_denied", "error_description": "The user denied access."})
         return HttpResponseRedirect(with_query(app.redirect_uri, reply))
     username = request.POST.get("username", "").strip()
-    if not username:
+    snap: Snapshot = request.sandbox  # type: ignore[attr-defined]
+    try:
+        if not username:
+            raise SandboxError("Enter your username.")
+        reply.update(dapi_connection_create(app_key=app.client_id, username=username, snapshot=snap))
+    except SandboxError as error:
+        # The institution's sign-in page shows what is wrong and asks again.
         response = render(
             request,
             "sandbox/dapi_connect.html",
-            {"action": request.get_full_path(), "error": "Enter your username."},
+            {"action": request.get_full_path(), "error": error.message},
             status=400,
         )
         response._csp_update = {"form-action": [origin(app.redirect_uri)]}  # type: ignore[attr-defined]  # noqa: SLF001
         return response
-    snap: Snapshot = request.sandbox  # type: ignore[attr-defined]
-    reply.update(services.dapi_connection_create(app_key=app.client_id, username=username, snapshot=snap))
     return HttpResponseRedirect(with_query(app.redirect_uri, reply))
 
 

@@ -24,10 +24,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
-from .. import clock, services, tokens
+from .. import clock, tokens
 from ..data import accounts_for
 from ..faults import provider_endpoint
 from ..models import App, Provider, Token, TurnqeyAuthorization, TurnqeyCollection
+from ..services.common import SandboxError
+from ..services.turnqey import turnqey_authorization_grant, turnqey_checksum, turnqey_default_username
 from .common import json_response, lifetime, origin, platform_name, with_query
 
 # The doc's example reply carries a +05:30 offset and seven fractional digits
@@ -192,13 +194,13 @@ def authorize(request: HttpRequest, ns: str) -> HttpResponse:
     app = App.objects.filter(provider=Provider.TURNQEY, client_id=params["client"]).first()
     if app is None or not app.client_secret:
         return _error_page(request, "Unknown client.")
-    expected = services.turnqey_checksum(secret=app.client_secret, params=params)
+    expected = turnqey_checksum(secret=app.client_secret, params=params)
     if not hmac.compare_digest(expected, params["checksum"].lower()):
         return _error_page(request, "The checksum does not match the authorization request.")
     if not app.redirect_uri:
         return _error_page(request, "No redirect URI is registered for this client.")
     platform = params["platform"]
-    default_username = services.turnqey_default_username(identity=params["identity"])
+    default_username = turnqey_default_username(identity=params["identity"])
 
     if request.method == "GET":
         response = render(
@@ -223,14 +225,14 @@ def authorize(request: HttpRequest, ns: str) -> HttpResponse:
     if decision == "approve":
         username = request.POST.get("username", "").strip() or default_username
         try:
-            authorization = services.turnqey_authorization_grant(
+            authorization = turnqey_authorization_grant(
                 client_id=app.client_id,
                 identity=params["identity"],
                 platform=platform,
                 username=username,
                 collection=params.get("collection", ""),
             )
-        except services.SandboxError as error:
+        except SandboxError as error:
             if params.get("collection"):
                 reply["collection"] = params["collection"]
             reply.update({"platform": platform, "status": "error", "error_description": error.message})

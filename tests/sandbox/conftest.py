@@ -13,6 +13,7 @@ import pytest
 from django.test import Client
 
 from sandbox import faults
+from tests.sandbox_client import control_headers
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -66,19 +67,22 @@ class ControlClient:
 
     def post(self, path: str, body: dict[str, Any] | None = None, *, expect: int | None = 200) -> Any:
         response = self.client.post(
-            f"/sandbox/_control/{path}", data=json.dumps(body or {}), content_type="application/json"
+            f"/sandbox/_control/{path}",
+            data=json.dumps(body or {}),
+            content_type="application/json",
+            headers=control_headers(),
         )
         if expect is not None:
             assert response.status_code == expect, response.content
         return response.json()
 
     def get(self, path: str, params: dict[str, str] | None = None) -> Any:
-        response = self.client.get(f"/sandbox/_control/{path}", params or {})
+        response = self.client.get(f"/sandbox/_control/{path}", params or {}, headers=control_headers())
         assert response.status_code == 200, response.content
         return response.json()
 
     def delete(self, path: str) -> Any:
-        response = self.client.delete(f"/sandbox/_control/{path}")
+        response = self.client.delete(f"/sandbox/_control/{path}", headers=control_headers())
         assert response.status_code == 200, response.content
         return response.json()
 

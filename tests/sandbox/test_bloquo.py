@@ -10,6 +10,8 @@ import pytest
 import requests
 from django.test import Client
 
+from tests.sandbox_client import control_headers
+
 from .conftest import ControlClient, assert_same_shape, doc_example
 
 EXAMPLES = doc_example("bloquo.json")
@@ -156,7 +158,9 @@ def test_accounting_without_a_token_is_401(client: Client, path: str) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_bloquo_token_and_accounts_over_http(live_server: Any) -> None:
     base = live_server.url + "/sandbox"
-    created = requests.post(base + "/_control/subjects", json={"provider": "bloquo", **DOC_KEY_PAIR}, timeout=10)
+    created = requests.post(
+        base + "/_control/subjects", json={"provider": "bloquo", **DOC_KEY_PAIR}, headers=control_headers(), timeout=10
+    )
     assert created.status_code == 201
 
     token = requests.post(base + "/bloquo/api/v1/auth/token", json=EXAMPLES["token_request"], timeout=10)

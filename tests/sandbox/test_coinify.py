@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from sandbox import clock, tokens
 from sandbox.models import Token
+from tests.sandbox_client import control_headers
 
 from .conftest import COINIFY_PARTNER, ControlClient, assert_same_shape, doc_example
 
@@ -299,6 +300,7 @@ def test_coinify_grants_and_revoke_over_http(live_server: Any) -> None:
             "email": example["email"],
             "password": example["password"],
         },
+        headers=control_headers(),
         timeout=10,
     )
     assert created.status_code == 201

@@ -18,6 +18,7 @@ from django.core.management import CommandError, call_command
 
 from sandbox.management.commands.run_sandbox import gunicorn_argv
 from sandbox.models import App, BloquoKey
+from tests.sandbox_client import control_headers
 
 MANAGE = Path(__file__).resolve().parents[2] / "manage.py"
 
@@ -176,7 +177,7 @@ def test_run_sandbox_serves_only_the_sandbox_from_its_own_process(tmp_path: Path
         index: Any = None
         for _ in range(200):
             try:
-                index = requests.get(base + "/sandbox/_control/", timeout=10)
+                index = requests.get(base + "/sandbox/_control/", headers=control_headers(), timeout=10)
                 break
             except (requests.ConnectionError, requests.Timeout):
                 # Still booting (gunicorn imports Django first): ask again.

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.sandbox_client import control_headers
+
 from .conftest import DAPI_APP
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -33,7 +35,12 @@ def all_at_once(call: Callable[[], requests.Response]) -> list[requests.Response
 def test_a_refresh_token_is_spent_exactly_once_under_concurrent_requests(live_server: Any) -> None:
     base = live_server.url + "/sandbox"
     login = {"email": "ann@example.test", "password": "pw"}
-    requests.post(base + "/_control/subjects", json={"provider": "coinify", "partner_id": "p", **login}, timeout=10)
+    requests.post(
+        base + "/_control/subjects",
+        json={"provider": "coinify", "partner_id": "p", **login},
+        headers=control_headers(),
+        timeout=10,
+    )
     first = requests.post(
         base + "/coinify/auth", json={"grant_type": "password", "partnerId": "p", **login}, timeout=10
     )
@@ -53,17 +60,21 @@ def test_a_refresh_token_is_spent_exactly_once_under_concurrent_requests(live_se
     )
     assert follow_up.status_code == 200
     log = requests.get(
-        base + "/_control/requests", params={"provider": "coinify", "grant_type": "refresh_token"}, timeout=10
+        base + "/_control/requests",
+        params={"provider": "coinify", "grant_type": "refresh_token"},
+        headers=control_headers(),
+        timeout=10,
     ).json()
     assert log["count"] == THREADS + 1
 
 
 def test_an_access_code_is_exchanged_exactly_once_under_concurrent_requests(live_server: Any) -> None:
     base = live_server.url + "/sandbox"
-    requests.post(base + "/_control/apps", json={"provider": "dapi", **DAPI_APP}, timeout=10)
+    requests.post(base + "/_control/apps", json={"provider": "dapi", **DAPI_APP}, headers=control_headers(), timeout=10)
     login = requests.post(
         base + "/_control/subjects",
         json={"provider": "dapi", "app_key": DAPI_APP["client_id"], "username": "u"},
+        headers=control_headers(),
         timeout=10,
     ).json()
     body = {
@@ -80,7 +91,10 @@ def test_an_access_code_is_exchanged_exactly_once_under_concurrent_requests(live
 def test_a_counted_fault_is_applied_exactly_count_times_under_concurrent_requests(live_server: Any) -> None:
     base = live_server.url + "/sandbox"
     requests.post(
-        base + "/_control/faults", json={"provider": "bloquo", "kind": "status", "status": 503, "count": 3}, timeout=10
+        base + "/_control/faults",
+        json={"provider": "bloquo", "kind": "status", "status": 503, "count": 3},
+        headers=control_headers(),
+        timeout=10,
     )
 
     responses = all_at_once(lambda: requests.post(base + "/bloquo/api/v1/auth/token", json={}, timeout=30))

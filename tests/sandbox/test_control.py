@@ -13,6 +13,8 @@ from django.test import Client
 from django.utils import timezone
 
 from sandbox import clock
+from sandbox.models import Provider
+from tests.sandbox_client import control_headers
 
 from .conftest import COINIFY_PARTNER, TURNQEY_CLIENT, ControlClient, doc_example
 
@@ -42,7 +44,7 @@ def test_index_lists_the_endpoints(control: ControlClient) -> None:
 
 
 def test_a_wrong_method_is_405_with_allow(client: Client, db: None) -> None:
-    response = client.get("/sandbox/_control/reset")
+    response = client.get("/sandbox/_control/reset", headers=control_headers())
 
     assert response.status_code == 405
     assert response["Allow"] == "POST"
@@ -57,7 +59,9 @@ def test_a_configured_control_token_is_required(client: Client, db: None, settin
 
 
 def test_a_body_that_is_not_a_json_object_is_400(client: Client, db: None) -> None:
-    response = client.post("/sandbox/_control/faults", data="[1]", content_type="application/json")
+    response = client.post(
+        "/sandbox/_control/faults", data="[1]", content_type="application/json", headers=control_headers()
+    )
 
     assert response.status_code == 400
     assert response.json() == {"error": "The body must be a JSON object."}
@@ -462,7 +466,7 @@ def test_faults_are_listed_and_deleted_one_or_all(client: Client, control: Contr
     assert listed[0]["remaining"] == 3
     assert listed[1]["expires_at"]
     assert control.delete(f"faults/{first['id']}") == {"deleted": 1}
-    assert client.delete(f"/sandbox/_control/faults/{first['id']}").status_code == 404
+    assert client.delete(f"/sandbox/_control/faults/{first['id']}", headers=control_headers()).status_code == 404
     assert control.delete("faults") == {"deleted": 1}
     assert post_json(client, "/sandbox/bloquo/api/v1/auth/token", {}).status_code == 400
 
@@ -499,7 +503,8 @@ def test_the_request_log_filters_by_since_and_after(client: Client, control: Con
     assert len(control.requests(after=str(first["id"]))) == 1
     assert len(control.requests(since=first["at"])) == 2
     assert control.get("requests", {"since": "2999-01-01T00:00:00+00:00"})["count"] == 0
-    assert control.client.get("/sandbox/_control/requests", {"since": "yesterday"}).status_code == 400
+    unparsable = control.client.get("/sandbox/_control/requests", {"since": "yesterday"}, headers=control_headers())
+    assert unparsable.status_code == 400
 
 
 @pytest.mark.usefixtures("coinify_user")
@@ -530,6 +535,23 @@ def test_reset_empties_the_world_and_restores_default_lifetimes(
     assert post_json(client, AUTH_URL, PASSWORD_GRANT).json()["error_description"] == "Invalid email or password."
 
 
+def test_reset_empties_the_subjects_of_every_mount(
+    control: ControlClient, turnqey_app: dict, dapi_app: dict, coinify_user: dict
+) -> None:
+    turnqey = {"provider": "turnqey", "client": "tq-client", "identity": "id-1", "platform": "kraken"}
+    control.post("subjects", turnqey, expect=201)
+    control.post("subjects", {"provider": "bloquo"}, expect=201)
+    control.post("subjects", {"provider": "bloquo-production"}, expect=201)
+    control.post("subjects", {"provider": "dapi", "app_key": dapi_app["client_id"], "username": "u"}, expect=201)
+    assert all(control.get("subjects", {"provider": mount})["subjects"] for mount in Provider.values)
+
+    control.post("reset")
+
+    assert {mount: control.get("subjects", {"provider": mount})["subjects"] for mount in Provider.values} == {
+        mount: [] for mount in Provider.values
+    }
+
+
 def test_reset_can_keep_the_registered_apps(control: ControlClient, turnqey_app: dict, coinify_user: dict) -> None:
     control.post("reset", {"keep_apps": True})
 
@@ -546,6 +568,7 @@ def test_a_hang_outlasts_the_client_read_timeout_over_http(live_server: Any) -> 
     fault = requests.post(
         base + "/_control/faults",
         json={"provider": "bloquo", "kind": "timeout", "hang_seconds": 1.0, "count": 1},
+        headers=control_headers(),
         timeout=10,
     )
     assert fault.status_code == 201
@@ -555,7 +578,9 @@ def test_a_hang_outlasts_the_client_read_timeout_over_http(live_server: Any) -> 
 
     # Wait for the hung request to finish on the server before the test ends.
     for _ in range(100):
-        log = requests.get(base + "/_control/requests", params={"provider": "bloquo"}, timeout=10).json()["requests"]
+        log = requests.get(
+            base + "/_control/requests", params={"provider": "bloquo"}, headers=control_headers(), timeout=10
+        ).json()["requests"]
         if log:
             break
         time.sleep(0.05)

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from sandbox import clock, tokens
 from sandbox.models import App, DapiConnection, Token
+from tests.sandbox_client import control_headers
 
 from .conftest import DAPI_APP, ControlClient, assert_same_shape, doc_example
 
@@ -89,6 +90,22 @@ def test_connect_with_an_unknown_app_or_unregistered_redirect_is_a_400_page(clie
 
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.usefixtures("dapi_app")
+@pytest.mark.parametrize(
+    ("username", "message"),
+    [("  ", "Enter your username."), ("u" * 201, "at most 200 characters"), ("la\x00yla", "NUL characters")],
+)
+def test_a_blank_or_unstorable_username_asks_again_on_the_connect_page(
+    client: Client, username: str, message: str
+) -> None:
+    response = client.post(connect_url(), {"decision": "approve", "username": username})
+
+    assert response.status_code == 400
+    assert 'name="username"' in response.content.decode()
+    assert message in response.content.decode()
+    assert not DapiConnection.objects.exists()
 
 
 @pytest.mark.usefixtures("dapi_app")
@@ -278,7 +295,10 @@ def test_accounts_refusals_have_types(client: Client, token: str | None, body: d
 @pytest.mark.django_db(transaction=True)
 def test_dapi_connect_exchange_and_accounts_over_http(live_server: Any) -> None:
     base = live_server.url + "/sandbox"
-    assert requests.post(base + "/_control/apps", json={"provider": "dapi", **DAPI_APP}, timeout=10).status_code == 201
+    registered = requests.post(
+        base + "/_control/apps", json={"provider": "dapi", **DAPI_APP}, headers=control_headers(), timeout=10
+    )
+    assert registered.status_code == 201
     browser = requests.Session()
     url = (
         base

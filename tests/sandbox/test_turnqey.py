@@ -14,6 +14,7 @@ import requests
 from django.test import Client
 
 from sandbox import clock
+from tests.sandbox_client import control_headers
 
 from .conftest import TURNQEY_CLIENT, ControlClient, assert_same_shape, doc_example, turnqey_checksum
 
@@ -147,7 +148,9 @@ def test_token_with_bad_credentials_is_401_invalid_client_credentials(
 @pytest.mark.django_db(transaction=True)
 def test_token_over_http_answers_post_and_the_doc_curl_get(live_server: Any) -> None:
     base = live_server.url + "/sandbox"
-    registered = requests.post(base + "/_control/apps", json={"provider": "turnqey", **TURNQEY_CLIENT}, timeout=10)
+    registered = requests.post(
+        base + "/_control/apps", json={"provider": "turnqey", **TURNQEY_CLIENT}, headers=control_headers(), timeout=10
+    )
     assert registered.status_code == 201
 
     for method, message in (("POST", "POST Request successful."), ("GET", "GET Request successful.")):

@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections import models as m
+from tests.sandbox_client import control_headers
 
 from .conftest import (
     DAPI_SUCCESS,
@@ -218,6 +219,7 @@ def test_the_authorize_checksum_is_recomputed_and_a_tampered_one_refused(people:
             "redirect_uri": "http://testserver/connect/turnqey/callback/",
         },
         content_type="application/json",
+        headers=control_headers(),
     )
     app = people.apps["turnqey"]
     app.base_url, app.client_id, app.client_secret = (

@@ -38,6 +38,7 @@ from tests.factories import (
     ProviderAppFactory,
     UserFactory,
 )
+from tests.sandbox_client import control_headers
 
 from .conftest import PASSWORD
 
@@ -65,7 +66,7 @@ class LiveWorld:
 
 
 def _control(base: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    response = requests.post(f"{base}/sandbox/_control/{path}", json=payload, timeout=10)
+    response = requests.post(f"{base}/sandbox/_control/{path}", json=payload, headers=control_headers(), timeout=10)
     assert response.status_code in {200, 201}, response.text
     return response.json()
 

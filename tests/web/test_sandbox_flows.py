@@ -15,12 +15,13 @@ from django.urls import reverse
 
 from connections import models as m
 from tests.factories import ClientFactory, FirmFactory, HouseholdFactory, MembershipFactory, ProviderAppFactory
+from tests.sandbox_client import control_headers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("live_provider_http")]
 
 
 def _control(base: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    response = requests.post(f"{base}/sandbox/_control/{path}", json=payload, timeout=10)
+    response = requests.post(f"{base}/sandbox/_control/{path}", json=payload, headers=control_headers(), timeout=10)
     assert response.status_code in {200, 201}, response.text
     return response.json()
 

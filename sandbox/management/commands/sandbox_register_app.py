@@ -16,7 +16,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--provider", required=True, choices=["turnqey", "coinify", "dapi"])
+        parser.add_argument("--provider", required=True, choices=services.registrable_providers())
         parser.add_argument("--client-id", required=True, help="Turnqey client id, Coinify partner id, Dapi app key")
         parser.add_argument("--client-secret", default="", help="Turnqey client secret, Dapi app secret")
         parser.add_argument("--redirect-uri", default="", help="Registered redirect URI (Turnqey, Dapi)")
