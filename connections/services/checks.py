@@ -56,7 +56,7 @@ def connections_check_enqueue(
     events the checks write. Returns how many were queued.
     """
     actor_id = actor.pk if actor is not None and actor.is_authenticated else None
-    from .tasks import check_connection  # tasks import services' neighbours; imported at call time
+    from ..tasks import check_connection  # tasks import services' neighbours; imported at call time
 
     ids = list(
         Connection.objects.filter(pk__in=list(connection_ids), status__in=sorted(lifecycle.rules.CHECKABLE))
