@@ -20,22 +20,10 @@ from datetime import timedelta
 from typing import ClassVar, Literal
 from urllib.parse import urlencode
 
-from .base import (
-    AccountData,
-    AuthorizationDenied,
-    AuthorizationStart,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    HttpReply,
-    JsonObject,
-    ProviderClient,
-    ProviderError,
-    bearer,
-    clean_provider_text,
-    platform_label,
-)
+from .base import AccountData, AuthorizationStart, ConnectionState, Grant, ProviderClient, bearer, platform_label
+from .errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
+from .http import HttpReply
+from .replies import JsonObject, clean_provider_text
 
 # [assumed] The browser-facing Connect page and its query parameters.
 CONNECT_PATH = "/connect"

@@ -26,22 +26,18 @@ from urllib.parse import quote, urlencode
 
 from .base import (
     AccountData,
-    AuthorizationDenied,
     AuthorizationStart,
     ConnectionState,
-    FailureReason,
     Grant,
-    HttpReply,
     IssuedCredential,
-    JsonObject,
     ProviderClient,
-    ProviderError,
     bearer,
-    clean_provider_text,
-    parse_timestamp,
     platform_label,
     renew_at,
 )
+from .errors import AuthorizationDenied, FailureReason, ProviderError
+from .http import HttpReply
+from .replies import JsonObject, clean_provider_text, parse_timestamp
 
 # [doc] App token endpoint; credentials travel as headers. The doc's curl
 # example says GET, its table POST: POST is what we send.

@@ -19,15 +19,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from connections.providers.base import (
-    AppConfig,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AppConfig, ConnectionState, Grant, ProviderClient
+from connections.providers.errors import ErrorKind, FailureReason, ProviderError
 from connections.providers.registry import client_class
 
 from .support import Sandbox, assert_no_secret_in, connection_from, secret_values, with_credentials

@@ -17,14 +17,8 @@ from typing import Any
 
 import requests
 
-from connections.providers.base import (
-    AccountData,
-    ConnectionState,
-    Grant,
-    IssuedCredential,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AccountData, ConnectionState, Grant, IssuedCredential, ProviderClient
+from connections.providers.errors import ProviderError
 from tests import sandbox_client
 from tests.sandbox_client import ConsentAnswer, SandboxControl
 

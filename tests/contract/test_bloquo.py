@@ -7,16 +7,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from connections.providers.base import (
-    AppConfig,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AppConfig, ConnectionState, Grant, ProviderClient
 from connections.providers.bloquo import BloquoClient
+from connections.providers.errors import ErrorKind, FailureReason, ProviderError
 
 from .contract import Expected, SandboxContract
 from .support import MovableClock, Sandbox, check, connection_from, with_credentials

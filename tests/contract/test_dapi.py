@@ -10,16 +10,8 @@ from typing import ClassVar
 
 import pytest
 
-from connections.providers.base import (
-    AppConfig,
-    AuthorizationDenied,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AppConfig, ConnectionState, Grant, ProviderClient
+from connections.providers.errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
 
 from .contract import Expected, SandboxContract
 from .support import ConsentAnswer, Sandbox, browser_consent, consent_page

@@ -12,16 +12,8 @@ from typing import ClassVar
 
 import pytest
 
-from connections.providers.base import (
-    AppConfig,
-    AuthorizationDenied,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AppConfig, ConnectionState, Grant, ProviderClient
+from connections.providers.errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
 from connections.providers.turnqey import TurnqeyClient
 
 from .contract import Expected, SandboxContract

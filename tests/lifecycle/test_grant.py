@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from connections import lifecycle
 from connections.models import Account, Connection, ConnectionEvent, Credential, Provider, Status
-from connections.providers.base import Grant, IssuedCredential, ProviderError
+from connections.providers.base import Grant, IssuedCredential
+from connections.providers.errors import ProviderError
 from tests.factories import ConnectionFactory, ProviderAppFactory, UserFactory
 
 from .conftest import ACCOUNTS, FakeWorld, fresh_credentials, grant_for, make_connection

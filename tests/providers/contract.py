@@ -24,13 +24,8 @@ import requests
 import responses
 import urllib3.exceptions
 
-from connections.providers.base import (
-    AccountData,
-    ConnectionState,
-    ErrorKind,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AccountData, ConnectionState, ProviderClient
+from connections.providers.errors import ErrorKind, ProviderError
 from connections.providers.registry import client_class
 
 from .support import FixedClock

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import responses
 
-from connections.providers.base import ConnectionState, ErrorKind, FailureReason, InvalidCredentialFields, ProviderError
+from connections.providers.base import ConnectionState
 from connections.providers.bloquo import STAGING_BASE_URL, BloquoClient, encode_api_key
+from connections.providers.errors import ErrorKind, FailureReason, InvalidCredentialFields, ProviderError
 
 from .contract import ProviderContract
 from .support import FixedClock, app_config, credential, load_fixture, request_json

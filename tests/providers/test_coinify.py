@@ -10,14 +10,9 @@ from typing import Any
 import pytest
 import responses
 
-from connections.providers.base import (
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    InvalidCredentialFields,
-    ProviderError,
-)
+from connections.providers.base import ConnectionState
 from connections.providers.coinify import CoinifyClient, invalid_grant_reason
+from connections.providers.errors import ErrorKind, FailureReason, InvalidCredentialFields, ProviderError
 
 from .contract import ProviderContract
 from .support import FixedClock, app_config, credential, load_fixture, request_json

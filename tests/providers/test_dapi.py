@@ -10,8 +10,9 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import responses
 
-from connections.providers.base import AuthorizationDenied, ConnectionState, ErrorKind, FailureReason, ProviderError
+from connections.providers.base import ConnectionState
 from connections.providers.dapi import ACCESS_CODE_LIFETIME, DapiClient
+from connections.providers.errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
 
 from .contract import ProviderContract
 from .support import FixedClock, app_config, credential, load_fixture, request_json

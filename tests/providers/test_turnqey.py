@@ -10,14 +10,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import responses
 
-from connections.providers.base import (
-    AuthorizationDenied,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    MemoryAppTokenCache,
-    ProviderError,
-)
+from connections.providers.base import ConnectionState, MemoryAppTokenCache
+from connections.providers.errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
 from connections.providers.turnqey import TurnqeyClient, authorization_checksum
 
 from .contract import ProviderContract
