@@ -45,16 +45,18 @@ ProviderApp, lives in the :class:`AppTokenCache`, and the client re-fetches it
 once by itself (a second 401 is ``app_credentials_invalid``, never a client's
 problem).
 
-Operations (all keyword-only except ``needs_renewal``'s connection):
+Operations (keyword-only, except the connection of the two deadline queries):
 
 * ``start_authorization`` → :class:`AuthorizationStart` (redirect flows);
 * ``complete_authorization`` (callback parameters) or ``connect_with_credentials``
   (form fields, see ``credential_fields`` and ``clean_credential_fields``)
   → :class:`Grant`;
-* ``renewal_due_at`` → when ``renew`` should next run (``None``: never);
-  ``needs_renewal(connection, at=None)`` is ``renewal_due_at <= at``;
-* ``reconnect_deadline`` → the hard limit after which only the client can
-  restore access (Coinify's refresh token without an offline token), or ``None``;
+* ``renewal_due_at(connection)`` → when ``renew`` should next run (``None``:
+  never). The lifecycle schedules renewals from it, with its own jitter: no
+  other "renewal due" rule exists;
+* ``reconnect_deadline(connection)`` → the hard limit after which only the
+  client can restore access (Coinify's refresh token without an offline
+  token), or ``None``;
 * ``renew`` → new :class:`IssuedCredential` list, to be stored before anything
   else happens (rotating refresh tokens);
 * ``probe`` → list of :class:`AccountData` (balances are ``Decimal``);
@@ -332,11 +334,6 @@ class ProviderClient:
     def renewal_due_at(self, connection: ConnectionState) -> datetime | None:
         """When ``renew`` should next run; ``None`` when there is nothing to renew."""
         return None
-
-    def needs_renewal(self, connection: ConnectionState, *, at: datetime | None = None) -> bool:
-        """True when ``renew`` has something to do (a renewable token close to, or past, expiry)."""
-        due = self.renewal_due_at(connection)
-        return due is not None and due <= (at or self.now())
 
     def reconnect_deadline(self, connection: ConnectionState) -> datetime | None:
         """After this moment only the client can restore access (``None``: no such limit)."""

@@ -87,10 +87,6 @@ class ProviderError(Exception):
             **kwargs,  # type: ignore[arg-type]
         )
 
-    @property
-    def is_permanent(self) -> bool:
-        return self.kind == ErrorKind.REAUTH_REQUIRED
-
     def __repr__(self) -> str:
         extras = ""
         if self.access_rejected:

@@ -127,7 +127,8 @@ def check(client: ProviderClient, connection: ConnectionState) -> tuple[Connecti
     error from the renewal itself, stands).
     """
     renewed = False
-    if client.needs_renewal(connection):
+    due = client.renewal_due_at(connection)
+    if due is not None and due <= client.now():
         connection = with_credentials(connection, client.renew(connection=connection))
         renewed = True
     try:

@@ -137,7 +137,9 @@ class TestBloquoContract(SandboxContract):
         connection = self.connected(world, client)
         world.clear_log()
 
-        assert client.needs_renewal(connection) is True
+        due = client.renewal_due_at(connection)
+        assert due is not None
+        assert due <= client.now()
         renewed, accounts = check(client, connection)
 
         assert renewed.credentials["access"].value != connection.credentials["access"].value

@@ -300,8 +300,6 @@ def test_access_token_renews_two_minutes_before_expiry(clock: FixedClock) -> Non
 
     # 20-minute token: max(60 s, 10 % = 120 s) before expiry.
     assert client.renewal_due_at(state) == clock.at + timedelta(minutes=18)
-    assert client.needs_renewal(state, at=clock.at + timedelta(minutes=17)) is False
-    assert client.needs_renewal(state, at=clock.at + timedelta(minutes=18)) is True
 
 
 def test_refresh_token_end_of_life_is_the_reconnect_deadline(clock: FixedClock) -> None:

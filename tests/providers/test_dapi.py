@@ -190,7 +190,6 @@ def test_permanent_token_never_needs_renewal(clock: FixedClock) -> None:
     client = make_client(clock)
 
     assert client.renewal_due_at(connection(clock)) is None
-    assert client.needs_renewal(connection(clock), at=clock.at + timedelta(days=3650)) is False
     assert client.authorization_code_lifetime == ACCESS_CODE_LIFETIME == timedelta(minutes=30)
 
 

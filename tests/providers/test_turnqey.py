@@ -439,6 +439,6 @@ def test_unknown_account_status_is_transient(rsps: responses.RequestsMock, doc_c
 def test_connections_hold_no_secret_and_never_renew(doc_clock: FixedClock) -> None:
     client = make_client(doc_clock)
 
-    assert client.needs_renewal(connection()) is False
+    assert client.renewal_due_at(connection()) is None
     assert client.renew(connection=connection()) == ()
     assert client.revoke(connection=connection()) is None
