@@ -47,7 +47,8 @@ problem).
 
 Operations (keyword-only, except the connection of the two deadline queries):
 
-* ``start_authorization`` → :class:`AuthorizationStart` (redirect flows);
+* ``start_authorization`` → :class:`AuthorizationStart` (redirect flows, whose
+  callback may carry only the client's ``callback_parameters``);
 * ``complete_authorization`` (callback parameters) or ``connect_with_credentials``
   (form fields, see ``credential_fields`` and ``clean_credential_fields``)
   → :class:`Grant`;
@@ -247,6 +248,9 @@ class ProviderClient:
     # How long the provider's authorization result stays exchangeable (Dapi's
     # access code); None when the callback carries nothing that lapses.
     authorization_code_lifetime: ClassVar[timedelta | None] = None
+    # The query parameters the provider's callback may carry; the portal
+    # refuses any other before the callback is handled. Empty: no callback.
+    callback_parameters: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,

@@ -39,7 +39,9 @@ DELINK_PATH = "/v2/users/DelinkUser"
 # the "reconnect by" of a connect that has not been exchanged yet.
 ACCESS_CODE_LIFETIME = timedelta(minutes=30)
 
-# [assumed] Callback query parameters on success, and on denial.
+# [assumed] Callback query parameters on success, and on denial; ``state``
+# (the portal's own) comes back unchanged on both.
+CALLBACK_STATE = "state"
 CALLBACK_ACCESS_CODE = "accessCode"
 CALLBACK_CONNECTION_ID = "connectionID"
 CALLBACK_USER_SECRET = "userSecret"
@@ -84,6 +86,18 @@ class DapiClient(ProviderClient):
     flow: ClassVar[Literal["redirect", "form"]] = "redirect"
     platforms: ClassVar[Sequence[str]] = ("binance", "bitstamp", "kraken")
     authorization_code_lifetime: ClassVar[timedelta | None] = ACCESS_CODE_LIFETIME
+    callback_parameters: ClassVar[frozenset[str]] = frozenset(
+        {
+            CALLBACK_STATE,
+            CALLBACK_ACCESS_CODE,
+            CALLBACK_CONNECTION_ID,
+            CALLBACK_USER_SECRET,
+            CALLBACK_USER_ID,
+            CALLBACK_TOKEN_ID,
+            CALLBACK_ERROR,
+            CALLBACK_ERROR_DESCRIPTION,
+        }
+    )
 
     # --- authorization ---
     def start_authorization(

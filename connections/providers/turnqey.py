@@ -130,6 +130,16 @@ class TurnqeyClient(ProviderClient):
         "production": "https://api.turnqey.xyz",
         "sandbox": "https://sandbox.turnqey.xyz",
     }
+    callback_parameters: ClassVar[frozenset[str]] = frozenset(
+        {
+            CALLBACK_STATE,
+            CALLBACK_IDENTITY,
+            CALLBACK_COLLECTION,
+            CALLBACK_PLATFORM,
+            CALLBACK_STATUS,
+            CALLBACK_ERROR_DESCRIPTION,
+        }
+    )
 
     # --- app token ---
     def app_token(self) -> IssuedCredential:
