@@ -145,6 +145,12 @@ class ConnectionState:
     credentials: Mapping[str, IssuedCredential] = field(default_factory=dict, repr=False)
     # Provider-side grouping and identity: Turnqey {"collection", "identity"}.
     grouping: Mapping[str, str] = field(default_factory=dict)
+    # The client's partner-side identity (a UUID string), the one every
+    # authorization flow of this client was started with.
+    identity: str = ""
+    # Provider-side grouping the household shares (Turnqey {"collection": ...}),
+    # for a provider to fall back on where the connection's own lacks it.
+    household_grouping: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

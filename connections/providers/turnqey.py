@@ -328,11 +328,15 @@ class TurnqeyClient(ProviderClient):
         """Accounts of the connection's collection, narrowed to its identity and platform.
 
         Any ``revoked`` account → ``revoked``; all ``expired`` → ``expired``;
-        otherwise the active accounts.
+        otherwise the active accounts. The collection and identity are the
+        connection's own grouping, else the household's collection and the
+        client's identity.
         """
         source = f"{platform_label(connection.platform)} via Turnqey"
-        collection = connection.grouping.get("collection", "")
-        identity = connection.grouping.get("identity", "")
+        # A row stored before connections kept their own grouping lives in the
+        # household's collection, under the client's identity.
+        collection = connection.grouping.get("collection") or connection.household_grouping.get("collection", "")
+        identity = connection.grouping.get("identity") or connection.identity
         if collection:
             found = self.accounts_by_collection(collection)
             if found is None:

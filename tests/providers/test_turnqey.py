@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -401,6 +402,60 @@ def test_probe_by_identity_when_no_collection_is_known(rsps: responses.RequestsM
     accounts = make_client(doc_clock).probe(connection=connection(identity=IDENTITY))
 
     assert {a.external_id for a in accounts} == {"acc-1", "acc-2"}
+
+
+def test_probe_falls_back_to_the_households_collection_and_the_clients_identity(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    # A row stored before connections kept their own grouping.
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    collection_route = rsps.add(responses.GET, COLLECTION_URL, json=load_fixture("turnqey_accounts"))
+    state = ConnectionState(platform="coinbase", identity=IDENTITY, household_grouping={"collection": COLLECTION})
+
+    accounts = make_client(doc_clock).probe(connection=state)
+
+    # acc-4 belongs to another identity in the same collection: not this client's.
+    assert {a.external_id for a in accounts} == {"acc-1", "acc-2"}
+    assert collection_route.call_count == 1
+
+
+def test_probe_by_the_clients_identity_when_no_collection_is_known(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    identity_route = rsps.add(responses.GET, IDENTITY_URL, json=load_fixture("turnqey_accounts"))
+
+    accounts = make_client(doc_clock).probe(connection=ConnectionState(platform="coinbase", identity=IDENTITY))
+
+    assert {a.external_id for a in accounts} == {"acc-1", "acc-2"}
+    assert identity_route.call_count == 1
+
+
+def test_the_connections_own_grouping_wins_over_the_households(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, COLLECTION_URL, json=load_fixture("turnqey_accounts"))
+    state = dataclasses.replace(
+        connection(),
+        identity="9c3a2f70-0000-4000-8000-000000000000",
+        household_grouping={"collection": "5b1d4e2a-0000-4000-8000-000000000000"},
+    )
+
+    accounts = make_client(doc_clock).probe(connection=state)
+
+    assert {a.external_id for a in accounts} == {"acc-1", "acc-2"}
+    assert [call.request.url for call in rsps.calls][1:] == [COLLECTION_URL]
+
+
+def test_a_connection_without_any_identity_asks_for_reconnect(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    with pytest.raises(ProviderError) as info:
+        make_client(doc_clock).probe(connection=ConnectionState(platform="coinbase"))
+
+    assert info.value.reason == FailureReason.EXPIRED
+    assert len(rsps.calls) == 0
 
 
 def test_vanished_collection_asks_for_reconnect(rsps: responses.RequestsMock, doc_clock: FixedClock) -> None:
