@@ -48,9 +48,10 @@ from django.utils.dateparse import parse_datetime
 
 from connections import lifecycle
 from connections.models import Account, Connection, ConnectionEvent, Credential, PeriodicJobRun, ProviderApp, Status
-from connections.providers.base import AppConfig, ConnectionState, ErrorKind, IssuedCredential, ProviderError
+from connections.providers.base import AppConfig, ConnectionState, IssuedCredential
 from connections.providers.bloquo import BloquoClient, encode_api_key
 from connections.providers.dapi import ACCOUNTS_PATH, DapiClient
+from connections.providers.errors import ErrorKind, ProviderError
 from sandbox import services as sandbox_services
 
 from . import procs

@@ -154,13 +154,11 @@ class HouseholdFilterForm(forms.Form):
 MAX_PARAM_LENGTH = 2048
 MAX_QUERY_STRING = 8192
 
-# The parameters each provider's callback may carry (docs/provider-assumptions.md).
+# The parameters each provider's callback may carry, as its client declares them
+# (``callback_parameters``); a provider that declares none has no callback.
 # Anything else, a parameter given twice, or an oversized value is refused with 400.
-CALLBACK_PARAMETERS: dict[str, frozenset[str]] = {
-    "turnqey": frozenset({"state", "identity", "collection", "platform", "status", "error_description"}),
-    "dapi": frozenset(
-        {"state", "accessCode", "connectionID", "userSecret", "userID", "tokenID", "error", "error_description"}
-    ),
+CALLBACK_PARAMETERS: Mapping[str, frozenset[str]] = {
+    key: cls.callback_parameters for key, cls in registry.PROVIDERS.items() if cls.callback_parameters
 }
 
 

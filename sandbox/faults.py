@@ -15,7 +15,9 @@ Per request it
    ``status``
        the request is refused before it takes effect; the reply is the
        provider's own error shape with that status (default 503) and
-       ``Retry-After`` when the rule has one.
+       ``Retry-After`` when the rule has one. A 3xx also carries a
+       ``Location`` back to the same URL, so a client that followed the
+       redirect would show up in the log as a second request.
    ``timeout``
        sleeps ``hang_seconds`` (meant to be longer than the client's read
        timeout), then answers 504 without processing the request, or, with
@@ -178,7 +180,10 @@ def _outcome(
         assert response is not None
         return response
     if rule.kind == Fault.Kind.STATUS:
-        return _error_response(rule, provider, rule.status or 503, page=page)
+        refused = _error_response(rule, provider, rule.status or 503, page=page)
+        if 300 <= refused.status_code < 400:
+            refused["Location"] = request.get_full_path()
+        return refused
     if rule.kind == Fault.Kind.TIMEOUT:
         return response if response is not None else _error_response(rule, provider, 504, page=page)
     return _corrupt(rule, response)

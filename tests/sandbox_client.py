@@ -148,7 +148,7 @@ def sandbox_session(live_server_url: str, settings: Any) -> Iterator[SandboxCont
     session, past the test database: both sides close theirs at the end.
     """
     from connections import lifecycle
-    from connections.providers import base as providers_base
+    from connections.providers.http import shared_session
 
     settings.RATE_LIMIT_REDIS_URL = ""
     control = SandboxControl(live_server_url)
@@ -162,7 +162,7 @@ def sandbox_session(live_server_url: str, settings: Any) -> Iterator[SandboxCont
         control.clear_faults()
         lifecycle.clients_forget()
         control.close()
-        providers_base.shared_session().close()
+        shared_session().close()
 
 
 @dataclass(frozen=True)

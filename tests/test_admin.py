@@ -25,7 +25,8 @@ from connections import models as m
 from connections import wording
 from connections.admin import EVENTS_SHOWN_INLINE
 from connections.management.commands.seed_demo import DEMO_PASSWORD
-from connections.providers.base import AccountData, ConnectionState, ProviderClient, ProviderError
+from connections.providers.base import AccountData, ConnectionState, ProviderClient
+from connections.providers.errors import ProviderError
 from tests.factories import (
     AccountFactory,
     ClientFactory,

@@ -19,8 +19,8 @@ from connections import lifecycle
 from connections import models as m
 from connections.management.commands import seed_demo
 from connections.management.commands.seed_demo import CONNECTIONS, DEMO_LOGINS, DEMO_PASSWORD, placeholder_account_id
-from connections.providers.base import shared_session
 from connections.providers.bloquo import decode_api_key
+from connections.providers.http import shared_session
 from sandbox.models import BloquoKey, CoinifyUser, DapiConnection, Token, TurnqeyAuthorization
 from tests.sandbox_client import control_headers
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from .. import lifecycle
 from ..logging import redact
 from ..models import ProviderApp
-from ..providers.base import ErrorKind, ProviderError
+from ..providers.errors import ErrorKind, ProviderError
 from ..throttling import rate_limit_acquire
 from .locks import job_slot_seconds
 

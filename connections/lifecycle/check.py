@@ -32,7 +32,8 @@ from .. import wording
 from ..crypto import DecryptionError
 from ..logging import redact
 from ..models import Account, Connection, ConnectionEvent, Credential, ProviderApp
-from ..providers.base import AccountData, ConnectionState, ErrorKind, IssuedCredential, ProviderError
+from ..providers.base import AccountData, ConnectionState, IssuedCredential
+from ..providers.errors import ErrorKind, ProviderError
 from ..throttling import (
     Deferral,
     Permit,

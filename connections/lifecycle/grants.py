@@ -21,7 +21,8 @@ from django.utils import timezone
 from .. import wording
 from ..logging import redact
 from ..models import Client, Connection, ConnectionEvent, Credential, Household, ProviderApp
-from ..providers.base import Grant, ProviderError
+from ..providers.base import Grant
+from ..providers.errors import ProviderError
 from ..throttling import rate_limit_acquire
 from . import clients, rules
 from .config import tunables

@@ -22,20 +22,10 @@ from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from .base import (
-    AccountData,
-    ConnectionState,
-    FailureReason,
-    FormField,
-    Grant,
-    HttpReply,
-    IssuedCredential,
-    JsonObject,
-    ProviderClient,
-    ProviderError,
-    bearer,
-    renew_at,
-)
+from .base import AccountData, ConnectionState, FormField, Grant, IssuedCredential, ProviderClient, bearer, renew_at
+from .errors import FailureReason, ProviderError
+from .http import HttpReply
+from .replies import JsonObject
 
 # [assumed path, doc body] Token endpoint.
 TOKEN_PATH = "/api/v1/auth/token"

@@ -22,20 +22,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-from .base import (
-    AccountData,
-    ConnectionState,
-    FailureReason,
-    FormField,
-    Grant,
-    HttpReply,
-    InvalidCredentialFields,
-    IssuedCredential,
-    ProviderClient,
-    ProviderError,
-    bearer,
-    renew_at,
-)
+from .base import AccountData, ConnectionState, FormField, Grant, IssuedCredential, ProviderClient, bearer, renew_at
+from .errors import FailureReason, InvalidCredentialFields, ProviderError
+from .http import HttpReply
 
 logger = logging.getLogger("connections.providers.coinify")
 

@@ -20,22 +20,10 @@ from datetime import timedelta
 from typing import ClassVar, Literal
 from urllib.parse import urlencode
 
-from .base import (
-    AccountData,
-    AuthorizationDenied,
-    AuthorizationStart,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    HttpReply,
-    JsonObject,
-    ProviderClient,
-    ProviderError,
-    bearer,
-    clean_provider_text,
-    platform_label,
-)
+from .base import AccountData, AuthorizationStart, ConnectionState, Grant, ProviderClient, bearer, platform_label
+from .errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
+from .http import HttpReply
+from .replies import JsonObject, clean_provider_text
 
 # [assumed] The browser-facing Connect page and its query parameters.
 CONNECT_PATH = "/connect"
@@ -51,7 +39,9 @@ DELINK_PATH = "/v2/users/DelinkUser"
 # the "reconnect by" of a connect that has not been exchanged yet.
 ACCESS_CODE_LIFETIME = timedelta(minutes=30)
 
-# [assumed] Callback query parameters on success, and on denial.
+# [assumed] Callback query parameters on success, and on denial; ``state``
+# (the portal's own) comes back unchanged on both.
+CALLBACK_STATE = "state"
 CALLBACK_ACCESS_CODE = "accessCode"
 CALLBACK_CONNECTION_ID = "connectionID"
 CALLBACK_USER_SECRET = "userSecret"
@@ -96,6 +86,18 @@ class DapiClient(ProviderClient):
     flow: ClassVar[Literal["redirect", "form"]] = "redirect"
     platforms: ClassVar[Sequence[str]] = ("binance", "bitstamp", "kraken")
     authorization_code_lifetime: ClassVar[timedelta | None] = ACCESS_CODE_LIFETIME
+    callback_parameters: ClassVar[frozenset[str]] = frozenset(
+        {
+            CALLBACK_STATE,
+            CALLBACK_ACCESS_CODE,
+            CALLBACK_CONNECTION_ID,
+            CALLBACK_USER_SECRET,
+            CALLBACK_USER_ID,
+            CALLBACK_TOKEN_ID,
+            CALLBACK_ERROR,
+            CALLBACK_ERROR_DESCRIPTION,
+        }
+    )
 
     # --- authorization ---
     def start_authorization(

@@ -26,22 +26,18 @@ from urllib.parse import quote, urlencode
 
 from .base import (
     AccountData,
-    AuthorizationDenied,
     AuthorizationStart,
     ConnectionState,
-    FailureReason,
     Grant,
-    HttpReply,
     IssuedCredential,
-    JsonObject,
     ProviderClient,
-    ProviderError,
     bearer,
-    clean_provider_text,
-    parse_timestamp,
     platform_label,
     renew_at,
 )
+from .errors import AuthorizationDenied, FailureReason, ProviderError
+from .http import HttpReply
+from .replies import JsonObject, clean_provider_text, parse_timestamp
 
 # [doc] App token endpoint; credentials travel as headers. The doc's curl
 # example says GET, its table POST: POST is what we send.
@@ -134,6 +130,16 @@ class TurnqeyClient(ProviderClient):
         "production": "https://api.turnqey.xyz",
         "sandbox": "https://sandbox.turnqey.xyz",
     }
+    callback_parameters: ClassVar[frozenset[str]] = frozenset(
+        {
+            CALLBACK_STATE,
+            CALLBACK_IDENTITY,
+            CALLBACK_COLLECTION,
+            CALLBACK_PLATFORM,
+            CALLBACK_STATUS,
+            CALLBACK_ERROR_DESCRIPTION,
+        }
+    )
 
     # --- app token ---
     def app_token(self) -> IssuedCredential:
@@ -322,11 +328,15 @@ class TurnqeyClient(ProviderClient):
         """Accounts of the connection's collection, narrowed to its identity and platform.
 
         Any ``revoked`` account → ``revoked``; all ``expired`` → ``expired``;
-        otherwise the active accounts.
+        otherwise the active accounts. The collection and identity are the
+        connection's own grouping, else the household's collection and the
+        client's identity.
         """
         source = f"{platform_label(connection.platform)} via Turnqey"
-        collection = connection.grouping.get("collection", "")
-        identity = connection.grouping.get("identity", "")
+        # A row stored before connections kept their own grouping lives in the
+        # household's collection, under the client's identity.
+        collection = connection.grouping.get("collection") or connection.household_grouping.get("collection", "")
+        identity = connection.grouping.get("identity") or connection.identity
         if collection:
             found = self.accounts_by_collection(collection)
             if found is None:

@@ -21,7 +21,7 @@ from ..models import (
     Household,
     ProviderApp,
 )
-from ..providers.base import AuthorizationDenied, ProviderError
+from ..providers.errors import AuthorizationDenied, ProviderError
 from .client_links import client_link_complete
 from .common import (
     AUTHORIZATION_REQUEST_TTL,

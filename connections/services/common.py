@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from .. import lifecycle, wording
 from ..models import AuthorizationRequest, Client, Connection, Household, ProviderApp, Status
-from ..providers.base import ErrorKind, FailureReason, ProviderError
+from ..providers.errors import ErrorKind, FailureReason, ProviderError
 
 User = AbstractBaseUser | AnonymousUser
 

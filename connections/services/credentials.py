@@ -14,7 +14,7 @@ from ..models import (
     Household,
     ProviderApp,
 )
-from ..providers.base import AuthorizationDenied, InvalidCredentialFields, ProviderError
+from ..providers.errors import AuthorizationDenied, InvalidCredentialFields, ProviderError
 from .client_links import client_link_complete
 from .common import (
     CLIENT_LINK_ACTOR,

@@ -23,7 +23,7 @@ from ..forms import (
     callback_params_clean,
 )
 from ..models import ClientLink, Connection, Household, ProviderApp
-from ..providers.base import ProviderError
+from ..providers.errors import ProviderError
 from .common import (
     SESSION_STATES_KEY,
     allow_provider_form_actions,

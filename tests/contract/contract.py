@@ -1,6 +1,6 @@
-"""The contract every provider client and its simulator must meet, over real HTTP.
+"""The one contract every provider client and its simulator must meet, over real HTTP.
 
-:class:`SandboxContract` holds the scenarios common to all providers; each
+:class:`ProviderContract` holds the scenarios common to all providers; each
 ``test_<provider>.py`` subclasses it as ``Test<Provider>Contract``, fills in
 the hooks (how to register the app, how a client connects, what a probe and
 a renewal send, how to provoke each permanent failure at the sandbox) and adds
@@ -9,28 +9,43 @@ the registry; the sandbox is reached only through the live server, its
 control API and its pages, never imported. The two sides were written
 independently from docs/provider-assumptions.md: these tests are where they
 are shown to meet.
+
+What DESIGN.md asks of every client is checked here: transport failures and
+malformed replies are ``transient`` errors with a clear message, never a
+crash and never a silent pass; redirects are not followed; balances are
+``Decimal``; no secret surfaces in a message, a repr or a log line. A
+provider that cannot be reached is a local port next to the sandbox (one that
+refuses connections, one that never answers). The few reply shapes the
+sandbox cannot serve (the providers' documented examples with their exact
+decimals, JSON that is not an object, balances that are not decimal strings)
+are tested per provider in ``tests/providers`` with HTTP mocked.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 
-from connections.providers.base import (
-    AppConfig,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AppConfig, ConnectionState, Grant, ProviderClient
+from connections.providers.errors import ErrorKind, FailureReason, ProviderError
 from connections.providers.registry import client_class
 
-from .support import Sandbox, assert_no_secret_in, connection_from, secret_values, with_credentials
+from .support import (
+    Sandbox,
+    assert_no_secret_in,
+    connection_from,
+    refusing_port,
+    secret_values,
+    unanswered_port,
+    with_credentials,
+)
 
 Expected = tuple[ErrorKind, FailureReason | None]
 
@@ -41,14 +56,30 @@ PROBE_FAULTS: dict[str, dict[str, Any]] = {
     "unavailable_with_retry_after": {"kind": "status", "status": 503, "retry_after": 120},
     "rate_limited_with_retry_after": {"kind": "status", "status": 429, "retry_after": 7},
     "server_error": {"kind": "status", "status": 500},
+    # The sandbox sends the redirect back to the probe's own URL: a client that
+    # followed it would show a second request in the log.
+    "redirect": {"kind": "status", "status": 302},
     "truncated_json": {"kind": "truncated_json"},
     "html_error_page": {"kind": "html"},
     "accounts_missing": {"kind": "missing_field"},
-    "balance_missing": {"kind": "missing_field"},  # field set per provider
+    # These two name their field per provider (see the test).
+    "balance_missing": {"kind": "missing_field"},
+    "account_field_missing": {"kind": "missing_field"},
 }
 
+# Failures of the probe whose errors, and the log lines written meanwhile, must
+# hold no secret. The last one outlasts the read timeout the test sets.
+SECRET_PROBING_FAULTS: tuple[dict[str, Any], ...] = (
+    {"kind": "status", "status": 500},
+    {"kind": "status", "status": 401},
+    {"kind": "status", "status": 403},
+    {"kind": "status", "status": 400},
+    {"kind": "truncated_json"},
+    {"kind": "latency", "latency_ms": 1000},
+)
 
-class SandboxContract:
+
+class ProviderContract:
     """Scenarios common to every provider. Not collected on its own (no ``Test`` prefix)."""
 
     # The tests write nothing but the sandbox's own tables (over HTTP), so only
@@ -64,6 +95,8 @@ class SandboxContract:
     platform: ClassVar[str]
     # Dotted path of the accounts list in the probe's reply ("result.accounts").
     accounts_field: ClassVar[str]
+    # A field each listed account must carry besides its balance.
+    account_field: ClassVar[str]
     # The probe endpoint, as a path prefix beneath the mount, and its method.
     probe_path: ClassVar[str]
     probe_method: ClassVar[str]
@@ -99,6 +132,11 @@ class SandboxContract:
         """Set the sandbox up for ``failure``; return the client call that must then fail."""
         raise NotImplementedError
 
+    def secrets(self, app: AppConfig, client: ProviderClient, connection: ConnectionState) -> list[str]:
+        """Every secret of the scenario: the app's, the connection's and the app token; providers add typed ones."""
+        app_token = client.app_token_cache.load()
+        return secret_values(connection, app.client_secret, app_token.value if app_token is not None else "")
+
     # --- helpers --------------------------------------------------------------------
     @pytest.fixture
     def app(self, world: Sandbox) -> AppConfig:
@@ -124,11 +162,25 @@ class SandboxContract:
     def connected(self, world: Sandbox, client: ProviderClient, *, username: str = "alice") -> ConnectionState:
         return connection_from(self.connect(world, client, username=username), platform=self.platform)
 
+    def client_at_port(self, app: AppConfig, client: ProviderClient, port: int) -> ProviderClient:
+        """``client``, app token and all, talking to a local ``port`` instead of the sandbox."""
+        elsewhere = dataclasses.replace(app, base_url=f"http://127.0.0.1:{port}{urlsplit(app.base_url).path}")
+        return self.client(elsewhere, app_token_cache=client.app_token_cache)
+
     @staticmethod
     def balances(accounts: Any) -> dict[str, Decimal]:
         return {account.external_id: account.balance for account in accounts}
 
     # --- the contract -----------------------------------------------------------------
+    def test_is_registered_under_its_key(self, app: AppConfig) -> None:
+        client = self.client(app)
+
+        assert client_class(self.provider) is type(client)
+        assert client.key == self.provider
+        assert client.display_name == self.display_name
+        assert client.flow in ("redirect", "form")
+        assert self.platform in client.platforms
+
     def test_connect_yields_the_source_account_and_decimal_balances(self, world: Sandbox, app: AppConfig) -> None:
         grant = self.connect(world, self.client(app))
 
@@ -200,6 +252,8 @@ class SandboxContract:
         rule = dict(PROBE_FAULTS[fault])
         if fault == "balance_missing":
             rule["field"] = f"{self.accounts_field}.0.balance"
+        if fault == "account_field_missing":
+            rule["field"] = f"{self.accounts_field}.0.{self.account_field}"
         world.fault(self.mount, path=self.probe_path, count=1, **rule)
         world.clear_log()
 
@@ -212,14 +266,16 @@ class SandboxContract:
         assert self.display_name in error.message
         accounts_label = self.accounts_field
         expected_words = {
+            "redirect": "redirect",
             "truncated_json": "JSON",
             "html_error_page": "HTML",
             "accounts_missing": f"'{accounts_label}'",
             "balance_missing": f"'{accounts_label}[0].balance'",
+            "account_field_missing": f"'{accounts_label}[0].{self.account_field}'",
         }
         if fault in expected_words:
             assert expected_words[fault] in error.message
-        else:
+        if rule["kind"] == "status":
             assert error.status_code == rule["status"]
             assert error.retry_after == rule.get("retry_after")
         calls = world.calls(self.mount)
@@ -269,6 +325,66 @@ class SandboxContract:
         expected = [(method, path, "latency") for method, path in self.probe_calls(connection)]
         calls = world.wait_for_calls(self.mount, len(expected))
         assert [(c.method, c.path, c.fault) for c in calls] == expected
+
+    def test_a_refused_connection_is_transient_and_the_request_never_sent(self, world: Sandbox, app: AppConfig) -> None:
+        client = self.client(app)
+        connection = self.connected(world, client)
+
+        with refusing_port() as port, pytest.raises(ProviderError) as info:
+            self.client_at_port(app, client, port).probe(connection=connection)
+
+        assert info.value.kind == ErrorKind.TRANSIENT
+        assert info.value.outcome_unknown is False
+        assert self.display_name in info.value.message
+
+    def test_a_connect_timeout_is_transient_and_the_request_never_sent(
+        self, world: Sandbox, app: AppConfig, settings: Any
+    ) -> None:
+        client = self.client(app)
+        connection = self.connected(world, client)
+        settings.PROVIDER_CONNECT_TIMEOUT = 0.2
+
+        with unanswered_port() as port, pytest.raises(ProviderError) as info:
+            self.client_at_port(app, client, port).probe(connection=connection)
+
+        assert info.value.kind == ErrorKind.TRANSIENT
+        assert info.value.outcome_unknown is False
+        assert "could not connect within 0.2 s" in info.value.message
+        assert self.display_name in info.value.message
+
+    def test_secrets_never_surface_in_errors_or_logs(
+        self, world: Sandbox, app: AppConfig, settings: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        client = self.client(app)
+        connection = self.connected(world, client)
+        settings.PROVIDER_READ_TIMEOUT = 0.3
+        caplog.set_level(logging.DEBUG)
+        errors: list[ProviderError] = []
+        for rule in SECRET_PROBING_FAULTS:
+            logged = len(world.calls(self.mount))
+            world.fault(self.mount, path=self.probe_path, count=1, **rule)
+            try:
+                client.probe(connection=connection)
+            except ProviderError as error:
+                errors.append(error)
+            # A request the sandbox is still sleeping through must end before the next rule.
+            world.wait_for_calls(self.mount, logged + 1)
+        texts = [text for error in errors for text in (str(error), repr(error), error.message)]
+        texts += [repr(client), repr(client.app), repr(connection), repr(list(connection.credentials.values()))]
+        # What the client wrote; the live server's threads log the other side.
+        texts += [record.getMessage() for record in caplog.records if record.thread == threading.get_ident()]
+
+        assert errors
+        for secret in self.secrets(app, client, connection):
+            assert all(secret not in text for text in texts), "a secret surfaced"
+
+    def test_a_healthy_connection_is_not_due_for_renewal_yet(self, world: Sandbox, app: AppConfig) -> None:
+        client = self.client(app)
+        due = client.renewal_due_at(self.connected(world, client))
+
+        # A deadline exactly when there is something to renew, and not already passed.
+        assert (due is None) == (not self.renew_calls)
+        assert due is None or due > client.now()
 
     def test_disconnect_sends_exactly_the_providers_revoke_call(self, world: Sandbox, app: AppConfig) -> None:
         client = self.client(app)

@@ -4,27 +4,25 @@
 server; :func:`browser_consent` plays the user on a consent or Connect page;
 :func:`check` runs a client the way the lifecycle does (base.py, "The
 access_rejected mechanism"), so a scenario ends in the outcome the portal
-would act on.
+would act on. :func:`refusing_port` and :func:`unanswered_port` stand in for a
+provider that cannot be reached.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import select
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
 
-from connections.providers.base import (
-    AccountData,
-    ConnectionState,
-    Grant,
-    IssuedCredential,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AccountData, ConnectionState, Grant, IssuedCredential, ProviderClient
+from connections.providers.errors import ProviderError
 from tests import sandbox_client
 from tests.sandbox_client import ConsentAnswer, SandboxControl
 
@@ -105,6 +103,41 @@ def browser_consent(url: str, *, decision: str = "approve", username: str | None
     return sandbox_client.browser_consent(url, decision=decision, username=username, timeout=HTTP_TIMEOUT)
 
 
+# --- A provider that cannot be reached ------------------------------------------------
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A local port that refuses connections: bound but not listening, so nothing else can take it meanwhile."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A local port where connecting times out: it listens, but its accept queue is full and nobody accepts.
+
+    With a backlog of 0 the kernel queues a single connection; once one is
+    queued it drops every further SYN, so a client waits out its connect timeout.
+    """
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(2)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+            # The first filler's handshake completes (it is the one queued).
+            select.select([], fillers[:1], [], 1.0)
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
 # --- Running a client as the lifecycle does ------------------------------------------
 
 
@@ -133,7 +166,8 @@ def check(client: ProviderClient, connection: ConnectionState) -> tuple[Connecti
     error from the renewal itself, stands).
     """
     renewed = False
-    if client.needs_renewal(connection):
+    due = client.renewal_due_at(connection)
+    if due is not None and due <= client.now():
         connection = with_credentials(connection, client.renew(connection=connection))
         renewed = True
     try:

@@ -7,18 +7,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from connections.providers.base import (
-    AppConfig,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    ProviderClient,
-    ProviderError,
-)
-from connections.providers.bloquo import BloquoClient
+from connections.providers.base import AppConfig, ConnectionState, Grant, ProviderClient
+from connections.providers.bloquo import BloquoClient, decode_api_key
+from connections.providers.errors import ErrorKind, FailureReason, ProviderError
 
-from .contract import Expected, SandboxContract
+from .contract import Expected, ProviderContract
 from .support import MovableClock, Sandbox, check, connection_from, with_credentials
 
 TOKEN = ("POST", "/api/v1/auth/token")
@@ -35,12 +28,13 @@ def pair(key: dict[str, Any]) -> dict[str, str]:
     return {"clientId": key["client_id"], "clientSecret": key["client_secret"]}
 
 
-class TestBloquoContract(SandboxContract):
+class TestBloquoContract(ProviderContract):
     provider = "bloquo"
     mount = "bloquo"
     display_name = "Bloquo"
     platform = "bloquo"
     accounts_field = "data"
+    account_field = "id"
     probe_path = "/api/v1/accounting/accounts"
     probe_method = "GET"
     renew_calls = ((*TOKEN, ""),)
@@ -65,6 +59,12 @@ class TestBloquoContract(SandboxContract):
 
     def probe_calls(self, connection: ConnectionState) -> list[tuple[str, str]]:
         return [ACCOUNTS]
+
+    def secrets(self, app: AppConfig, client: ProviderClient, connection: ConnectionState) -> list[str]:
+        # The typed pair is kept inside the api_key credential; its secret alone must not surface either.
+        pair = decode_api_key(connection.credentials["api_key"].value)
+        assert pair is not None
+        return [*super().secrets(app, client, connection), pair[1]]
 
     def provoke(
         self, failure: str, world: Sandbox, app: AppConfig, client: ProviderClient, connection: ConnectionState
@@ -144,7 +144,9 @@ class TestBloquoContract(SandboxContract):
         connection = self.connected(world, client)
         world.clear_log()
 
-        assert client.needs_renewal(connection) is True
+        due = client.renewal_due_at(connection)
+        assert due is not None
+        assert due <= client.now()
         renewed, accounts = check(client, connection)
 
         assert renewed.credentials["access"].value != connection.credentials["access"].value

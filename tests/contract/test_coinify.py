@@ -8,17 +8,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from connections.providers.base import (
-    AppConfig,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AppConfig, ConnectionState, Grant, ProviderClient
+from connections.providers.errors import ErrorKind, FailureReason, ProviderError
 
-from .contract import Expected, SandboxContract
+from .contract import Expected, ProviderContract
 from .support import Sandbox, check, connection_from, with_credentials
 
 PARTNER_ID = "5f51bfe2-d08a-4b43-9d5c-405fd2f2ede6"
@@ -26,12 +19,13 @@ PASSWORD = "correct horse battery staple"
 REFRESH = ("POST", "/auth", "refresh_token")
 
 
-class TestCoinifyContract(SandboxContract):
+class TestCoinifyContract(ProviderContract):
     provider = "coinify"
     mount = "coinify"
     display_name = "Coinify"
     platform = "coinify"
     accounts_field = "accounts"
+    account_field = "currency"
     probe_path = "/me"
     probe_method = "GET"
     renew_calls = (REFRESH,)
@@ -64,6 +58,9 @@ class TestCoinifyContract(SandboxContract):
 
     def probe_calls(self, connection: ConnectionState) -> list[tuple[str, str]]:
         return [("GET", "/me")]
+
+    def secrets(self, app: AppConfig, client: ProviderClient, connection: ConnectionState) -> list[str]:
+        return [*super().secrets(app, client, connection), PASSWORD]
 
     def provoke(
         self, failure: str, world: Sandbox, app: AppConfig, client: ProviderClient, connection: ConnectionState

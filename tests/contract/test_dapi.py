@@ -10,18 +10,10 @@ from typing import ClassVar
 
 import pytest
 
-from connections.providers.base import (
-    AppConfig,
-    AuthorizationDenied,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AppConfig, ConnectionState, Grant, ProviderClient
+from connections.providers.errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
 
-from .contract import Expected, SandboxContract
+from .contract import Expected, ProviderContract
 from .support import ConsentAnswer, Sandbox, browser_consent, consent_page
 
 APP_KEY = "dapi-contract-app"
@@ -31,12 +23,13 @@ ACCOUNTS = ("POST", "/v2/data/accounts/get")
 DELINK = ("POST", "/v2/users/DelinkUser")
 
 
-class TestDapiContract(SandboxContract):
+class TestDapiContract(ProviderContract):
     provider = "dapi"
     mount = "dapi"
     display_name = "Dapi"
     platform = "binance"
     accounts_field = "accounts"
+    account_field = "id"
     probe_path = "/v2/data/accounts/get"
     probe_method = "POST"
     renew_calls = ()

@@ -12,19 +12,11 @@ from typing import ClassVar
 
 import pytest
 
-from connections.providers.base import (
-    AppConfig,
-    AuthorizationDenied,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    Grant,
-    ProviderClient,
-    ProviderError,
-)
+from connections.providers.base import AppConfig, ConnectionState, Grant, ProviderClient
+from connections.providers.errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
 from connections.providers.turnqey import TurnqeyClient
 
-from .contract import Expected, SandboxContract
+from .contract import Expected, ProviderContract
 from .support import Sandbox, browser_consent, check, consent_page
 
 CLIENT_ID = "tq-contract-client"
@@ -34,12 +26,13 @@ IDENTITY = "0b7e4a52-2f8c-4d0e-9a43-5f6c1d2e3b4a"
 TOKEN_PATH = "/v1/api/token"
 
 
-class TestTurnqeyContract(SandboxContract):
+class TestTurnqeyContract(ProviderContract):
     provider = "turnqey"
     mount = "turnqey"
     display_name = "Turnqey"
     platform = "coinbase"
     accounts_field = "result.accounts"
+    account_field = "sourceAccountId"
     probe_path = "/v1/api/collections"
     probe_method = "GET"
     renew_calls = ()

@@ -19,14 +19,7 @@ from django.utils import timezone
 
 from connections import lifecycle
 from connections.models import Credential, Provider, Status
-from connections.providers.base import (
-    AccountData,
-    ConnectionState,
-    Grant,
-    IssuedCredential,
-    ProviderClient,
-    renew_at,
-)
+from connections.providers.base import AccountData, ConnectionState, Grant, IssuedCredential, ProviderClient, renew_at
 from tests.factories import ConnectionFactory, CredentialFactory, ProviderAppFactory
 from tests.provider_seam import provider_clients_replace
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from connections.models import Provider, Status
-from connections.providers.base import FailureReason, ProviderError
+from connections.providers.errors import FailureReason, ProviderError
 from tests.factories import ProviderAppFactory
 
 from .conftest import FakeWorld, make_connection

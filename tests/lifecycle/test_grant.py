@@ -13,7 +13,8 @@ from django.utils import timezone
 from connections import lifecycle
 from connections.lifecycle.store import credentials_upsert
 from connections.models import Account, Connection, ConnectionEvent, Credential, Provider, Status
-from connections.providers.base import Grant, IssuedCredential, ProviderError
+from connections.providers.base import Grant, IssuedCredential
+from connections.providers.errors import ProviderError
 from tests.factories import ConnectionFactory, ProviderAppFactory, UserFactory
 
 from .conftest import ACCOUNTS, FakeWorld, fresh_credentials, grant_for, make_connection

@@ -20,7 +20,8 @@ from connections.models import (
     ProviderApp,
     Status,
 )
-from connections.providers.base import FailureReason, IssuedCredential, ProviderError
+from connections.providers.base import IssuedCredential
+from connections.providers.errors import FailureReason, ProviderError
 from tests.factories import (
     ClientFactory,
     ConnectionFactory,

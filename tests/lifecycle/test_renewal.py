@@ -14,7 +14,7 @@ from django.utils import timezone
 from connections import lifecycle
 from connections.lifecycle import Outcome, connection_check
 from connections.models import Connection, ConnectionEvent, Credential, Status
-from connections.providers.base import FailureReason, ProviderError
+from connections.providers.errors import FailureReason, ProviderError
 
 from .conftest import FakeWorld, grant_for, make_connection
 

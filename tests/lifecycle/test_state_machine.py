@@ -20,7 +20,7 @@ from connections.lifecycle import Outcome, connection_check
 from connections.lifecycle.rules import Tunables, backoff_delay
 from connections.models import Account, Connection, Credential, ProviderApp, Status
 from connections.models import ConnectionEvent as Ev
-from connections.providers.base import FailureReason, ProviderError
+from connections.providers.errors import FailureReason, ProviderError
 from tests.factories import ClientFactory, ConnectionFactory, ProviderAppFactory
 
 from .conftest import ACCOUNTS, FakeWorld, grant_for, make_connection

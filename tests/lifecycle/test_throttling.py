@@ -14,7 +14,7 @@ from django.utils import timezone
 from connections import throttling
 from connections.lifecycle import Outcome, connection_check
 from connections.models import ConnectionEvent, ProviderApp, Status
-from connections.providers.base import ProviderError
+from connections.providers.errors import ProviderError
 from connections.throttling import Deferral, Permit, breaker_permit, rate_limit_try_acquire
 from tests.conftest import REDIS_URL
 from tests.factories import ProviderAppFactory

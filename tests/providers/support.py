@@ -14,6 +14,10 @@ from connections.providers.base import AppConfig, IssuedCredential
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# Balances a reply might carry that are not decimal strings (a float has lost
+# precision already): each must be refused, never stored.
+NOT_DECIMAL_STRINGS: tuple[object, ...] = (0.5, "not-a-number", "NaN", None, True)
+
 # Fixtures that are the providers' documentation examples, as printed.
 DOC_FIXTURES = (
     "turnqey_token_success",

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import responses
 
-from connections.providers.base import ConnectionState, ErrorKind, FailureReason, InvalidCredentialFields, ProviderError
+from connections.providers.base import ConnectionState
 from connections.providers.bloquo import STAGING_BASE_URL, BloquoClient, encode_api_key
+from connections.providers.errors import ErrorKind, FailureReason, InvalidCredentialFields, ProviderError
+from tests.contract.support import assert_no_secret_in
 
-from .contract import ProviderContract
-from .support import FixedClock, app_config, credential, load_fixture, request_json
+from .support import NOT_DECIMAL_STRINGS, FixedClock, app_config, credential, load_fixture, request_json
 
 BASE = "http://provider.test/sandbox/bloquo"
 TOKEN_URL = f"{BASE}/api/v1/auth/token"
@@ -39,34 +40,6 @@ def connection(clock: FixedClock, *, access_age: timedelta = timedelta(0)) -> Co
             "access": credential("access", DOC_TOKEN, issued_at=issued, lifetime=timedelta(seconds=3600)),
         },
     )
-
-
-class TestBloquoContract(ProviderContract):
-    provider_key = "bloquo"
-    display_name = "Bloquo"
-    probe_method = responses.GET
-    probe_url = ACCOUNTS_URL
-    secrets = ("bloquo-app-secret-s3cr3t", CLIENT_SECRET, DOC_TOKEN)
-
-    def make_client(self, clock: FixedClock) -> BloquoClient:
-        return make_client(clock)
-
-    def healthy_connection(self, clock: FixedClock) -> ConnectionState:
-        return connection(clock)
-
-    def probe_body(self) -> dict[str, Any]:
-        return load_fixture("bloquo_accounts")
-
-    def expected_balances(self) -> dict[str, Decimal]:
-        return {"bq-acc-1": Decimal("0.50000000"), "bq-acc-2": Decimal("99.99")}
-
-    def without_required_field(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        del body["data"][0]["id"]
-        return body, "data[0].id"
-
-    def with_first_balance(self, body: dict[str, Any], value: object) -> dict[str, Any]:
-        body["data"][0]["balance"] = value
-        return body
 
 
 def mock_connect(rsps: responses.RequestsMock, base: str = BASE) -> None:
@@ -181,8 +154,6 @@ def test_a_token_renews_six_minutes_before_it_lapses(clock: FixedClock) -> None:
 
     # One hour: max(120 s, 10 % = 6 min) before expiry.
     assert client.renewal_due_at(state) == clock.at + timedelta(minutes=54)
-    assert client.needs_renewal(state, at=clock.at + timedelta(minutes=53)) is False
-    assert client.needs_renewal(state, at=clock.at + timedelta(minutes=54)) is True
     assert client.reconnect_deadline(state) is None
 
 
@@ -210,3 +181,48 @@ def test_unreadable_stored_pair_asks_for_reconnect(rsps: responses.RequestsMock,
 
     assert info.value.reason == FailureReason.CREDENTIALS_INVALID
     assert len(rsps.calls) == 0
+
+
+# --- replies the sandbox does not serve ------------------------------------------------------
+# (tests/contract runs everything else every client must do, over real HTTP)
+
+SECRETS = ("bloquo-app-secret-s3cr3t", CLIENT_SECRET, DOC_TOKEN)
+
+
+def test_probe_reads_the_documented_balances_as_exact_decimals(rsps: responses.RequestsMock, clock: FixedClock) -> None:
+    rsps.add(responses.GET, ACCOUNTS_URL, json=load_fixture("bloquo_accounts"))
+
+    accounts = make_client(clock).probe(connection=connection(clock))
+
+    assert all(type(account.balance) is Decimal for account in accounts)
+    assert {account.external_id: account.balance for account in accounts} == {
+        "bq-acc-1": Decimal("0.50000000"),
+        "bq-acc-2": Decimal("99.99"),
+    }
+
+
+@pytest.mark.parametrize("balance", NOT_DECIMAL_STRINGS)
+def test_a_balance_that_is_not_a_decimal_string_is_transient(
+    rsps: responses.RequestsMock, clock: FixedClock, balance: object
+) -> None:
+    body = load_fixture("bloquo_accounts")
+    body["data"][0]["balance"] = balance
+    rsps.add(responses.GET, ACCOUNTS_URL, json=body)
+
+    with pytest.raises(ProviderError) as info:
+        make_client(clock).probe(connection=connection(clock))
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert "balance" in info.value.message
+    assert_no_secret_in(info.value, SECRETS)
+
+
+def test_a_reply_that_is_json_but_not_an_object_is_transient(rsps: responses.RequestsMock, clock: FixedClock) -> None:
+    rsps.add(responses.GET, ACCOUNTS_URL, json=[1, 2, 3])
+
+    with pytest.raises(ProviderError) as info:
+        make_client(clock).probe(connection=connection(clock))
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert "Bloquo" in info.value.message
+    assert_no_secret_in(info.value, SECRETS)

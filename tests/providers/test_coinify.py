@@ -5,22 +5,16 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 import responses
 
-from connections.providers.base import (
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    InvalidCredentialFields,
-    ProviderError,
-)
+from connections.providers.base import ConnectionState
 from connections.providers.coinify import CoinifyClient, invalid_grant_reason
+from connections.providers.errors import ErrorKind, FailureReason, InvalidCredentialFields, ProviderError
+from tests.contract.support import assert_no_secret_in
 
-from .contract import ProviderContract
-from .support import FixedClock, app_config, credential, load_fixture, request_json
+from .support import NOT_DECIMAL_STRINGS, FixedClock, app_config, credential, load_fixture, request_json
 
 BASE = "http://provider.test/sandbox/coinify"
 AUTH_URL = f"{BASE}/auth"
@@ -51,34 +45,6 @@ def connection(clock: FixedClock, *, offline: bool = False, access_age: timedelt
 
 def oauth_error(description: str, error: str = "invalid_grant") -> dict[str, str]:
     return {"error": error, "error_description": description}
-
-
-class TestCoinifyContract(ProviderContract):
-    provider_key = "coinify"
-    display_name = "Coinify"
-    probe_method = responses.GET
-    probe_url = ME_URL
-    secrets = ("coinify-app-secret-s3cr3t", ACCESS, REFRESH, OFFLINE)
-
-    def make_client(self, clock: FixedClock) -> CoinifyClient:
-        return make_client(clock)
-
-    def healthy_connection(self, clock: FixedClock) -> ConnectionState:
-        return connection(clock)
-
-    def probe_body(self) -> dict[str, Any]:
-        return load_fixture("coinify_me")
-
-    def expected_balances(self) -> dict[str, Decimal]:
-        return {"acc-btc": Decimal("0.50000000"), "acc-eur": Decimal("1250.75")}
-
-    def without_required_field(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        del body["accounts"][1]["currency"]
-        return body, "accounts[1].currency"
-
-    def with_first_balance(self, body: dict[str, Any], value: object) -> dict[str, Any]:
-        body["accounts"][0]["balance"] = value
-        return body
 
 
 # --- the three grants, with the doc's request bodies ----------------------------------------
@@ -305,8 +271,6 @@ def test_access_token_renews_two_minutes_before_expiry(clock: FixedClock) -> Non
 
     # 20-minute token: max(60 s, 10 % = 120 s) before expiry.
     assert client.renewal_due_at(state) == clock.at + timedelta(minutes=18)
-    assert client.needs_renewal(state, at=clock.at + timedelta(minutes=17)) is False
-    assert client.needs_renewal(state, at=clock.at + timedelta(minutes=18)) is True
 
 
 def test_refresh_token_end_of_life_is_the_reconnect_deadline(clock: FixedClock) -> None:
@@ -349,3 +313,48 @@ def test_revoke_refused_with_400_counts_as_done_and_is_noted(
 
     assert "invalid_request" in caplog.text
     assert REFRESH not in caplog.text
+
+
+# --- replies the sandbox does not serve ------------------------------------------------------
+# (tests/contract runs everything else every client must do, over real HTTP)
+
+SECRETS = ("coinify-app-secret-s3cr3t", ACCESS, REFRESH, OFFLINE)
+
+
+def test_probe_reads_the_documented_balances_as_exact_decimals(rsps: responses.RequestsMock, clock: FixedClock) -> None:
+    rsps.add(responses.GET, ME_URL, json=load_fixture("coinify_me"))
+
+    accounts = make_client(clock).probe(connection=connection(clock))
+
+    assert all(type(account.balance) is Decimal for account in accounts)
+    assert {account.external_id: account.balance for account in accounts} == {
+        "acc-btc": Decimal("0.50000000"),
+        "acc-eur": Decimal("1250.75"),
+    }
+
+
+@pytest.mark.parametrize("balance", NOT_DECIMAL_STRINGS)
+def test_a_balance_that_is_not_a_decimal_string_is_transient(
+    rsps: responses.RequestsMock, clock: FixedClock, balance: object
+) -> None:
+    body = load_fixture("coinify_me")
+    body["accounts"][0]["balance"] = balance
+    rsps.add(responses.GET, ME_URL, json=body)
+
+    with pytest.raises(ProviderError) as info:
+        make_client(clock).probe(connection=connection(clock))
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert "balance" in info.value.message
+    assert_no_secret_in(info.value, SECRETS)
+
+
+def test_a_reply_that_is_json_but_not_an_object_is_transient(rsps: responses.RequestsMock, clock: FixedClock) -> None:
+    rsps.add(responses.GET, ME_URL, json=[1, 2, 3])
+
+    with pytest.raises(ProviderError) as info:
+        make_client(clock).probe(connection=connection(clock))
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert "Coinify" in info.value.message
+    assert_no_secret_in(info.value, SECRETS)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import responses
 
-from connections.providers.base import AuthorizationDenied, ConnectionState, ErrorKind, FailureReason, ProviderError
+from connections.providers.base import ConnectionState
 from connections.providers.dapi import ACCESS_CODE_LIFETIME, DapiClient
+from connections.providers.errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
+from tests.contract.support import assert_no_secret_in
 
-from .contract import ProviderContract
-from .support import FixedClock, app_config, credential, load_fixture, request_json
+from .support import NOT_DECIMAL_STRINGS, FixedClock, app_config, credential, load_fixture, request_json
 
 BASE = "http://provider.test/sandbox/dapi"
 EXCHANGE_URL = f"{BASE}/v2/auth/ExchangeToken"
@@ -45,34 +45,6 @@ def connection(clock: FixedClock) -> ConnectionState:
 def callback() -> dict[str, str]:
     params = {k: v for k, v in DOC_CALLBACK.items() if k != "success"}
     return {"state": "st-1", **params}
-
-
-class TestDapiContract(ProviderContract):
-    provider_key = "dapi"
-    display_name = "Dapi"
-    probe_method = responses.POST
-    probe_url = ACCOUNTS_URL
-    secrets = (APP_SECRET, ACCESS_TOKEN, USER_SECRET)
-
-    def make_client(self, clock: FixedClock) -> DapiClient:
-        return make_client(clock)
-
-    def healthy_connection(self, clock: FixedClock) -> ConnectionState:
-        return connection(clock)
-
-    def probe_body(self) -> dict[str, Any]:
-        return load_fixture("dapi_accounts")
-
-    def expected_balances(self) -> dict[str, Decimal]:
-        return {"dp-acc-1": Decimal("0.50000000")}
-
-    def without_required_field(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        del body["accounts"]
-        return body, "accounts"
-
-    def with_first_balance(self, body: dict[str, Any], value: object) -> dict[str, Any]:
-        body["accounts"][0]["balance"] = value
-        return body
 
 
 def test_connect_page_url_carries_app_key_state_and_redirect_uri(clock: FixedClock) -> None:
@@ -189,7 +161,6 @@ def test_permanent_token_never_needs_renewal(clock: FixedClock) -> None:
     client = make_client(clock)
 
     assert client.renewal_due_at(connection(clock)) is None
-    assert client.needs_renewal(connection(clock), at=clock.at + timedelta(days=3650)) is False
     assert client.authorization_code_lifetime == ACCESS_CODE_LIFETIME == timedelta(minutes=30)
 
 
@@ -206,3 +177,45 @@ def test_disconnect_of_an_already_delinked_user_is_done(rsps: responses.Requests
     rsps.add(responses.POST, DELINK_URL, json={"success": False, "type": "TOKEN_DELINKED", "msg": "x"}, status=401)
 
     assert make_client(clock).revoke(connection=connection(clock)) is None
+
+
+# --- replies the sandbox does not serve ------------------------------------------------------
+# (tests/contract runs everything else every client must do, over real HTTP)
+
+SECRETS = (APP_SECRET, ACCESS_TOKEN, USER_SECRET)
+
+
+def test_probe_reads_the_documented_balances_as_exact_decimals(rsps: responses.RequestsMock, clock: FixedClock) -> None:
+    rsps.add(responses.POST, ACCOUNTS_URL, json=load_fixture("dapi_accounts"))
+
+    accounts = make_client(clock).probe(connection=connection(clock))
+
+    assert all(type(account.balance) is Decimal for account in accounts)
+    assert {account.external_id: account.balance for account in accounts} == {"dp-acc-1": Decimal("0.50000000")}
+
+
+@pytest.mark.parametrize("balance", NOT_DECIMAL_STRINGS)
+def test_a_balance_that_is_not_a_decimal_string_is_transient(
+    rsps: responses.RequestsMock, clock: FixedClock, balance: object
+) -> None:
+    body = load_fixture("dapi_accounts")
+    body["accounts"][0]["balance"] = balance
+    rsps.add(responses.POST, ACCOUNTS_URL, json=body)
+
+    with pytest.raises(ProviderError) as info:
+        make_client(clock).probe(connection=connection(clock))
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert "balance" in info.value.message
+    assert_no_secret_in(info.value, SECRETS)
+
+
+def test_a_reply_that_is_json_but_not_an_object_is_transient(rsps: responses.RequestsMock, clock: FixedClock) -> None:
+    rsps.add(responses.POST, ACCOUNTS_URL, json=[1, 2, 3])
+
+    with pytest.raises(ProviderError) as info:
+        make_client(clock).probe(connection=connection(clock))
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert "Dapi" in info.value.message
+    assert_no_secret_in(info.value, SECRETS)

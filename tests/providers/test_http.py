@@ -1,32 +1,18 @@
-"""The shared request helper and parsing helpers in providers/base.py."""
+"""The shared request helper in providers/http.py: retries, timeouts, redirects, the session."""
 
 from __future__ import annotations
 
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 import responses
 
-from connections.providers.base import (
-    ErrorKind,
-    IssuedCredential,
-    JsonObject,
-    ProviderError,
-    ProviderHttp,
-    make_retry,
-    make_session,
-    parse_decimal,
-    parse_retry_after,
-    parse_timestamp,
-    renew_at,
-    shared_session,
-)
+from connections.providers.errors import ErrorKind, ProviderError
+from connections.providers.http import ProviderHttp, make_retry, make_session, shared_session
 
 URL = "http://provider.test/thing"
 PORTS = range(8101, 8110)  # this suite's own port range
@@ -303,83 +289,3 @@ def test_real_redirect_is_not_followed(server: str) -> None:
 
     assert "redirect" in info.value.message
     assert _Script.seen == ["GET"]
-
-
-# --- parsing helpers ----------------------------------------------------------------------------
-
-
-def test_retry_after_reads_seconds_and_http_dates() -> None:
-    now = datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
-
-    assert parse_retry_after("30") == 30
-    assert parse_retry_after("Wed, 15 Jan 2025 12:01:30 GMT", now=now) == 90
-    assert parse_retry_after("Wed, 15 Jan 2025 11:00:00 GMT", now=now) == 0
-    assert parse_retry_after("tomorrow") is None
-    assert parse_retry_after(None) is None
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("0.50000000", Decimal("0.50000000")),
-        ("12.000000000000000001", Decimal("12.000000000000000001")),
-        (" -3 ", Decimal("-3")),
-        (0.5, None),
-        (1, None),
-        ("NaN", None),
-        ("Infinity", None),
-        ("1,5", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_balances_are_decimal_strings_only(value: object, expected: Decimal | None) -> None:
-    assert parse_decimal(value) == expected
-
-
-def test_timestamps_need_an_offset_and_accept_seven_fraction_digits() -> None:
-    assert parse_timestamp("2024-06-14T13:29:36.8287785+05:30") == datetime(2024, 6, 14, 7, 59, 36, 828778, tzinfo=UTC)
-    assert parse_timestamp("2024-06-14T13:29:36Z") == datetime(2024, 6, 14, 13, 29, 36, tzinfo=UTC)
-    assert parse_timestamp("2024-06-14T13:29:36") is None
-    assert parse_timestamp(12) is None
-
-
-def test_field_errors_name_provider_endpoint_and_path_but_never_the_value() -> None:
-    body = JsonObject({"result": {"items": [{"token": 12345678}]}}, where="Acme (token)")
-
-    with pytest.raises(ProviderError) as info:
-        body.obj("result").objects("items")[0].text("token")
-
-    assert info.value.kind == ErrorKind.TRANSIENT
-    assert "Acme (token)" in info.value.message
-    assert "result.items[0].token" in info.value.message
-    assert "12345678" not in info.value.message
-
-
-def test_booleans_are_not_integers() -> None:
-    with pytest.raises(ProviderError):
-        JsonObject({"expiresIn": True}, where="Acme").integer("expiresIn")
-
-
-def test_renewal_point_is_ten_percent_of_lifetime_or_the_minimum() -> None:
-    issued = datetime(2025, 1, 1, tzinfo=UTC)
-    hour = IssuedCredential(kind="access", value="v", issued_at=issued, expires_at=issued + timedelta(hours=1))
-    minute = IssuedCredential(kind="access", value="v", issued_at=issued, expires_at=issued + timedelta(minutes=5))
-    forever = IssuedCredential(kind="permanent", value="v", issued_at=issued)
-
-    assert renew_at(hour, timedelta(seconds=60)) == issued + timedelta(minutes=54)
-    assert renew_at(minute, timedelta(seconds=60)) == issued + timedelta(minutes=4)
-    assert renew_at(forever, timedelta(seconds=60)) is None
-
-
-def test_error_repr_and_credential_repr_hold_no_secret() -> None:
-    error = ProviderError.access_token_rejected("Acme did not accept the access token.", status_code=401)
-    issued = IssuedCredential(kind="access", value="tok-SECRET", issued_at=datetime(2025, 1, 1, tzinfo=UTC))
-
-    assert "access_rejected=True" in repr(error)
-    assert "tok-SECRET" not in repr(issued)
-
-
-def test_reauth_without_reason_is_a_programming_error() -> None:
-    with pytest.raises(ValueError, match="reason"):
-        ProviderError(ErrorKind.REAUTH_REQUIRED, "x")

@@ -11,10 +11,11 @@ import responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connections.providers.base import AccountData, ConnectionState, Grant, IssuedCredential, ProviderError
+from connections.providers.base import AccountData, ConnectionState, Grant, IssuedCredential
 from connections.providers.bloquo import BloquoClient, encode_api_key
 from connections.providers.coinify import CoinifyClient
 from connections.providers.dapi import DapiClient
+from connections.providers.errors import ProviderError
 from connections.providers.turnqey import TurnqeyClient
 
 from .support import FixedClock, app_config, load_fixture

@@ -24,6 +24,26 @@ def test_each_provider_declares_its_flow(key: str, flow: str) -> None:
     assert client_class(key).flow == flow
 
 
+def test_redirect_providers_declare_the_callback_parameters_they_send_back() -> None:
+    declared = {key: cls.callback_parameters for key, cls in PROVIDERS.items()}
+
+    assert declared == {
+        "turnqey": {"state", "identity", "collection", "platform", "status", "error_description"},
+        "dapi": {
+            "state",
+            "accessCode",
+            "connectionID",
+            "userSecret",
+            "userID",
+            "tokenID",
+            "error",
+            "error_description",
+        },
+        "coinify": frozenset(),
+        "bloquo": frozenset(),
+    }
+
+
 @pytest.mark.parametrize("key", ["coinify", "bloquo"])
 def test_form_providers_describe_their_fields_with_secrets_marked(key: str) -> None:
     from tests.providers.support import app_config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,18 +11,12 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import responses
 
-from connections.providers.base import (
-    AuthorizationDenied,
-    ConnectionState,
-    ErrorKind,
-    FailureReason,
-    MemoryAppTokenCache,
-    ProviderError,
-)
+from connections.providers.base import ConnectionState, MemoryAppTokenCache
+from connections.providers.errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
 from connections.providers.turnqey import TurnqeyClient, authorization_checksum
+from tests.contract.support import assert_no_secret_in
 
-from .contract import ProviderContract
-from .support import FixedClock, app_config, load_fixture
+from .support import NOT_DECIMAL_STRINGS, FixedClock, app_config, load_fixture
 
 BASE = "http://provider.test/sandbox/turnqey"
 TOKEN_URL = f"{BASE}/v1/api/token"
@@ -59,38 +54,6 @@ def connection(**grouping: str) -> ConnectionState:
 @pytest.fixture
 def doc_clock() -> FixedClock:
     return FixedClock(DOC_ISSUED_AT)
-
-
-class TestTurnqeyContract(ProviderContract):
-    provider_key = "turnqey"
-    display_name = "Turnqey"
-    probe_method = responses.GET
-    probe_url = COLLECTION_URL
-    secrets = (APP_SECRET, DOC_TOKEN)
-
-    def make_client(self, clock: FixedClock) -> TurnqeyClient:
-        clock.at = DOC_ISSUED_AT
-        return make_client(clock)
-
-    def healthy_connection(self, clock: FixedClock) -> ConnectionState:
-        return connection()
-
-    def mock_prerequisites(self, rsps: responses.RequestsMock) -> None:
-        rsps.add(responses.POST, TOKEN_URL, json=token_reply())
-
-    def probe_body(self) -> dict[str, Any]:
-        return load_fixture("turnqey_accounts")
-
-    def expected_balances(self) -> dict[str, Decimal]:
-        return {"acc-1": Decimal("0.50000000"), "acc-2": Decimal("12.000000000000000001")}
-
-    def without_required_field(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        del body["result"]["accounts"][0]["sourceAccountId"]
-        return body, "result.accounts[0].sourceAccountId"
-
-    def with_first_balance(self, body: dict[str, Any], value: object) -> dict[str, Any]:
-        body["result"]["accounts"][0]["balance"] = value
-        return body
 
 
 # --- app token -------------------------------------------------------------------------
@@ -409,6 +372,60 @@ def test_probe_by_identity_when_no_collection_is_known(rsps: responses.RequestsM
     assert {a.external_id for a in accounts} == {"acc-1", "acc-2"}
 
 
+def test_probe_falls_back_to_the_households_collection_and_the_clients_identity(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    # A row stored before connections kept their own grouping.
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    collection_route = rsps.add(responses.GET, COLLECTION_URL, json=load_fixture("turnqey_accounts"))
+    state = ConnectionState(platform="coinbase", identity=IDENTITY, household_grouping={"collection": COLLECTION})
+
+    accounts = make_client(doc_clock).probe(connection=state)
+
+    # acc-4 belongs to another identity in the same collection: not this client's.
+    assert {a.external_id for a in accounts} == {"acc-1", "acc-2"}
+    assert collection_route.call_count == 1
+
+
+def test_probe_by_the_clients_identity_when_no_collection_is_known(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    identity_route = rsps.add(responses.GET, IDENTITY_URL, json=load_fixture("turnqey_accounts"))
+
+    accounts = make_client(doc_clock).probe(connection=ConnectionState(platform="coinbase", identity=IDENTITY))
+
+    assert {a.external_id for a in accounts} == {"acc-1", "acc-2"}
+    assert identity_route.call_count == 1
+
+
+def test_the_connections_own_grouping_wins_over_the_households(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, COLLECTION_URL, json=load_fixture("turnqey_accounts"))
+    state = dataclasses.replace(
+        connection(),
+        identity="9c3a2f70-0000-4000-8000-000000000000",
+        household_grouping={"collection": "5b1d4e2a-0000-4000-8000-000000000000"},
+    )
+
+    accounts = make_client(doc_clock).probe(connection=state)
+
+    assert {a.external_id for a in accounts} == {"acc-1", "acc-2"}
+    assert [call.request.url for call in rsps.calls][1:] == [COLLECTION_URL]
+
+
+def test_a_connection_without_any_identity_asks_for_reconnect(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    with pytest.raises(ProviderError) as info:
+        make_client(doc_clock).probe(connection=ConnectionState(platform="coinbase"))
+
+    assert info.value.reason == FailureReason.EXPIRED
+    assert len(rsps.calls) == 0
+
+
 def test_vanished_collection_asks_for_reconnect(rsps: responses.RequestsMock, doc_clock: FixedClock) -> None:
     rsps.add(responses.POST, TOKEN_URL, json=token_reply())
     rsps.add(responses.GET, COLLECTION_URL, json=load_fixture("turnqey_collection_not_found"), status=404)
@@ -445,6 +462,58 @@ def test_unknown_account_status_is_transient(rsps: responses.RequestsMock, doc_c
 def test_connections_hold_no_secret_and_never_renew(doc_clock: FixedClock) -> None:
     client = make_client(doc_clock)
 
-    assert client.needs_renewal(connection()) is False
+    assert client.renewal_due_at(connection()) is None
     assert client.renew(connection=connection()) == ()
     assert client.revoke(connection=connection()) is None
+
+
+# --- replies the sandbox does not serve ------------------------------------------------------
+# (tests/contract runs everything else every client must do, over real HTTP)
+
+SECRETS = (APP_SECRET, DOC_TOKEN)
+
+
+def test_probe_reads_the_documented_balances_as_exact_decimals(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, COLLECTION_URL, json=load_fixture("turnqey_accounts"))
+
+    accounts = make_client(doc_clock).probe(connection=connection())
+
+    assert all(type(account.balance) is Decimal for account in accounts)
+    assert {account.external_id: account.balance for account in accounts} == {
+        "acc-1": Decimal("0.50000000"),
+        "acc-2": Decimal("12.000000000000000001"),
+    }
+
+
+@pytest.mark.parametrize("balance", NOT_DECIMAL_STRINGS)
+def test_a_balance_that_is_not_a_decimal_string_is_transient(
+    rsps: responses.RequestsMock, doc_clock: FixedClock, balance: object
+) -> None:
+    body = load_fixture("turnqey_accounts")
+    body["result"]["accounts"][0]["balance"] = balance
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, COLLECTION_URL, json=body)
+
+    with pytest.raises(ProviderError) as info:
+        make_client(doc_clock).probe(connection=connection())
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert "balance" in info.value.message
+    assert_no_secret_in(info.value, SECRETS)
+
+
+def test_a_reply_that_is_json_but_not_an_object_is_transient(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, COLLECTION_URL, json=[1, 2, 3])
+
+    with pytest.raises(ProviderError) as info:
+        make_client(doc_clock).probe(connection=connection())
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert "Turnqey" in info.value.message
+    assert_no_secret_in(info.value, SECRETS)

@@ -329,6 +329,19 @@ def test_a_fault_for_bloquo_staging_leaves_production_alone(client: Client, cont
     assert production.status_code == 400
 
 
+def test_a_redirect_status_fault_points_back_at_the_same_url(client: Client, control: ControlClient) -> None:
+    control.fault(provider="bloquo", path="/api/v1/accounting/accounts", kind="status", status=302, count=1)
+
+    redirected = client.get("/sandbox/bloquo/api/v1/accounting/accounts?page=2")
+    followed = client.get("/sandbox/bloquo/api/v1/accounting/accounts?page=2")
+
+    assert redirected.status_code == 302
+    assert redirected["Location"] == "/sandbox/bloquo/api/v1/accounting/accounts?page=2"
+    # The redirect was the fault's one use: following it reaches the endpoint itself.
+    assert followed.status_code == 401
+    assert [(r["status"], r["fault"]) for r in control.requests(provider="bloquo")] == [(302, "status"), (401, "")]
+
+
 @pytest.mark.usefixtures("turnqey_app")
 def test_error_faults_keep_each_provider_error_shape(client: Client, control: ControlClient) -> None:
     control.fault(provider="turnqey", path="/v1/api/token", kind="status", status=503, count=1)

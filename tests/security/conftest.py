@@ -26,13 +26,13 @@ from django.utils import timezone
 from connections import models as m
 from connections.providers.base import (
     AccountData,
-    AuthorizationDenied,
     AuthorizationStart,
     ConnectionState,
     Grant,
     IssuedCredential,
     ProviderClient,
 )
+from connections.providers.errors import AuthorizationDenied
 from tests.factories import (
     ClientFactory,
     ConnectionFactory,

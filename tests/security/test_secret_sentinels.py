@@ -48,7 +48,7 @@ from django.urls import reverse
 
 from connections import lifecycle, tasks
 from connections import models as m
-from connections.providers.base import ProviderError
+from connections.providers.errors import ProviderError
 from tests.factories import MembershipFactory, UserFactory, registered_model_admins
 from tests.faults.support import COINIFY_PARTNER, SandboxControl, portal_on_sandbox
 

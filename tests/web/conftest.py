@@ -24,15 +24,13 @@ from django.utils import timezone
 from connections import models as m
 from connections.providers.base import (
     AccountData,
-    AuthorizationDenied,
     AuthorizationStart,
     ConnectionState,
-    FailureReason,
     Grant,
     IssuedCredential,
     ProviderClient,
-    ProviderError,
 )
+from connections.providers.errors import AuthorizationDenied, FailureReason, ProviderError
 from tests.factories import (
     ClientFactory,
     ConnectionFactory,
@@ -261,6 +259,6 @@ def live_provider_http() -> Iterator[None]:
     server stops, which prints a stray thread exception at the end of the run.
     """
     yield
-    from connections.providers import base
+    from connections.providers.http import shared_session
 
-    base.shared_session().close()
+    shared_session().close()

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections import models as m
-from connections.providers.base import ProviderError
+from connections.providers.errors import ProviderError
 
 from .conftest import FakeProvider, World, sha256
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections import models as m
-from connections.providers.base import FailureReason, ProviderError
+from connections.providers.errors import FailureReason, ProviderError
 from tests.factories import AccountFactory, ClientFactory, ConnectionFactory, CredentialFactory
 
 from .conftest import FakeProvider, World

@@ -1,0 +1,352 @@
+"""The shared request helper: one pooled session, retries, timeouts, no redirects, status mapping.
+
+Every request a provider client makes goes through :class:`ProviderHttp`
+(``client.http``): one pooled ``requests.Session`` per process with urllib3
+retries for idempotent methods only (GET, PUT, DELETE, HEAD on 502/503/504,
+honouring a short ``Retry-After``), connect and read timeouts from settings,
+no redirects followed, and status mapping: connection errors, timeouts, 3xx,
+429 and 5xx become ``transient`` :class:`ProviderError` s; every other reply
+comes back as an :class:`HttpReply` for the provider module to interpret.
+
+Secrets never appear in a message or a log line written here.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import logging
+import math
+import os
+import threading
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .errors import ProviderError
+from .replies import JsonObject, json_type, parse_retry_after
+
+logger = logging.getLogger("connections.providers")
+
+
+# Only these are retried automatically: repeating them cannot do anything twice.
+IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE", "HEAD"})
+# Gateway and availability errors are worth one or two quick retries.
+RETRY_STATUSES = frozenset({502, 503, 504})
+# A Retry-After longer than this is not waited out inside a request (a worker
+# thread would sit idle): the reply goes back as a transient error carrying
+# the hint, and the lifecycle schedules the retry.
+RETRY_AFTER_CAP_SECONDS = 3.0
+# Enough connections for a threaded worker talking to one provider host.
+POOL_SIZE = 32
+DEFAULT_CONNECT_TIMEOUT = 3.05
+DEFAULT_READ_TIMEOUT = 10.0
+USER_AGENT = "adviser-connections-portal/1.0"
+
+
+class ProviderRetry(Retry):
+    """urllib3 retries with two changes: a capped ``Retry-After`` and tolerant header parsing."""
+
+    # Only 503 is retried on the strength of a Retry-After; a 429 goes back to
+    # the caller so the rate limiter sees it.
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
+    retry_after_cap: float = RETRY_AFTER_CAP_SECONDS
+
+    def new(self, **kw: Any) -> ProviderRetry:
+        retry = super().new(**kw)
+        retry.retry_after_cap = self.retry_after_cap
+        return retry
+
+    def get_retry_after(self, response: Any) -> float | None:
+        try:
+            return super().get_retry_after(response)
+        except urllib3.exceptions.InvalidHeader:
+            return None  # a garbage header means "no hint", not a crash
+
+    def increment(  # type: ignore[override]
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> ProviderRetry:
+        if response is not None and error is None and self.respect_retry_after_header:
+            wait = self.get_retry_after(response)
+            if wait is not None and wait > self.retry_after_cap:
+                # Give up now: with raise_on_status off, the caller gets this reply.
+                raise urllib3.exceptions.MaxRetryError(
+                    _pool, url or "", urllib3.exceptions.ResponseError("Retry-After beyond the cap")
+                )
+        return super().increment(method, url, response, error, _pool, _stacktrace)  # type: ignore[return-value]
+
+
+def make_retry(
+    *,
+    status_retries: int = 2,
+    backoff_factor: float = 0.25,
+    backoff_max: float = 2.0,
+    retry_after_cap: float = RETRY_AFTER_CAP_SECONDS,
+) -> ProviderRetry:
+    """The retry policy every provider shares."""
+    retry = ProviderRetry(
+        total=status_retries + 1,
+        # A failed connect never reached the provider, so one retry is safe for
+        # any method. A read error may have, so it is never retried here.
+        connect=1,
+        read=False,
+        other=0,
+        redirect=False,
+        status=status_retries,
+        allowed_methods=IDEMPOTENT_METHODS,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
+    retry.retry_after_cap = retry_after_cap
+    return retry
+
+
+def make_session(*, retry: Retry | None = None, pool_size: int = POOL_SIZE) -> requests.Session:
+    """A session for provider calls: pooled, retrying idempotent calls, keeping no cookies."""
+    session = requests.Session()
+    # The session is shared by every connection of every client: a cookie one
+    # provider set for one user must never ride along with another user's call.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+    adapter = HTTPAdapter(
+        max_retries=retry if retry is not None else make_retry(),
+        pool_connections=pool_size,
+        pool_maxsize=pool_size,
+    )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    _environment_apply(session)
+    return session
+
+
+def _environment_apply(session: requests.Session) -> None:
+    """Read the environment's network settings once instead of on every call.
+
+    By default requests looks at the proxy variables, ``~/.netrc`` and the CA
+    bundle variables on every request: file system calls on the hot path, and
+    a ``.netrc`` entry would even attach a stored password to a provider call.
+    Without a proxy configured, the session stops trusting the environment and
+    keeps only a CA bundle named there. With a proxy, it keeps the default so
+    ``NO_PROXY`` still applies per host.
+    """
+    proxies = {scheme: url for scheme, url in urllib.request.getproxies().items() if scheme != "no"}
+    if proxies:
+        return
+    session.trust_env = False
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+
+
+_shared_session: requests.Session | None = None
+_shared_session_pid: int | None = None
+_shared_session_lock = threading.Lock()
+
+
+def shared_session() -> requests.Session:
+    """The process-wide pooled session, created on first use (and again after a fork).
+
+    A forked worker must not share sockets with its parent, hence the pid check.
+    """
+    global _shared_session, _shared_session_pid
+    pid = os.getpid()
+    with _shared_session_lock:
+        if _shared_session is None or _shared_session_pid != pid:
+            _shared_session = make_session()
+            _shared_session_pid = pid
+        return _shared_session
+
+
+def _setting(name: str, default: float) -> float:
+    """A timeout from Django settings, read at call time so tests and overrides apply."""
+    try:
+        from django.conf import settings
+
+        value = getattr(settings, name, default)
+    except Exception:  # settings not configured (a script outside Django)
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if number > 0 and math.isfinite(number) else default
+
+
+def _failed_before_sending(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the request certainly never reached the provider (refused, DNS, connect timeout)."""
+    cause: object = exc.args[0] if exc.args else None
+    if isinstance(cause, urllib3.exceptions.MaxRetryError):
+        cause = cause.reason
+    return isinstance(cause, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """A reply that got past status mapping: a 2xx, or a 4xx for the provider module to interpret."""
+
+    provider: str
+    endpoint: str
+    status: int
+    headers: Mapping[str, str] = field(repr=False)
+    content: bytes = field(repr=False)
+
+    @property
+    def where(self) -> str:
+        """How messages name this call: ``"Turnqey (accounts by collection)"``."""
+        return f"{self.provider} ({self.endpoint})"
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        """The parsed body; a ``transient`` error for anything that is not JSON."""
+        if not self.content.strip():
+            raise ProviderError.transient(
+                f"{self.where}: the reply (HTTP {self.status}) had an empty body.", status_code=self.status
+            )
+        try:
+            return json.loads(self.content.decode("utf-8"), parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            looks_html = self.content.lstrip()[:1] == b"<" or "html" in self.headers.get("Content-Type", "").lower()
+            what = "an HTML page" if looks_html else "malformed or truncated JSON"
+            raise ProviderError.transient(
+                f"{self.where}: the reply (HTTP {self.status}) was {what} instead of JSON.", status_code=self.status
+            ) from None
+
+    def json_object(self) -> JsonObject:
+        """The body as a :class:`JsonObject`; a ``transient`` error unless it is a JSON object."""
+        data = self.json()
+        if not isinstance(data, dict):
+            raise ProviderError.transient(
+                f"{self.where}: the reply (HTTP {self.status}) was a JSON {json_type(data)}, not an object.",
+                status_code=self.status,
+            )
+        return JsonObject(data, where=self.where)
+
+    def unexpected(self, detail: str = "") -> ProviderError:
+        """The error for a status the provider module does not expect (to ``raise``)."""
+        suffix = f": {detail}" if detail else ""
+        return ProviderError.transient(
+            f"{self.where}: unexpected reply HTTP {self.status}{suffix}.", status_code=self.status
+        )
+
+
+class ProviderHttp:
+    """The shared request helper: timeouts, retries, no redirects, status mapping.
+
+    ``request`` raises a ``transient`` :class:`ProviderError` for connection
+    errors and timeouts (``outcome_unknown`` when the request may have been
+    received), any 3xx (redirects are never followed), 429 and 5xx (with
+    ``retry_after`` from ``Retry-After``). Everything else comes back as an
+    :class:`HttpReply` for the provider module to interpret.
+
+    Timeouts come from ``settings.PROVIDER_CONNECT_TIMEOUT`` and
+    ``PROVIDER_READ_TIMEOUT`` at call time unless given here.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        session: requests.Session | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> None:
+        self.provider = provider
+        self._session = session
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+
+    def __repr__(self) -> str:
+        return f"ProviderHttp(provider={self.provider!r})"
+
+    @property
+    def session(self) -> requests.Session:
+        return self._session if self._session is not None else shared_session()
+
+    def timeouts(self) -> tuple[float, float]:
+        connect = self.connect_timeout or _setting("PROVIDER_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
+        read = self.read_timeout or _setting("PROVIDER_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)
+        return connect, read
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> HttpReply:
+        """Send one request. ``endpoint`` is a short, secret-free label used in messages and logs."""
+        where = f"{self.provider} ({endpoint})"
+        connect_timeout, read_timeout = self.timeouts()
+        try:
+            response = self.session.request(
+                method,
+                url,
+                headers=dict(headers or {}),
+                json=json,
+                params=params,
+                timeout=(connect_timeout, read_timeout),
+                allow_redirects=False,
+            )
+        except requests.exceptions.ConnectTimeout:
+            raise ProviderError.transient(
+                f"{where}: could not connect within {connect_timeout:g} s.", outcome_unknown=False
+            ) from None
+        except requests.exceptions.ReadTimeout:
+            raise ProviderError.transient(
+                f"{where}: no reply within {read_timeout:g} s; the request may have been received.",
+                outcome_unknown=True,
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            before = _failed_before_sending(exc)
+            detail = "could not be reached" if before else "the connection failed before a reply arrived"
+            raise ProviderError.transient(f"{where}: {detail}.", outcome_unknown=not before) from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise ProviderError.transient(
+                f"{where}: the request failed ({type(exc).__name__}).", outcome_unknown=True
+            ) from None
+
+        status = response.status_code
+        logger.debug("%s %s -> HTTP %s", where, method, status)
+        if 300 <= status < 400:
+            raise ProviderError.transient(
+                f"{where}: answered with a redirect (HTTP {status}), which is not followed.", status_code=status
+            )
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            hint = f"; retry after {retry_after:g} s" if retry_after is not None else ""
+            what = "rate limited the portal" if status == 429 else "had a server error"
+            raise ProviderError.transient(
+                f"{where}: {what} (HTTP {status}){hint}.", status_code=status, retry_after=retry_after
+            )
+        return HttpReply(
+            provider=self.provider,
+            endpoint=endpoint,
+            status=status,
+            headers=response.headers,
+            content=response.content or b"",
+        )
