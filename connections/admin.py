@@ -34,7 +34,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from . import models as m
-from . import services
+from . import services, wording
 
 admin.site.site_header = "Connections portal administration"
 admin.site.site_title = "Connections portal admin"
@@ -473,7 +473,12 @@ class ConnectionAdmin(admin.ModelAdmin):
         ),
     )
     # Status belongs to the lifecycle: every field shown is read-only but the label.
-    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"] if name != "label")
+    readonly_fields = tuple(
+        str(name)
+        for _, options in fieldsets
+        for name in options["fields"]
+        if name != "label"
+    )
     inlines = (ConnectionCredentialInline, AccountInline, ConnectionEventInline)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -633,9 +638,7 @@ class ConnectionEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="by")
     def who(self, obj: m.ConnectionEvent) -> str:
-        if obj.actor_id:
-            return obj.actor.get_username()
-        return obj.actor_label or "—"
+        return wording.actor_words(actor=obj.actor, actor_label=obj.actor_label)
 
 
 @admin.register(m.PeriodicJobRun)
@@ -656,7 +659,7 @@ User = get_user_model()
 
 class PortalUserAdmin(UserAdmin):
     inlines = (*UserAdmin.inlines, UserMembershipInline)
-    list_display = (*UserAdmin.list_display, "firm_role")
+    list_display = (*UserAdmin.list_display, "firm_role")  # type: ignore[misc]
     list_select_related = ("membership", "membership__firm")
 
     @admin.display(description="firm and role")

@@ -39,7 +39,7 @@ class EncryptedTextField(models.TextField):
             return value
         return self.get_prep_value(value)
 
-    def get_lookup(self, lookup_name: str):  # type: ignore[no-untyped-def]
+    def get_lookup(self, lookup_name: str) -> Any:
         # Only NULL checks make sense on randomised ciphertext; anything else
         # would silently match nothing.
         if lookup_name != "isnull":

@@ -53,9 +53,15 @@ class SourceForm(forms.Form):
     def __init__(self, *args: Any, household: Household, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.household = household
-        self.fields["client"].queryset = household.clients.all()
+        client_field = self.fields["client"]
+        app_field = self.fields["provider_app"]
+        platform_field = self.fields["platform"]
+        assert isinstance(client_field, forms.ModelChoiceField)
+        assert isinstance(app_field, forms.ModelChoiceField)
+        assert isinstance(platform_field, forms.ChoiceField)
+        client_field.queryset = household.clients.all()
         apps = list(provider_app_options())
-        self.fields["provider_app"].queryset = provider_app_options()
+        app_field.queryset = provider_app_options()
         # Grouped by provider, so the list itself says which platform goes with which provider.
         groups: dict[str, list[tuple[str, str]]] = {}
         for app in apps:
@@ -64,10 +70,10 @@ class SourceForm(forms.Form):
                 choice = (platform, wording.platform_name(platform))
                 if choice not in groups[app.get_provider_display()]:
                     groups[app.get_provider_display()].append(choice)
-        self.fields["platform"].choices = [(name, choices) for name, choices in groups.items() if choices]
+        platform_field.choices = [(name, choices) for name, choices in groups.items() if choices]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         app: ProviderApp | None = data.get("provider_app")
         platform: str | None = data.get("platform")
         if app is not None and provider_client_class(app) is None:
@@ -118,7 +124,7 @@ class CredentialsForm(forms.Form):
             self.fields[spec.name] = field
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if not self.errors and not any(v for v in data.values()):
             raise forms.ValidationError("Fill in the credentials.")
         return data

@@ -53,9 +53,9 @@ def broker_check() -> str:
         with app.connection_for_write(connect_timeout=BROKER_CONNECT_TIMEOUT) as conn:
             # One retry after a short pause rides over a blip without letting
             # a dead broker hold the request for long.
-            conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0, interval_max=0.2)
+            conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0, interval_max=0.2)  # type: ignore[arg-type]
             if conn.transport.driver_type == "filesystem":
-                options = conn.transport_options
+                options = conn.transport_options or {}
                 for key in ("data_folder_in", "data_folder_out"):
                     folder = options.get(key)
                     if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):

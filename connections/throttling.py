@@ -190,9 +190,10 @@ def breaker_release(*, app: ProviderApp, permit: Permit | None) -> None:
     """A probe permit that was never used (the check deferred itself): let another worker claim it now."""
     if permit is None or not permit.probe:
         return
+    claimed_at = permit.claimed_at or timezone.now()
     ProviderApp.objects.filter(
         pk=app.pk, breaker_state=ProviderApp.BreakerState.HALF_OPEN, breaker_opened_at=permit.claimed_at
-    ).update(breaker_state=ProviderApp.BreakerState.OPEN, breaker_opened_at=permit.claimed_at - _cooldown())
+    ).update(breaker_state=ProviderApp.BreakerState.OPEN, breaker_opened_at=claimed_at - _cooldown())
 
 
 # --- Rate limit -------------------------------------------------------------------

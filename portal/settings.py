@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import environ
@@ -42,7 +43,7 @@ def _require_production_settings() -> None:
         )
 
 
-def _development_secret(filename: str, make: callable) -> str:
+def _development_secret(filename: str, make: Callable[[], str]) -> str:
     """Read a development-only secret from var/, generating it on first run.
 
     These files live in the git-ignored var/ folder, so no secret is ever in the

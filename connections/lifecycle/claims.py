@@ -158,7 +158,7 @@ def connection_release(*, connection_id: int, owner: str, values: Mapping[str, A
     sql = _sql_cache.get(key)
     if sql is None:
         meta = Connection._meta
-        assignments = ", ".join(f"{_qn(meta.get_field(name).column)} = %s" for name in names)  # type: ignore[union-attr]
+        assignments = ", ".join(f"{_qn(meta.get_field(name).column)} = %s" for name in names)  # type: ignore[union-attr, arg-type]
         sql = f"UPDATE {_qn(meta.db_table)} SET {assignments} WHERE id = %s AND lease_owner = %s"  # noqa: S608
         _sql_cache[key] = sql
     params = [_db_value(Connection, name, values[name]) for name in names]

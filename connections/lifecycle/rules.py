@@ -65,7 +65,6 @@ TRANSIENT, AUTHORIZATION_ABANDONED = "transient", "authorization_abandoned"
 PERMANENT_REASONS = frozenset({EXPIRED, REVOKED, CREDENTIALS_INVALID, CREDENTIALS_UNREADABLE})
 
 
-
 class Random(Protocol):
     """A source of randomness for jitter (the ``random`` module itself, or a seeded ``random.Random``)."""
 
@@ -112,8 +111,13 @@ class Tunables:
         for item in fields(cls):
             name = f"LIFECYCLE_{item.name.upper()}"
             if hasattr(settings, name):
-                values[item.name] = type(item.default)(getattr(settings, name))
+                values[item.name] = _SETTING_TYPES[item.name](getattr(settings, name))
         return cls(**values)
+
+
+_SETTING_TYPES: dict[str, type] = {
+    item.name: int if item.name == "degraded_after" else float for item in fields(Tunables)
+}
 
 
 # --- What the rules decide on ---------------------------------------------------------------
@@ -270,14 +274,11 @@ class GrantRefused(Exception):
 # --- The table ---------------------------------------------------------------------------------
 
 
-def decide(
-    state: State, happened: Happened, *, now: datetime, tunables: Tunables, rng: Random = random
-) -> Transition:
+def decide(state: State, happened: Happened, *, now: datetime, tunables: Tunables, rng: Random = random) -> Transition:
     """The transition for ``happened`` to a connection in ``state`` at ``now`` (see the table above)."""
     status, scheduled = state.status, state.status in SCHEDULED
     if isinstance(happened, CHECK_OUTCOMES) and status not in CHECKABLE:
         return _no_change(state)  # pending and disconnected connections are never checked
-    unchanged = {"status": status, "reason": state.reason, "degraded_since": state.degraded_since}
 
     if isinstance(happened, Succeeded | Granted):
         if isinstance(happened, Granted) and status == DISCONNECTED:
@@ -292,11 +293,11 @@ def decide(
         events: list[EventSpec] = []
         if isinstance(happened, Granted):
             kind = RECONNECTED if happened.reconnect else CONNECTED
-            facts = {"deadline": happened.deadline, "deadline_rolls": happened.deadline_rolls}
-            events.append(EventSpec(kind, status, ACTIVE, facts=facts))
+            connected: dict[str, Any] = {"deadline": happened.deadline, "deadline_rolls": happened.deadline_rolls}
+            events.append(EventSpec(kind, status, ACTIVE, facts=connected))
         if status in RECOVERING:
             granted = happened if isinstance(happened, Granted) else None
-            facts = {
+            facts: dict[str, Any] = {
                 "by_reconnect": granted is not None,
                 "by_client": granted is not None and granted.by_client,
                 "previous_reason": state.reason,
@@ -308,16 +309,15 @@ def decide(
 
     if isinstance(happened, FailedTransiently):
         failures = state.consecutive_failures + 1
-        next_check = None
+        retry_at: datetime | None = None
         after, reason, since = status, state.reason, state.degraded_since
         if scheduled:
-            next_check = now + timedelta(seconds=backoff_delay(failures, happened.retry_after, tunables, rng))
+            retry_at = now + timedelta(seconds=backoff_delay(failures, happened.retry_after, tunables, rng))
             if failures >= tunables.degraded_after:
                 after, reason, since = DEGRADED, TRANSIENT, state.degraded_since or now
-        facts = {"error": happened.error, "next_check_at": next_check, "failures": failures}
-        facts["retry_after"] = happened.retry_after
-        event = EventSpec(CHECK_FAILED, status, after, TRANSIENT, facts)
-        return Transition(after, reason, failures, since, next_check, (event,), error=happened.error)
+        failed = {"error": happened.error, "next_check_at": retry_at, "failures": failures}
+        event = EventSpec(CHECK_FAILED, status, after, TRANSIENT, {**failed, "retry_after": happened.retry_after})
+        return Transition(after, reason, failures, since, retry_at, (event,), error=happened.error)
 
     if isinstance(happened, FailedPermanently):
         if happened.reason not in PERMANENT_REASONS:
@@ -327,29 +327,16 @@ def decide(
 
     if isinstance(happened, AppRejected):
         retry = tunables.app_rejected_retry_seconds * rng.uniform(1.0, 1.5)
-        next_check = now + timedelta(seconds=retry) if scheduled else None
-        facts = {"app_rejected": True, "error": happened.error, "next_check_at": next_check}
-        event = EventSpec(CHECK_FAILED, status, status, "", facts)
-        return Transition(
-            **unchanged,
-            consecutive_failures=state.consecutive_failures,
-            next_check_at=next_check,
-            events=(event,),
-            error=happened.error,
-        )
+        later = now + timedelta(seconds=retry) if scheduled else None
+        rejected = {"app_rejected": True, "error": happened.error, "next_check_at": later}
+        return _kept(state, later, (EventSpec(CHECK_FAILED, status, status, "", rejected),), error=happened.error)
 
     if isinstance(happened, Deferred | Interrupted):
         if isinstance(happened, Deferred):
-            until, events = happened.until, ()
-        else:
-            until = now + timedelta(seconds=tunables.error_delay_seconds)
-            events = (EventSpec(CHECK_FAILED, status, status, "", {"interrupted": True, "next_check_at": until}),)
-        return Transition(
-            **unchanged,
-            consecutive_failures=state.consecutive_failures,
-            next_check_at=until if scheduled else None,
-            events=events,
-        )
+            return _kept(state, happened.until if scheduled else None, ())
+        until = now + timedelta(seconds=tunables.error_delay_seconds)
+        interrupted = EventSpec(CHECK_FAILED, status, status, "", {"interrupted": True, "next_check_at": until})
+        return _kept(state, until if scheduled else None, (interrupted,))
 
     if isinstance(happened, Disconnected):
         event = EventSpec(DISCONNECT, status, DISCONNECTED, "", {"revoke_error": happened.revoke_error})
@@ -376,8 +363,17 @@ def decide(
     raise TypeError(f"unknown happening {happened!r}")
 
 
+def _kept(
+    state: State, next_check: datetime | None, events: tuple[EventSpec, ...], error: str | None = None
+) -> Transition:
+    """Status, reason and counts as they are; only the schedule (and maybe the last error) moves."""
+    return Transition(
+        state.status, state.reason, state.consecutive_failures, state.degraded_since, next_check, events, error=error
+    )
+
+
 def _no_change(state: State) -> Transition:
-    return Transition(state.status, state.reason, state.consecutive_failures, state.degraded_since, None)
+    return _kept(state, None, ())
 
 
 def started() -> Transition:
@@ -388,9 +384,7 @@ def started() -> Transition:
 # --- Timing rules ---------------------------------------------------------------------------------
 
 
-def backoff_delay(
-    failures: int, retry_after: float | None, tunables: Tunables, rng: Random = random
-) -> float:
+def backoff_delay(failures: int, retry_after: float | None, tunables: Tunables, rng: Random = random) -> float:
     """Seconds until the next attempt after ``failures`` transient failures in a row.
 
     Full jitter, uniform(0, min(cap, base * 2**(failures-1))), so an outage does

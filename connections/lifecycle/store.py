@@ -38,7 +38,9 @@ def credentials_upsert(
     """
     if (connection_id is None) == (provider_app_id is None):
         raise ValueError("a credential belongs to a connection or a provider app, exactly one")
-    owner = {"connection_id": connection_id} if connection_id is not None else {"provider_app_id": provider_app_id}
+    owner: dict[str, int | None] = (
+        {"connection_id": connection_id} if connection_id is not None else {"provider_app_id": provider_app_id}
+    )
     latest = {credential.kind: credential for credential in issued}
     for kind, credential in latest.items():
         values = {"value": credential.value, "issued_at": credential.issued_at, "expires_at": credential.expires_at}

@@ -246,16 +246,16 @@ class CoinifyClient(ProviderClient):
         if offline is not None:
             access, refresh = self._grant({"grant_type": GRANT_OFFLINE_TOKEN, "offline_token": offline.value})
             return [access, refresh]
-        refresh = self.credential(connection, "refresh")
-        if refresh is None:
+        chain = self.credential(connection, "refresh")
+        if chain is None:
             raise ProviderError.reauth(
                 FailureReason.EXPIRED, "Coinify: there is no sign-in left to renew. Ask the client to reconnect."
             )
-        if self.is_lapsed(refresh):
+        if self.is_lapsed(chain):
             raise ProviderError.reauth(
                 FailureReason.EXPIRED, "Coinify: the sign-in expired (24 hours). Ask the client to reconnect."
             )
-        access, new_refresh = self._grant({"grant_type": GRANT_REFRESH_TOKEN, "refresh_token": refresh.value})
+        access, new_refresh = self._grant({"grant_type": GRANT_REFRESH_TOKEN, "refresh_token": chain.value})
         return [access, new_refresh]
 
     def probe(self, *, connection: ConnectionState) -> Sequence[AccountData]:

@@ -69,7 +69,7 @@ class ProviderRetry(Retry):
         except urllib3.exceptions.InvalidHeader:
             return None  # a garbage header means "no hint", not a crash
 
-    def increment(  # type: ignore[override]
+    def increment(
         self,
         method: str | None = None,
         url: str | None = None,
@@ -85,7 +85,7 @@ class ProviderRetry(Retry):
                 raise urllib3.exceptions.MaxRetryError(
                     _pool, url or "", urllib3.exceptions.ResponseError("Retry-After beyond the cap")
                 )
-        return super().increment(method, url, response, error, _pool, _stacktrace)  # type: ignore[return-value]
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 def make_retry(

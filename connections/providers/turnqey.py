@@ -104,7 +104,8 @@ def envelope_error_detail(body: JsonObject) -> str:
                 # The messages already name their field ("The ClientId field is
                 # required."); a bare field name stands in when there is none.
                 parts.extend(words or [f"{name} is invalid."])
-        title = message.get("title") if isinstance(message.get("title"), str) else ""
+        title = message.get("title")
+        title = title if isinstance(title, str) else ""
         text = " ".join([title, *parts]).strip()
         return clean_provider_text(text, limit=300) or "no details given"
     return "no details given"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import partial
 
 from django.db import transaction
 
@@ -65,9 +66,7 @@ def connections_check_enqueue(
     )
     for connection_id in ids:
         transaction.on_commit(
-            lambda connection_id=connection_id: check_connection.delay(
-                connection_id, force=True, actor_id=actor_id, actor_label=actor_label
-            )
+            partial(check_connection.delay, connection_id, force=True, actor_id=actor_id, actor_label=actor_label)
         )
     return len(ids)
 

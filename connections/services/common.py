@@ -6,13 +6,15 @@ import datetime as dt
 import hashlib
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
 
 from .. import lifecycle, wording
 from ..models import AuthorizationRequest, Client, Connection, Household, ProviderApp, Status
 from ..providers.errors import ErrorKind, FailureReason, ProviderError
 
-User = AbstractBaseUser | AnonymousUser
+# Whoever makes a request: a signed-in portal user, or nobody (a client through their link).
+User = AuthUser | AnonymousUser
 
 AUTHORIZATION_REQUEST_TTL = dt.timedelta(minutes=15)
 CLIENT_LINK_SALT = "connections.client-link"
@@ -32,8 +34,8 @@ def source_words(*, provider_app: ProviderApp, platform: str) -> str:
     return wording.source_name(provider=provider_app.provider, platform=platform)
 
 
-def actor_user(user: User | None) -> AbstractBaseUser | None:
-    return user if user is not None and user.is_authenticated else None  # type: ignore[return-value]
+def actor_user(user: User | None) -> AuthUser | None:
+    return user if isinstance(user, AuthUser) and user.is_authenticated else None
 
 
 # --- Pending connections ------------------------------------------------------------

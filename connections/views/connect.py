@@ -212,12 +212,12 @@ def connect_callback(request: HttpRequest, provider: str) -> HttpResponseBase:
             provider=provider, query=query, query_string=request.META.get("QUERY_STRING", "")
         )
     except CallbackParametersInvalid as exc:
-        context = {
+        refusal = {
             "outcome": "bad_request",
             "title": "This reply cannot be used",
             "message": f"{exc} Start the connection again from the portal.",
         }
-        return private(render(request, "connections/connect_result.html", context, status=400))
+        return private(render(request, "connections/connect_result.html", refusal, status=400))
     result = services.authorization_complete(
         provider=provider,
         params=params,
@@ -233,21 +233,22 @@ def connect_callback(request: HttpRequest, provider: str) -> HttpResponseBase:
     link = result.client_link
     if result.outcome == services.CallbackOutcome.APPROVED:
         if link is not None:
-            context = {"link": link, "firm": link.household.firm, "message": result.message}
-            return private(render(request, "connections/link/done.html", context))
+            done = {"link": link, "firm": link.household.firm, "message": result.message}
+            return private(render(request, "connections/link/done.html", done))
+        assert request_row is not None  # an approval always names its request
         messages.success(request, result.message)
-        return private(redirect(household_url(request_row.household_id)))  # type: ignore[union-attr]
+        return private(redirect(household_url(request_row.household_id)))
     show_household = (
         link is None
         and request_row is not None
         and request.user.is_authenticated
         and result.outcome not in {services.CallbackOutcome.WRONG_SESSION, services.CallbackOutcome.UNKNOWN}
     )
-    context = {
+    context: dict[str, Any] = {
         "outcome": result.outcome.value,
         "title": CALLBACK_TITLES[result.outcome],
         "message": result.message,
-        "household": request_row.household if show_household else None,
+        "household": request_row.household if show_household and request_row is not None else None,
         "connection": result.connection if show_household else None,
         "client_link": link if result.outcome not in {services.CallbackOutcome.WRONG_SESSION} else None,
     }

@@ -42,7 +42,7 @@ def connection_link_send(request: HttpRequest, pk: int) -> HttpResponseBase:
     if connection.status == Status.DISCONNECTED:
         messages.info(request, "This connection was disconnected; send a link for a new connection instead.")
         return redirect(household_url(household))
-    context = {"connection": connection, "household": household, "client": connection.client}
+    context: dict[str, Any] = {"connection": connection, "household": household, "client": connection.client}
     if request.method == "POST":
         try:
             created = services.client_link_create(
@@ -112,12 +112,12 @@ def client_link(request: HttpRequest, token: str) -> HttpResponseBase:
     try:
         link = services.client_link_resolve(token=token)
     except services.ClientLinkError as exc:
-        context = {
+        refusal = {
             "message": exc.message,
             "gone": exc.gone,
             "firm": exc.link.household.firm if exc.link is not None else None,
         }
-        return private(render(request, "connections/link/invalid.html", context, status=410 if exc.gone else 400))
+        return private(render(request, "connections/link/invalid.html", refusal, status=410 if exc.gone else 400))
     if request.method == "GET":
         services.client_link_open(link=link)
     app = link.provider_app

@@ -34,7 +34,7 @@ class JsonObjectCommand(BaseCommand):
         raw = sys.stdin.read() if options["fields"] == "-" else options["fields"]
         try:
             data = json.loads(raw)
-        except ValueError as error:
+        except json.JSONDecodeError as error:
             raise CommandError(f"Not valid JSON: {error.msg}.") from None
         if not isinstance(data, dict):
             raise CommandError("Give a JSON object.")

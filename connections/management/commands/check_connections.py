@@ -10,6 +10,7 @@ summary table of outcomes on stdout.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -82,6 +83,7 @@ class Command(BaseCommand):
         # OutputWrapper, which would append a newline to every redraw.
         stream = self.stderr._out  # noqa: SLF001 - the stream Django's OutputWrapper wraps
         with tqdm(total=len(ids), desc="Checking", unit="conn", file=stream, leave=True) as bar:
+            results: Iterator[CheckResult]
             if workers == 1:
                 results = map(run, ids)
             else:

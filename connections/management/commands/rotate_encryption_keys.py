@@ -141,7 +141,7 @@ class Command(BaseCommand):
             bar.close()
 
     @staticmethod
-    def _rotate_value(manager: models.Manager, name: str, label: str, pk: Any, token: str, tally: Tally) -> None:
+    def _rotate_value(manager: models.QuerySet, name: str, label: str, pk: Any, token: str, tally: Tally) -> None:
         if crypto.is_current(token):
             tally.current += 1
             return
