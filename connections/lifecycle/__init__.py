@@ -29,6 +29,7 @@ from .claims import SWEEP_OWNER_PREFIX, connections_claim_due, due_queryset
 from .clients import app_config, client_for_app, clients_forget, connection_state
 from .config import tunables
 from .grants import (
+    ConnectedMeanwhile,
     GrantRefused,
     ReconnectMismatch,
     connection_disconnect,
@@ -42,6 +43,7 @@ from .store import accounts_digest, event_record
 __all__ = [
     "SWEEP_OWNER_PREFIX",
     "CheckResult",
+    "ConnectedMeanwhile",
     "GrantRefused",
     "LeaseLost",
     "Outcome",

@@ -52,6 +52,15 @@ class ReconnectMismatch(Exception):
 GrantRefused = rules.GrantRefused
 
 
+class ConnectedMeanwhile(Exception):
+    """A connect finished on a row another authorization already connected to a different account.
+
+    Two tabs connecting the same client and platform share one pending row;
+    the second must not swap its account onto the first. The caller gives the
+    second account a connection of its own.
+    """
+
+
 def _state(connection: Connection) -> rules.State:
     return rules.State(
         status=connection.status,
@@ -117,6 +126,8 @@ def grant_apply(
         if locked.status == rules.DISCONNECTED:
             raise GrantRefused(f"connection {locked.pk} was disconnected")
         stored_id = locked.external_account_id
+        if not reconnect and stored_id and str(grant.external_account_id) != stored_id:
+            raise ConnectedMeanwhile(f"connection {locked.pk} holds another account")
         if reconnect and stored_id and str(grant.external_account_id) != stored_id:
             refused = locked
         else:

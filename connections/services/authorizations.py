@@ -20,16 +20,18 @@ from ..models import (
     Connection,
     Household,
     ProviderApp,
+    Status,
 )
 from ..providers.errors import AuthorizationDenied, ProviderError
-from .client_links import client_link_complete
+from .client_links import ClientLinkError, client_link_claim, client_link_complete, client_link_release
 from .common import (
     AUTHORIZATION_REQUEST_TTL,
-    CLIENT_LINK_ACTOR,
     User,
     actor_user,
     connection_pending_get_or_create,
+    grant_land,
     household_grouping_for,
+    may_still_act,
     provider_error_words,
     purpose_for,
     sha256_hex,
@@ -123,6 +125,9 @@ class CallbackOutcome(enum.StrEnum):
     WRONG_SESSION = "wrong_session"
     MISMATCH = "mismatch"
     DUPLICATE = "duplicate"
+    REMOVED = "removed"  # the connection was disconnected while the authorization was in flight
+    NO_ACCESS = "no_access"  # whoever started it may no longer act on the household
+    LINK_GONE = "link_gone"  # the client link was used, withdrawn or expired meanwhile
 
 
 # The HTTP status each outcome is rendered with: an outcome the user chose or
@@ -138,6 +143,9 @@ CALLBACK_HTTP_STATUS: dict[CallbackOutcome, int] = {
     CallbackOutcome.WRONG_SESSION: 403,
     CallbackOutcome.MISMATCH: 409,
     CallbackOutcome.DUPLICATE: 409,
+    CallbackOutcome.REMOVED: 410,
+    CallbackOutcome.NO_ACCESS: 403,
+    CallbackOutcome.LINK_GONE: 410,
 }
 
 
@@ -251,6 +259,53 @@ def authorization_complete(
 def _authorization_finish(
     *, request: AuthorizationRequest, params: Mapping[str, str], user: User | None, now: dt.datetime
 ) -> AuthorizationResult:
+    """Everything a completion re-checks now, not only when the flow started, then the provider, then the grant.
+
+    The starter must still be allowed on the household; the connection must
+    not have been disconnected meanwhile (disconnected is final); a client
+    link is claimed atomically (one completion per link) and given back if
+    the completion fails. Only then is the provider asked.
+    """
+    source = source_words(provider_app=request.provider_app, platform=request.platform)
+    connection = request.connection
+    assert connection is not None  # authorization_start always binds one
+
+    def refused(outcome: CallbackOutcome, message: str) -> AuthorizationResult:
+        _request_outcome_save(request=request, outcome=AuthorizationRequest.Outcome.ERROR, message=message)
+        return AuthorizationResult(outcome, message, request, connection)
+
+    if not may_still_act(user_id=request.started_by_id, household=request.household):
+        return refused(
+            CallbackOutcome.NO_ACCESS,
+            f"{source}: you no longer have access to {request.household.name}, so nothing was connected.",
+        )
+    if connection.status == Status.DISCONNECTED:
+        return refused(CallbackOutcome.REMOVED, _removed_words(source))
+    claim = None
+    if request.client_link is not None:
+        try:
+            claim = client_link_claim(link=request.client_link, now=now)
+        except ClientLinkError as exc:
+            return refused(CallbackOutcome.LINK_GONE, f"{exc.message} Nothing was connected.")
+    result = _grant_from_provider(request=request, connection=connection, params=params, user=user)
+    if claim is not None:
+        if result.outcome == CallbackOutcome.APPROVED and result.connection is not None:
+            client_link_complete(link=claim.link, connection=result.connection)
+        else:
+            client_link_release(claim=claim)
+    return result
+
+
+def _removed_words(source: str) -> str:
+    return (
+        f"{source}: this connection was removed while the authorization was in progress, so nothing was "
+        "connected. To connect the account again, start a new connection from the portal."
+    )
+
+
+def _grant_from_provider(
+    *, request: AuthorizationRequest, connection: Connection, params: Mapping[str, str], user: User | None
+) -> AuthorizationResult:
     app = request.provider_app
     source = source_words(provider_app=app, platform=request.platform)
     provider_name = app.get_provider_display()
@@ -265,26 +320,16 @@ def _authorization_finish(
         else:
             message = f"{source}: {provider_name} reported an error: {exc.message} Nothing was connected."
         _request_outcome_save(request=request, outcome=outcome.value, message=message)
-        return AuthorizationResult(outcome, message, request, request.connection)
+        return AuthorizationResult(outcome, message, request, connection)
     except ProviderError as exc:
         message = provider_error_words(exc=exc, source=source, provider_name=provider_name)
         _request_outcome_save(request=request, outcome=AuthorizationRequest.Outcome.ERROR, message=message)
-        return AuthorizationResult(CallbackOutcome.ERROR, message, request, request.connection)
+        return AuthorizationResult(CallbackOutcome.ERROR, message, request, connection)
 
-    connection = request.connection
-    assert connection is not None  # authorization_start always binds one
-    actor = actor_user(user)
     try:
         # Not inside an outer atomic block: on a mismatch, grant_apply records
-        # RECONNECT_REFUSED before raising, and that event must survive. It also
-        # remembers the Turnqey collection on the household when it has none.
-        connection = lifecycle.grant_apply(
-            connection=connection,
-            grant=grant,
-            purpose=request.purpose,
-            actor=actor,
-            actor_label="" if actor else CLIENT_LINK_ACTOR,
-        )
+        # RECONNECT_REFUSED before raising, and that event must survive.
+        connection = grant_land(connection=connection, grant=grant, purpose=request.purpose, user=user)
     except lifecycle.ReconnectMismatch:
         message = (
             f"{source}: the account that signed in is not the one this connection belongs to, so it was "
@@ -292,6 +337,10 @@ def _authorization_finish(
         )
         _request_outcome_save(request=request, outcome=AuthorizationRequest.Outcome.MISMATCH, message=message)
         return AuthorizationResult(CallbackOutcome.MISMATCH, message, request, connection)
+    except lifecycle.GrantRefused:
+        message = _removed_words(source)
+        _request_outcome_save(request=request, outcome=AuthorizationRequest.Outcome.ERROR, message=message)
+        return AuthorizationResult(CallbackOutcome.REMOVED, message, request, connection)
     except IntegrityError:
         message = f"{source}: this account is already connected for {request.client.name}. Nothing was added."
         _request_outcome_save(request=request, outcome=AuthorizationRequest.Outcome.ERROR, message=message)
@@ -300,6 +349,4 @@ def _authorization_finish(
     verb = "reconnected" if request.purpose == AuthorizationRequest.Purpose.RECONNECT else "connected"
     message = f"{source} {verb} for {request.client.name}."
     _request_outcome_save(request=request, outcome=AuthorizationRequest.Outcome.APPROVED, message=message)
-    if request.client_link is not None:
-        client_link_complete(link=request.client_link, connection=connection, now=now)
     return AuthorizationResult(CallbackOutcome.APPROVED, message, request, connection)

@@ -209,18 +209,62 @@ def client_link_expire(*, link: ClientLink) -> bool:
     return bool(expired)
 
 
-def client_link_complete(*, link: ClientLink, connection: Connection, now: dt.datetime | None = None) -> bool:
-    """Mark the link completed by ``connection`` (once). True when this call did it."""
+OPEN_LINK_STATUSES = (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED)
+
+
+@dataclass(frozen=True)
+class LinkClaim:
+    """A link taken for one completion: what to give back if the completion fails."""
+
+    link: ClientLink
+    previous_status: str
+    at: dt.datetime
+
+
+def client_link_claim(*, link: ClientLink, now: dt.datetime | None = None) -> LinkClaim:
+    """Take the link for one completion, before the provider is asked: open, unexpired, not withdrawn.
+
+    One conditional UPDATE from sent/opened to completed, so of two
+    authorizations started from one link exactly one completes, and a link
+    withdrawn or expired while an authorization was in flight completes none.
+    Raises :class:`ClientLinkError` (gone) when the link cannot be taken; give
+    it back with :func:`client_link_release` if the completion then fails.
+    """
     now = now or timezone.now()
-    completed = ClientLink.objects.filter(
-        pk=link.pk, status__in=[ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED]
-    ).update(status=ClientLink.LinkStatus.COMPLETED, completed_at=now)
-    if completed:
-        link.status, link.completed_at = ClientLink.LinkStatus.COMPLETED, now
-        lifecycle.event_record(
-            connection=connection,
-            kind=ConnectionEvent.Kind.LINK_COMPLETED,
-            message=wording.link_completed(email=link.sent_to),
-            actor_label=CLIENT_LINK_ACTOR,
-        )
-    return bool(completed)
+    previous = link.status
+    claimed = ClientLink.objects.filter(pk=link.pk, status__in=OPEN_LINK_STATUSES, expires_at__gt=now).update(
+        status=ClientLink.LinkStatus.COMPLETED, completed_at=now
+    )
+    if not claimed:
+        link.refresh_from_db(fields=["status", "expires_at", "completed_at"])
+        if link.status == ClientLink.LinkStatus.COMPLETED:
+            raise ClientLinkError(
+                "This link was already used to finish the connection. If something is still not working, "
+                "ask your adviser for a new link.",
+                gone=True,
+                link=link,
+            )
+        if link.status == ClientLink.LinkStatus.CANCELLED:
+            raise ClientLinkError("This link was withdrawn. Ask your adviser for a new one.", gone=True, link=link)
+        raise ClientLinkError("This link has expired. Ask your adviser to send a new one.", gone=True, link=link)
+    link.status, link.completed_at = ClientLink.LinkStatus.COMPLETED, now
+    return LinkClaim(link=link, previous_status=previous, at=now)
+
+
+def client_link_release(*, claim: LinkClaim) -> None:
+    """Give a claimed link back (the completion failed: wrong account, provider error, denied)."""
+    link = claim.link
+    ClientLink.objects.filter(pk=link.pk, status=ClientLink.LinkStatus.COMPLETED, completed_at=claim.at).update(
+        status=claim.previous_status, completed_at=None
+    )
+    link.status, link.completed_at = claim.previous_status, None
+
+
+def client_link_complete(*, link: ClientLink, connection: Connection) -> None:
+    """Record that the client completed the (claimed) link with ``connection``."""
+    lifecycle.event_record(
+        connection=connection,
+        kind=ConnectionEvent.Kind.LINK_COMPLETED,
+        message=wording.link_completed(email=link.sent_to),
+        actor_label=CLIENT_LINK_ACTOR,
+    )

@@ -11,6 +11,7 @@ from django.contrib.auth.models import User as AuthUser
 
 from .. import lifecycle, wording
 from ..models import AuthorizationRequest, Client, Connection, Household, ProviderApp, Status
+from ..providers.base import Grant
 from ..providers.errors import ErrorKind, FailureReason, ProviderError
 
 # Whoever makes a request: a signed-in portal user, or nobody (a client through their link).
@@ -71,6 +72,50 @@ def connection_pending_get_or_create(
         actor=actor,
         actor_label="" if actor else CLIENT_LINK_ACTOR,
     )
+
+
+def grant_land(
+    *,
+    connection: Connection,
+    grant: Grant,
+    purpose: str,
+    user: User | None,
+) -> Connection:
+    """Apply a completed authorization to ``connection``; returns the connection it landed on.
+
+    A connect that finds its pending row already connected to another account
+    by a parallel authorization (a second tab) gets a connection of its own,
+    so neither account silently replaces the other. Raises what
+    :func:`lifecycle.grant_apply` raises otherwise.
+    """
+    actor = actor_user(user)
+    actor_label = "" if actor else CLIENT_LINK_ACTOR
+    try:
+        return lifecycle.grant_apply(
+            connection=connection, grant=grant, purpose=purpose, actor=actor, actor_label=actor_label
+        )
+    except lifecycle.ConnectedMeanwhile:
+        separate = lifecycle.connection_start(
+            household=connection.household,
+            client=connection.client,
+            provider_app=connection.provider_app,
+            platform=connection.platform,
+            actor=actor,
+            actor_label=actor_label,
+        )
+        return lifecycle.grant_apply(
+            connection=separate, grant=grant, purpose=purpose, actor=actor, actor_label=actor_label
+        )
+
+
+def may_still_act(*, user_id: int | None, household: Household) -> bool:
+    """Whoever started a flow may still act on the household when it completes (scope can change meanwhile)."""
+    if user_id is None:
+        return True  # a client's own link: the link itself is checked when it is claimed
+    from ..selectors import household_queryset_for  # selectors import services' neighbours
+
+    starter = AuthUser.objects.filter(pk=user_id, is_active=True).first()
+    return starter is not None and household_queryset_for(user=starter).filter(pk=household.pk).exists()
 
 
 def purpose_for(connection: Connection | None) -> str:

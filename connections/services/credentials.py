@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from django.db import IntegrityError, transaction
+from django.views.decorators.debug import sensitive_variables
 
 from .. import lifecycle
 from ..models import (
@@ -13,14 +14,15 @@ from ..models import (
     Connection,
     Household,
     ProviderApp,
+    Status,
 )
+from ..providers.base import ProviderClient
 from ..providers.errors import AuthorizationDenied, InvalidCredentialFields, ProviderError
-from .client_links import client_link_complete
+from .client_links import ClientLinkError, client_link_claim, client_link_complete, client_link_release
 from .common import (
-    CLIENT_LINK_ACTOR,
     User,
-    actor_user,
     connection_pending_get_or_create,
+    grant_land,
     provider_error_words,
     purpose_for,
     source_words,
@@ -65,11 +67,60 @@ def credentials_connect(
     recorded a ``RECONNECT_REFUSED`` event). ``fields`` may hold a password: it
     goes to the provider once and nowhere else.
     """
-    source = source_words(provider_app=provider_app, platform=platform)
-    provider_name = provider_app.get_provider_display()
     provider_client = lifecycle.client_for_app(app=provider_app)
     if provider_client.flow != "form":
-        raise ValueError(f"{provider_name} has no credential form")
+        raise ValueError(f"{provider_app.get_provider_display()} has no credential form")
+    if connection is not None and connection.status == Status.DISCONNECTED:
+        raise CredentialsRejected(_removed_words(provider_app=provider_app, platform=platform))
+    # A client link is taken before anything is sent, and given back if the connect fails: one
+    # completion per link, and none for a link withdrawn or expired meanwhile.
+    claim = None
+    if client_link is not None:
+        try:
+            claim = client_link_claim(link=client_link)
+        except ClientLinkError as exc:
+            raise CredentialsRejected(exc.message) from None
+    try:
+        target = _connect(
+            provider_client=provider_client,
+            provider_app=provider_app,
+            platform=platform,
+            household=household,
+            client=client,
+            fields=fields,
+            user=user,
+            connection=connection,
+        )
+    except BaseException:
+        if claim is not None:
+            client_link_release(claim=claim)
+        raise
+    if claim is not None:
+        client_link_complete(link=claim.link, connection=target)
+    return target
+
+
+def _removed_words(*, provider_app: ProviderApp, platform: str) -> str:
+    return (
+        f"{source_words(provider_app=provider_app, platform=platform)}: this connection was removed, so nothing "
+        "was connected. To connect the account again, start a new connection from the portal."
+    )
+
+
+@sensitive_variables("fields")
+def _connect(
+    *,
+    provider_client: ProviderClient,
+    provider_app: ProviderApp,
+    platform: str,
+    household: Household,
+    client: Client,
+    fields: Mapping[str, str],
+    user: User | None,
+    connection: Connection | None,
+) -> Connection:
+    source = source_words(provider_app=provider_app, platform=platform)
+    provider_name = provider_app.get_provider_display()
     try:
         grant = provider_client.connect_with_credentials(fields=fields, platform=platform)
     except InvalidCredentialFields as exc:
@@ -82,8 +133,6 @@ def credentials_connect(
         raise CredentialsRejected(provider_error_words(exc=exc, source=source, provider_name=provider_name)) from None
 
     purpose = purpose_for(connection)
-    actor = actor_user(user)
-    actor_label = "" if actor else CLIENT_LINK_ACTOR
     try:
         if connection is None:
             # A new connection: the row and its grant together or not at all.
@@ -91,19 +140,13 @@ def credentials_connect(
                 target = connection_pending_get_or_create(
                     household=household, client=client, provider_app=provider_app, platform=platform, user=user
                 )
-                target = lifecycle.grant_apply(
-                    connection=target, grant=grant, purpose=purpose, actor=actor, actor_label=actor_label
-                )
-        else:
-            # A reconnect: no outer atomic block, so the RECONNECT_REFUSED event
-            # grant_apply records before raising ReconnectMismatch is kept.
-            target = lifecycle.grant_apply(
-                connection=connection, grant=grant, purpose=purpose, actor=actor, actor_label=actor_label
-            )
+                return grant_land(connection=target, grant=grant, purpose=purpose, user=user)
+        # A reconnect: no outer atomic block, so the RECONNECT_REFUSED event
+        # grant_apply records before raising ReconnectMismatch is kept.
+        return grant_land(connection=connection, grant=grant, purpose=purpose, user=user)
+    except lifecycle.GrantRefused:
+        raise CredentialsRejected(_removed_words(provider_app=provider_app, platform=platform)) from None
     except IntegrityError:
         raise CredentialsRejected(
             f"{source}: this account is already connected for {client.name}. Nothing was added."
         ) from None
-    if client_link is not None:
-        client_link_complete(link=client_link, connection=target)
-    return target

@@ -266,4 +266,7 @@ CALLBACK_TITLES: dict[services.CallbackOutcome, str] = {
     services.CallbackOutcome.WRONG_SESSION: "This authorization was started elsewhere",
     services.CallbackOutcome.MISMATCH: "A different account signed in",
     services.CallbackOutcome.DUPLICATE: "Already connected",
+    services.CallbackOutcome.REMOVED: "This connection was removed",
+    services.CallbackOutcome.NO_ACCESS: "You no longer have access to this household",
+    services.CallbackOutcome.LINK_GONE: "This link can no longer be used",
 }
