@@ -139,6 +139,21 @@ class Client(TimeStamped):
 # --- Providers ----------------------------------------------------------------
 
 
+class SecretDeferringManager(models.Manager["ProviderApp"]):
+    """Loads ProviderApps without decrypting their client secret until something reads it.
+
+    Pages, forms and lists never need the secret; a provider call reads it
+    (``client_secret`` is then fetched and decrypted on first access). So one
+    secret that no key decrypts breaks the calls that need it, not every page
+    that shows the app's name. (Not the base manager: ``refresh_from_db`` must
+    keep reading every column.) Lists that follow a relation defer it themselves
+    (``selectors.NO_SECRETS``).
+    """
+
+    def get_queryset(self) -> models.QuerySet[ProviderApp]:
+        return super().get_queryset().defer("client_secret")
+
+
 class ProviderApp(TimeStamped):
     """The portal's own credentials with one provider in one environment."""
 
@@ -177,6 +192,8 @@ class ProviderApp(TimeStamped):
     credentials_rejected_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SecretDeferringManager()
 
     class Meta:
         ordering = ["provider", "environment", "name"]

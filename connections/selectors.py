@@ -74,6 +74,11 @@ LIVE_STATUSES = (Status.ACTIVE, Status.DEGRADED, Status.NEEDS_RECONNECT)
 User = AuthUser | AnonymousUser
 
 
+# Pages never decrypt a secret: related provider apps are read without theirs
+# (one secret no key decrypts must not take down every page that names the app).
+NO_SECRETS = ("provider_app__client_secret",)
+
+
 # --- Scoping ----------------------------------------------------------------------
 
 
@@ -191,6 +196,7 @@ def needs_attention_queryset(*, user: User, now: dt.datetime | None = None) -> Q
             attention_total=Window(Count("id")),
         )
         .select_related("household", "client", "provider_app")
+        .defer(*NO_SECRETS)
         .order_by("urgency", F("urgent_at").asc(nulls_first=True), "id")
     )
 
@@ -268,6 +274,7 @@ def connection_cards_queryset(*, user: User) -> QuerySet[Connection]:
     return (
         connection_queryset_for(user=user)
         .select_related("provider_app", "client", "household")
+        .defer(*NO_SECRETS)
         .prefetch_related(_credentials_without_values(), "accounts")
     )
 
@@ -290,6 +297,7 @@ def household_page(*, user: User, household: Household, link_limit: int = 20) ->
         client_link_queryset_for(user=user)
         .filter(household=household)
         .select_related("client", "connection", "provider_app")
+        .defer(*NO_SECRETS)
         .order_by("-created_at")[:link_limit]
     )
     return HouseholdPage(
@@ -426,7 +434,7 @@ def connection_health_days(
 
 def provider_credential_fields(*, app: ProviderApp) -> list[FormField]:
     """The inputs of a form-flow provider's credential form (Coinify, Bloquo)."""
-    return list(lifecycle.client_for_app(app=app).credential_fields())
+    return list(lifecycle.clients.client_describing(app=app).credential_fields())
 
 
 def provider_app_options() -> QuerySet[ProviderApp]:

@@ -49,7 +49,7 @@ def test_healthy_database_and_filesystem_broker_answer_200(client: Client, files
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"database": "ok", "broker": "ok"}
+    assert response.json() == {"database": "ok", "broker": "ok", "secrets": "ok"}
     assert "no-cache" in response["Cache-Control"]
 
 
@@ -60,7 +60,7 @@ def test_a_missing_filesystem_broker_folder_is_unreachable(client: Client, broke
     response = client.get("/healthz")
 
     assert response.status_code == 503
-    assert response.json() == {"database": "ok", "broker": "unreachable"}
+    assert response.json() == {"database": "ok", "broker": "unreachable", "secrets": "ok"}
 
 
 def test_an_unreachable_broker_answers_503_without_leaking_its_url(client: Client, broker: Any) -> None:
@@ -69,7 +69,7 @@ def test_an_unreachable_broker_answers_503_without_leaking_its_url(client: Clien
     response = client.get("/healthz")
 
     assert response.status_code == 503
-    assert response.json() == {"database": "ok", "broker": "unreachable"}
+    assert response.json() == {"database": "ok", "broker": "unreachable", "secrets": "ok"}
     assert PASSWORD not in response.content.decode()
 
 
@@ -87,7 +87,7 @@ def test_an_unreachable_database_answers_503_without_the_error_text(
     response = client.get("/healthz")
 
     assert response.status_code == 503
-    assert response.json() == {"database": "unreachable", "broker": "ok"}
+    assert response.json() == {"database": "unreachable", "broker": "ok", "secrets": "unreachable"}
     assert PASSWORD not in response.content.decode()
 
 
@@ -102,4 +102,4 @@ def test_a_running_redis_broker_is_ok(client: Client, broker: Any) -> None:
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"database": "ok", "broker": "ok"}
+    assert response.json() == {"database": "ok", "broker": "ok", "secrets": "ok"}

@@ -145,7 +145,10 @@ class _Check:
 
     # --- steps ---------------------------------------------------------------------------
     def run(self) -> CheckResult:
-        self.app = app = rows_of(ProviderApp, "id", self.connection.provider_app_id)[0]
+        try:
+            self.app = app = rows_of(ProviderApp, "id", self.connection.provider_app_id)[0]
+        except DecryptionError:
+            return self._app_secret_unreadable()
         self.connection.provider_app = app
         if not app.is_enabled:
             return self._defer(self.now + timedelta(seconds=self.tunables.app_disabled_retry_seconds), "app disabled")
@@ -180,6 +183,14 @@ class _Check:
         app_credentials_accepted(app=app)
         happened = rules.Succeeded(renewal_due_at=self.client.renewal_due_at(state))
         return self._decided(happened, outcome=Outcome.OK, accounts=accounts)
+
+    def _app_secret_unreadable(self) -> CheckResult:
+        """The app's own secret cannot be decrypted: the app is flagged (admins alerted), the connection waits."""
+        self.app = ProviderApp.objects.get(pk=self.connection.provider_app_id)  # without the secret
+        self.connection.provider_app = self.app
+        app_credentials_rejected(app=self.app, message=clients.UNREADABLE_APP_SECRET, now=self.now)
+        rejected = rules.AppRejected(error=clients.UNREADABLE_APP_SECRET)
+        return self._decided(rejected, outcome=Outcome.APP_CREDENTIALS_INVALID)
 
     def _call(self, call: Callable[[], T]) -> T | CheckResult:
         """One outbound call, within the app's shared rate limit: a call that would exceed it is deferred."""

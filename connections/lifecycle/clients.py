@@ -21,9 +21,11 @@ from typing import Any
 
 from django.utils import timezone
 
+from ..crypto import DecryptionError
 from ..models import Connection, Credential, Household, ProviderApp
 from ..providers import registry
 from ..providers.base import AppConfig, ConnectionState, IssuedCredential, ProviderClient
+from ..providers.errors import ProviderError
 from .store import credentials_upsert, issued_from
 
 logger = logging.getLogger("connections.lifecycle")
@@ -62,13 +64,28 @@ class DbAppTokenCache:
         self._memo = credential
 
 
-def app_config(app: ProviderApp) -> AppConfig:
+# Words about a secret, not one.
+UNREADABLE_APP_SECRET = (
+    "The portal cannot read this app's stored client secret (no configured encryption key decrypts it). "  # noqa: S105
+    "Enter the secret again in the admin, or restore the key that wrote it."
+)
+
+
+def app_config(app: ProviderApp, *, with_secret: bool = True) -> AppConfig:
+    """What a client needs of the row. The secret is read (and decrypted) only ``with_secret``;
+    one that no key decrypts is a ``ProviderError`` about the app, never a crash."""
+    secret = ""
+    if with_secret:
+        try:
+            secret = app.client_secret or ""
+        except DecryptionError:
+            raise ProviderError.app_credentials(UNREADABLE_APP_SECRET) from None
     return AppConfig(
         provider=app.provider,
         environment=app.environment,
         base_url=app.base_url,
         client_id=app.client_id,
-        client_secret=app.client_secret or "",
+        client_secret=secret,
         redirect_uri=app.redirect_uri,
         connect_url=app.connect_url,
     )
@@ -96,6 +113,12 @@ def client_for_app(*, app: ProviderApp) -> ProviderClient:
         client = cls(app_config(app), app_token_cache=DbAppTokenCache(app.pk))
         cache[key] = client
     return client
+
+
+def client_describing(*, app: ProviderApp) -> ProviderClient:
+    """A client that only describes its provider (flow, platforms, credential form): never makes a call,
+    so it is built without the app's secrets."""
+    return client_class_for(app.provider)(app_config(app, with_secret=False))
 
 
 def clients_forget() -> None:

@@ -154,6 +154,7 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
         raise ClientLinkError("This link is not valid. Check that you copied all of it.") from None
     link = (
         ClientLink.objects.select_related("household__firm", "client", "connection", "provider_app", "created_by")
+        .defer("provider_app__client_secret")
         .filter(token_hash=sha256_hex(raw))
         .first()
     )

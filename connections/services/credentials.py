@@ -67,7 +67,11 @@ def credentials_connect(
     recorded a ``RECONNECT_REFUSED`` event). ``fields`` may hold a password: it
     goes to the provider once and nowhere else.
     """
-    provider_client = lifecycle.client_for_app(app=provider_app)
+    try:
+        provider_client = lifecycle.client_for_app(app=provider_app)
+    except ProviderError as exc:
+        source, provider_name = source_words(provider_app=provider_app, platform=platform), provider_app.provider
+        raise CredentialsRejected(provider_error_words(exc=exc, source=source, provider_name=provider_name)) from None
     if provider_client.flow != "form":
         raise ValueError(f"{provider_app.get_provider_display()} has no credential form")
     if connection is not None and connection.status == Status.DISCONNECTED:
