@@ -80,7 +80,7 @@ def test_healthz_reports_an_app_secret_no_key_decrypts(people: People, client: A
     assert FOREIGN_KEY.decode() not in response.content.decode()
 
 
-def test_a_check_through_the_app_flags_the_app_and_alerts_admins_once(people: People) -> None:
+def test_a_check_through_the_app_flags_the_app_not_the_clients_connection(people: People) -> None:
     app = people.apps["turnqey"]
     written_under_a_lost_key(m.ProviderApp, "client_secret", app.pk)
     m.Connection.objects.filter(pk=people.connection.pk).update(next_check_at=None)
