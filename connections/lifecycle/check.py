@@ -336,7 +336,9 @@ class _Check:
         # A renewal the provider refused for good (invalid_grant and the like):
         # the credentials it was made with are dead and must never be sent again.
         forget = stage == "renew"
-        happened = rules.FailedPermanently(reason=str(exc.reason or rules.EXPIRED), error=error)
+        happened = rules.FailedPermanently(
+            reason=str(exc.reason or rules.EXPIRED), error=error, from_provider=not exc.nothing_sent
+        )
         return self._decided(happened, outcome=Outcome.PERMANENT, details=details, forget_credentials=forget)
 
     def _defer(self, until: datetime, why: str) -> CheckResult:

@@ -150,10 +150,16 @@ class FailedTransiently:
 
 @dataclass(frozen=True)
 class FailedPermanently:
-    """The provider said only the client can fix it: ``reason`` is expired, revoked or credentials_invalid."""
+    """Only the client can fix it: ``reason`` is expired, revoked or credentials_invalid.
+
+    ``from_provider`` is False when the portal found nothing usable to send
+    (no call was made): that confirms a flagged connection is still broken but
+    does not rewrite why it broke.
+    """
 
     reason: str
     error: str = ""
+    from_provider: bool = True
 
 
 @dataclass(frozen=True)
@@ -322,8 +328,11 @@ def decide(state: State, happened: Happened, *, now: datetime, tunables: Tunable
     if isinstance(happened, FailedPermanently):
         if happened.reason not in PERMANENT_REASONS:
             raise ValueError(f"not a permanent reason: {happened.reason!r}")
-        event = EventSpec(CHECK_FAILED, status, NEEDS_RECONNECT, happened.reason, {"error": happened.error})
-        return Transition(NEEDS_RECONNECT, happened.reason, 0, None, None, (event,), error=happened.error)
+        reason = happened.reason
+        if status == NEEDS_RECONNECT and not happened.from_provider and state.reason:
+            reason = state.reason
+        event = EventSpec(CHECK_FAILED, status, NEEDS_RECONNECT, reason, {"error": happened.error})
+        return Transition(NEEDS_RECONNECT, reason, 0, None, None, (event,), error=happened.error)
 
     if isinstance(happened, AppRejected):
         retry = tunables.app_rejected_retry_seconds * rng.uniform(1.0, 1.5)

@@ -184,6 +184,7 @@ class BloquoClient(ProviderClient):
             raise ProviderError.reauth(
                 FailureReason.CREDENTIALS_INVALID,
                 "Bloquo: no usable client id and secret are stored. Ask the client to reconnect.",
+                nothing_sent=True,
             )
         return [self.request_token(*pair)]
 
@@ -191,5 +192,7 @@ class BloquoClient(ProviderClient):
         """The accounts. 401 (or no live access token) → ``access_rejected``; 403 → ``revoked``."""
         access = self.credential(connection, "access")
         if access is None or self.is_lapsed(access):
-            raise ProviderError.access_token_rejected("Bloquo: the access token has lapsed; renew it first.")
+            raise ProviderError.access_token_rejected(
+                "Bloquo: the access token has lapsed; renew it first.", nothing_sent=True
+            )
         return self._accounts(access.value)

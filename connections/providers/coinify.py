@@ -249,11 +249,15 @@ class CoinifyClient(ProviderClient):
         chain = self.credential(connection, "refresh")
         if chain is None:
             raise ProviderError.reauth(
-                FailureReason.EXPIRED, "Coinify: there is no sign-in left to renew. Ask the client to reconnect."
+                FailureReason.EXPIRED,
+                "Coinify: there is no sign-in left to renew. Ask the client to reconnect.",
+                nothing_sent=True,
             )
         if self.is_lapsed(chain):
             raise ProviderError.reauth(
-                FailureReason.EXPIRED, "Coinify: the sign-in expired (24 hours). Ask the client to reconnect."
+                FailureReason.EXPIRED,
+                "Coinify: the sign-in expired (24 hours). Ask the client to reconnect.",
+                nothing_sent=True,
             )
         access, new_refresh = self._grant({"grant_type": GRANT_REFRESH_TOKEN, "refresh_token": chain.value})
         return [access, new_refresh]
@@ -262,7 +266,9 @@ class CoinifyClient(ProviderClient):
         """GET /me. 401 (or no live access token) → ``access_rejected``; 403 → ``revoked`` (deactivated)."""
         access = self.credential(connection, "access")
         if access is None or self.is_lapsed(access):
-            raise ProviderError.access_token_rejected("Coinify: the access token has lapsed; renew it first.")
+            raise ProviderError.access_token_rejected(
+                "Coinify: the access token has lapsed; renew it first.", nothing_sent=True
+            )
         _user_id, accounts = self._me(access.value)
         return accounts
 

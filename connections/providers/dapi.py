@@ -184,7 +184,9 @@ class DapiClient(ProviderClient):
         user_secret = self.credential(connection, "user_secret")
         if token is None or user_secret is None:
             raise ProviderError.reauth(
-                FailureReason.EXPIRED, f"{source}: no access token is stored for this connection. Reconnect it."
+                FailureReason.EXPIRED,
+                f"{source}: no access token is stored for this connection. Reconnect it.",
+                nothing_sent=True,
             )
         reply = self.http.request(
             "POST",

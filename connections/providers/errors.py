@@ -40,6 +40,8 @@ class ProviderError(Exception):
     access token (or it is missing or lapsed locally); it always comes with
     ``reauth_required``/``expired`` and means "renew, store, probe once more;
     only a second rejection is permanent" (see the contract in ``base``).
+    ``nothing_sent`` is true when the client decided without asking the
+    provider (nothing stored that could be sent, a token past its own expiry).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class ProviderError(Exception):
         status_code: int | None = None,
         outcome_unknown: bool = False,
         access_rejected: bool = False,
+        nothing_sent: bool = False,
     ) -> None:
         if kind == ErrorKind.REAUTH_REQUIRED and reason is None:
             raise ValueError("reauth_required needs a reason")
@@ -63,6 +66,7 @@ class ProviderError(Exception):
         self.status_code = status_code
         self.outcome_unknown = outcome_unknown
         self.access_rejected = access_rejected
+        self.nothing_sent = nothing_sent
 
     @classmethod
     def transient(cls, message: str, **kwargs: object) -> ProviderError:

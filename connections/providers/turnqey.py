@@ -348,7 +348,9 @@ class TurnqeyClient(ProviderClient):
             found = self.accounts_by_identity(identity)
         else:
             raise ProviderError.reauth(
-                FailureReason.EXPIRED, f"{source}: the connection has no Turnqey identity on record; reconnect it."
+                FailureReason.EXPIRED,
+                f"{source}: the connection has no Turnqey identity on record; reconnect it.",
+                nothing_sent=True,
             )
         mine = [a for a in found if a.platform == connection.platform and (not identity or a.identity == identity)]
         if not mine:

@@ -155,6 +155,14 @@ def test_a_recovery_after_the_clients_own_reconnect_says_so_and_an_advisers_does
     assert by_adviser.events[-1].facts["by_client"] is False
 
 
+def test_a_forced_check_that_found_nothing_to_send_keeps_why_the_connection_broke() -> None:
+    revoked = State(NEEDS_RECONNECT, "revoked")
+    local = decide(revoked, rules.FailedPermanently("expired", from_provider=False), now=NOW, tunables=T)
+    said = decide(revoked, rules.FailedPermanently("expired", from_provider=True), now=NOW, tunables=T)
+    assert (local.status, local.reason) == (NEEDS_RECONNECT, "revoked")
+    assert (said.status, said.reason) == (NEEDS_RECONNECT, "expired")
+
+
 def test_degraded_since_is_kept_through_an_outage() -> None:
     since = NOW - timedelta(hours=3)
     transition = decide(State(DEGRADED, "transient", 7, since), rules.FailedTransiently(), now=NOW, tunables=T)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -150,6 +151,25 @@ def test_check_now_without_javascript_redirects_with_a_message(
     assert "Checked just now. Coinbase via Turnqey: connected and up to date." in response.content.decode()
     world.connection.refresh_from_db()
     assert world.connection.last_checked_at is not None
+
+
+@pytest.mark.parametrize(
+    ("probe_error", "said"),
+    [
+        (ProviderError.transient("Turnqey (accounts): had a server error (HTTP 503)."), "did not answer properly"),
+        (RuntimeError("a bug in the portal"), "could not be completed because of an internal error"),
+        (ProviderError.app_credentials("Turnqey rejected the client credentials."), "rejected the portal's own"),
+    ],
+)
+def test_check_now_after_a_failed_check_says_what_happened_not_that_all_is_well(
+    adviser_client: Any, world: World, fake_provider: FakeProvider, probe_error: Exception, said: str
+) -> None:
+    fake_provider.probe_error = probe_error
+    response = adviser_client.post(reverse("connection_check", args=[world.connection.pk]), follow=True)
+    messages = [str(message) for message in response.context["messages"]]
+    assert len(messages) == 1
+    assert said in messages[0]
+    assert "Checked just now. Coinbase via Turnqey: connected and up to date." not in messages[0]
 
 
 def test_check_now_needs_a_post(adviser_client: Any, world: World) -> None:
