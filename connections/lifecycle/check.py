@@ -34,6 +34,7 @@ from ..logging import redact
 from ..models import Account, Connection, ConnectionEvent, Credential, ProviderApp
 from ..providers.base import AccountData, ConnectionState, IssuedCredential
 from ..providers.errors import ErrorKind, ProviderError
+from ..providers.http import total_timeout
 from ..throttling import (
     Deferral,
     Permit,
@@ -44,7 +45,7 @@ from ..throttling import (
     rate_limit_acquire,
 )
 from . import clients, rules
-from .claims import connection_claim, connection_release, lease_owner_new, rows_of
+from .claims import connection_claim, connection_release, lease_extend, lease_owner_new, rows_of
 from .config import tunables
 from .provider_apps import app_credentials_accepted, app_credentials_rejected
 from .store import (
@@ -60,6 +61,8 @@ from .store import (
 
 logger = logging.getLogger("connections.lifecycle")
 T = TypeVar("T")
+# Room left in a renewal's claim beyond its worst case (thread scheduling, the release itself).
+RENEWAL_LEASE_SLACK_SECONDS = 15.0
 
 
 class Outcome:
@@ -202,6 +205,7 @@ class _Check:
 
     def _renew(self, state: ConnectionState) -> tuple[ConnectionState, bool] | CheckResult:
         """Renew once (once more with the same credentials if the outcome is unknown) and commit the result."""
+        self._hold_lease_for_renewal()
         try:
             try:
                 issued = self._call(lambda: list(self.client.renew(connection=state)))
@@ -221,6 +225,21 @@ class _Check:
         if not issued:
             return state, False
         return self._store_renewal(state, issued), True
+
+    def _hold_lease_for_renewal(self) -> None:
+        """Make the claim outlast the renewal's worst case before it starts, or give the check up.
+
+        Worst case: two provider calls at their total deadline (the second when
+        the first's outcome is unknown), then storing the rotated tokens through
+        a database outage (``store_retry_total``). With the claim held that long,
+        no second worker can claim the row and spend the same refresh token while
+        this one still might; if the claim changed hands already, nothing is sent.
+        """
+        worst = 2 * total_timeout() + self.tunables.store_retry_total_seconds + RENEWAL_LEASE_SLACK_SECONDS
+        if not lease_extend(
+            connection_id=self.connection_id, owner=self.owner, until=timezone.now() + timedelta(seconds=worst)
+        ):
+            raise LeaseLost
 
     def _store_renewal(self, state: ConnectionState, issued: list[IssuedCredential]) -> ConnectionState:
         """Commit new credentials and a RENEWED event now, in their own transaction, before anything else."""

@@ -47,6 +47,8 @@ RETRY_AFTER_CAP_SECONDS = 3.0
 POOL_SIZE = 32
 DEFAULT_CONNECT_TIMEOUT = 3.05
 DEFAULT_READ_TIMEOUT = 10.0
+# Bounds a whole call, body included (a read timeout bounds each read only).
+DEFAULT_TOTAL_TIMEOUT = 30.0
 USER_AGENT = "adviser-connections-portal/1.0"
 
 
@@ -185,6 +187,11 @@ def _setting(name: str, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return number if number > 0 and math.isfinite(number) else default
+
+
+def total_timeout() -> float:
+    """The longest any one provider call may take, in seconds (``settings.PROVIDER_TOTAL_TIMEOUT``)."""
+    return _setting("PROVIDER_TOTAL_TIMEOUT", DEFAULT_TOTAL_TIMEOUT)
 
 
 def _failed_before_sending(exc: requests.exceptions.ConnectionError) -> bool:
