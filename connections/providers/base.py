@@ -891,6 +891,10 @@ class ProviderClient:
     # How long the provider's authorization result stays exchangeable (Dapi's
     # access code); None when the callback carries nothing that lapses.
     authorization_code_lifetime: ClassVar[timedelta | None] = None
+    # Which ProviderApp credentials the provider issues to the partner itself
+    # ("client_id", "client_secret"); empty when every credential belongs to a
+    # connection (Bloquo's key pairs).
+    partner_credentials: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

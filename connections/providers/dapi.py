@@ -96,6 +96,8 @@ class DapiClient(ProviderClient):
     flow: ClassVar[Literal["redirect", "form"]] = "redirect"
     platforms: ClassVar[Sequence[str]] = ("binance", "bitstamp", "kraken")
     authorization_code_lifetime: ClassVar[timedelta | None] = ACCESS_CODE_LIFETIME
+    # [doc] The app key opens Connect; the app secret goes with every call.
+    partner_credentials: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
 
     # --- authorization ---
     def start_authorization(

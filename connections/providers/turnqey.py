@@ -134,6 +134,8 @@ class TurnqeyClient(ProviderClient):
         "production": "https://api.turnqey.xyz",
         "sandbox": "https://sandbox.turnqey.xyz",
     }
+    # [doc] The app token is bought with the client id and secret.
+    partner_credentials: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
 
     # --- app token ---
     def app_token(self) -> IssuedCredential:
