@@ -245,6 +245,7 @@ def test_the_history_uses_only_what_the_lifecycle_writes() -> None:
     written = set(m.ConnectionEvent.objects.values_list("kind", "from_status", "to_status"))
 
     assert written <= vocabulary, written - vocabulary
+    assert "check_succeeded" not in m.ConnectionEvent.Kind.values
 
 
 def test_every_event_was_done_by_a_person_or_by_one_of_the_lifecycles_own_actors() -> None:
