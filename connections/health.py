@@ -83,7 +83,7 @@ def secrets_check() -> str:
     from .models import Credential, ProviderApp
 
     try:
-        raw = TextField()
+        raw: TextField[str, str] = TextField()
         secrets = [
             *ProviderApp.objects.filter(client_secret__isnull=False)
             .annotate(raw=Cast("client_secret", raw))

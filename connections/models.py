@@ -500,7 +500,6 @@ class ConnectionEvent(models.Model):
         RECONNECT_REFUSED = "reconnect_refused", "Reconnect refused"
         STATUS_CHANGED = "status_changed", "Status changed"
         RENEWED = "renewed", "Credentials renewed"
-        CHECK_SUCCEEDED = "check_succeeded", "Check succeeded"
         CHECK_FAILED = "check_failed", "Check failed"
         RECOVERED = "recovered", "Recovered"
         LINK_SENT = "link_sent", "Client link sent"

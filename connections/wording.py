@@ -297,6 +297,11 @@ def authorization_started(*, source: str) -> str:
     return f"{source}: authorization started."
 
 
+def authorization_not_finished() -> str:
+    """The outcome of an authorization request that ran out of time unused."""
+    return "The authorization was not finished in time."
+
+
 def deadline_warning(*, source: str, deadline: datetime, pending: bool) -> str:
     if pending:
         return (

@@ -117,7 +117,7 @@ class ConnectionEventFactory(factory.django.DjangoModelFactory):
         model = m.ConnectionEvent
 
     connection = factory.SubFactory(ConnectionFactory)
-    kind = m.ConnectionEvent.Kind.CHECK_SUCCEEDED
+    kind = m.ConnectionEvent.Kind.RENEWED
     actor_label = "job:check"
 
 

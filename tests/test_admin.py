@@ -295,7 +295,7 @@ def test_connection_page_shows_recent_events_masked_credentials_and_accounts(sup
     m.ConnectionEvent.objects.bulk_create(
         m.ConnectionEvent(
             connection=conn,
-            kind="check_succeeded",
+            kind="renewed",
             message=f"event number {i}",
             created_at=now - timedelta(minutes=i),
         )

@@ -1,32 +1,61 @@
-"""`seed_demo` and `demo_logins`: the demo world, loaded twice, is the same world."""
+"""The demo world `seed_demo` builds with the sandbox, read as a newcomer would read it.
+
+Seeding lives a month of every connection's life, so the world is seeded once
+for this module (and rolled back after it); each test runs in its own
+savepoint on top. Runs from an empty database are in
+``test_seed_demo_runs.py``, checks against a live sandbox in
+``test_seed_demo_live.py``.
+"""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from typing import Any
 
 import pytest
-import requests
-from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import CommandError
+from django.db import transaction
 from django.db.models import Count
+from django.test import override_settings
 from django.utils import timezone
 
-from connections import lifecycle
+from connections import lifecycle, wording
 from connections import models as m
-from connections.management.commands import seed_demo
-from connections.management.commands.seed_demo import CONNECTIONS, DEMO_LOGINS, DEMO_PASSWORD, placeholder_account_id
+from connections.lifecycle import rules
+from connections.management.commands.seed_demo import DEMO_LOGINS, DEMO_PASSWORD
 from connections.providers.bloquo import decode_api_key
-from connections.providers.http import shared_session
 from sandbox.models import BloquoKey, CoinifyUser, DapiConnection, Token, TurnqeyAuthorization
-from tests.sandbox_client import control_headers
+from tests.seed_demo_support import sandbox_subjects, seed, snapshot
 
 pytestmark = pytest.mark.django_db
 
 User = get_user_model()
+S = m.Status
+K = m.ConnectionEvent.Kind
+WORKING = (S.ACTIVE, S.DEGRADED)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def demo(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
+    """The demo world, seeded once for the module; rolled back when its tests are done."""
+    # The settings every test gets (tests/conftest.py), for a fixture that outlives one test.
+    quick = {
+        "DEBUG": True,
+        "PASSWORD_HASHERS": ["django.contrib.auth.hashers.MD5PasswordHasher"],
+        "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
+    }
+    with django_db_blocker.unblock(), override_settings(**quick):
+        outer = transaction.atomic()
+        outer.__enter__()
+        try:
+            yield seed()
+        finally:
+            transaction.set_rollback(True)
+            outer.__exit__(None, None, None)
 
 
 @pytest.fixture(autouse=True)
@@ -35,27 +64,10 @@ def _development(settings: Any) -> None:
     settings.DEBUG = True
 
 
-def seed(**kwargs: Any) -> str:
-    out = StringIO()
-    call_command("seed_demo", stdout=out, stderr=StringIO(), **kwargs)
-    return out.getvalue()
+# --- the firm and its people --------------------------------------------------------------
 
 
-def snapshot() -> dict[str, Any]:
-    """Every connections row (by model, as plain values) plus users and adviser assignments."""
-    rows: dict[str, Any] = {}
-    for model in apps.get_app_config("connections").get_models():
-        values = model._base_manager.order_by("pk").values()
-        # Encrypted columns read back as plaintext here, so equal snapshots
-        # mean equal secrets too.
-        rows[model._meta.label] = [dict(v) for v in values]
-    rows["users"] = list(User.objects.order_by("pk").values("username", "password", "is_staff", "is_superuser"))
-    rows["advisers"] = sorted(m.Household.advisers.through.objects.values_list("household_id", "user_id"))
-    return rows
-
-
-def test_running_twice_gives_the_same_rows() -> None:
-    seed()
+def test_running_again_changes_no_row() -> None:
     first = snapshot()
 
     output = seed()
@@ -65,8 +77,6 @@ def test_running_twice_gives_the_same_rows() -> None:
 
 
 def test_the_demo_firm_has_its_people_and_households() -> None:
-    seed()
-
     firm = m.Firm.objects.get(name="Demo Advisory")
     roles = dict(m.Membership.objects.filter(firm=firm).values_list("user__username", "role"))
     assert roles == {"adviser1": "adviser", "adviser2": "adviser", "firmadmin": "firm_admin"}
@@ -85,136 +95,12 @@ def test_the_demo_firm_has_its_people_and_households() -> None:
 
 
 def test_every_demo_login_uses_the_development_password() -> None:
-    seed()
-
     for login in DEMO_LOGINS:
         assert User.objects.get(username=login.username).check_password(DEMO_PASSWORD)
 
 
-def test_every_provider_has_a_connection_in_every_status_and_every_reason_appears() -> None:
-    seed()
-
-    seen = set(m.Connection.objects.values_list("provider", "status"))
-    for provider in m.Provider.values:
-        for status in m.Status.values:
-            assert (provider, status) in seen, (provider, status)
-    reasons = set(m.Connection.objects.filter(status=m.Status.NEEDS_RECONNECT).values_list("reason", flat=True))
-    assert reasons == {m.Reason.EXPIRED, m.Reason.REVOKED, m.Reason.CREDENTIALS_INVALID}
-
-
-def test_credentials_follow_the_status() -> None:
-    seed()
-
-    with_credentials = set(m.Credential.objects.filter(connection__isnull=False).values_list("connection", flat=True))
-    for connection in m.Connection.objects.all():
-        has = connection.pk in with_credentials
-        if connection.status in (m.Status.PENDING, m.Status.DISCONNECTED) or connection.provider == "turnqey":
-            assert not has, connection
-        else:
-            assert has, connection
-
-
-def test_connections_carry_accounts_deadlines_and_a_month_of_history() -> None:
-    seed()
-    now = timezone.now()
-
-    for connection in m.Connection.objects.exclude(status=m.Status.PENDING):
-        assert connection.accounts.exists(), connection
-        assert all(a.balance > 0 for a in connection.accounts.all())
-    assert not m.Account.objects.filter(connection__status=m.Status.PENDING).exists()
-    for connection in m.Connection.objects.filter(status__in=[m.Status.ACTIVE, m.Status.DEGRADED]):
-        assert connection.next_check_at
-        assert connection.next_check_at > now - timedelta(minutes=1)
-    assert not m.Connection.objects.filter(
-        status__in=[m.Status.NEEDS_RECONNECT, m.Status.DISCONNECTED], next_check_at__isnull=False
-    ).exists()
-    assert m.Connection.objects.filter(reconnect_by__isnull=False).exists()
-    events = m.ConnectionEvent.objects.filter(created_at__gte=now - timedelta(days=30))
-    days_with_events = {e.date() for e in events.values_list("created_at", flat=True)}
-    assert len(days_with_events) >= 25
-    kinds = set(events.values_list("kind", flat=True))
-    assert {"check_succeeded", "check_failed", "status_changed", "recovered", "disconnected"} <= kinds
-    assert not m.ConnectionEvent.objects.filter(created_at__gt=now).exists()
-
-
-def test_demo_provider_apps_point_at_the_sandbox_and_keep_their_credentials(settings: Any) -> None:
-    settings.SANDBOX_BASE_URL = "http://127.0.0.1:8000/sandbox"
-    settings.PORTAL_BASE_URL = "http://127.0.0.1:8000"
-    seed()
-    before = {a.provider: (a.client_id, a.client_secret) for a in m.ProviderApp.objects.all()}
-
-    settings.PORTAL_BASE_URL = "http://portal.test:9000"
-    seed()
-
-    apps_now = {a.provider: a for a in m.ProviderApp.objects.all()}
-    assert set(apps_now) == set(m.Provider.values)
-    for provider, app in apps_now.items():
-        assert app.environment == m.Environment.SANDBOX
-        assert app.base_url == f"http://127.0.0.1:8000/sandbox/{provider}"
-        assert app.redirect_uri == f"http://portal.test:9000/connect/{provider}/callback/"
-        assert (app.client_id, app.client_secret) == before[provider]
-    # Each app holds what its provider uses: Coinify a partner id only, Bloquo
-    # nothing (its key pairs are per connection).
-    for provider in ("turnqey", "dapi"):
-        assert apps_now[provider].client_id
-        assert len(apps_now[provider].client_secret) >= 32
-    assert apps_now["coinify"].client_id
-    assert apps_now["coinify"].client_secret is None
-    assert not apps_now["bloquo"].client_id
-    assert apps_now["bloquo"].client_secret is None
-
-
-def test_apps_are_registered_with_the_sandbox_when_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[dict[str, Any]] = []
-    real_call_command = seed_demo.call_command
-
-    def fake_call_command(name: str, *args: Any, **kwargs: Any) -> None:
-        if name == "sandbox_register_app":
-            calls.append(kwargs)
-        else:
-            real_call_command(name, *args, **kwargs)
-
-    monkeypatch.setattr(seed_demo, "get_commands", lambda: {"sandbox_register_app": "sandbox"})
-    monkeypatch.setattr(seed_demo, "call_command", fake_call_command)
-    monkeypatch.setattr(seed_demo.apps, "is_installed", lambda name: True)
-
-    seed()
-
-    registered = {c["provider"]: c for c in calls}
-    # Bloquo has no partner app to register.
-    assert set(registered) == {"turnqey", "coinify", "dapi"}
-    for provider, kwargs in registered.items():
-        app = m.ProviderApp.objects.get(provider=provider)
-        assert kwargs["client_id"] == app.client_id
-        assert kwargs["client_secret"] == (app.client_secret or "")
-        assert kwargs["redirect_uri"] == app.redirect_uri
-
-
-def test_a_sandbox_without_its_registration_command_gets_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(seed_demo, "get_commands", lambda: {})
-    monkeypatch.setattr(seed_demo.apps, "is_installed", lambda name: True)
-    err = StringIO()
-
-    call_command("seed_demo", stdout=StringIO(), stderr=err)
-
-    assert "lacks the commands sandbox_register_app, sandbox_create_subject" in err.getvalue()
-    assert "the demo apps were not registered" in err.getvalue()
-    assert m.ProviderApp.objects.count() == 4
-
-
-def test_seed_demo_refuses_to_run_in_production(settings: Any) -> None:
-    settings.DEBUG = False
-
-    with pytest.raises(CommandError, match="DEBUG off"):
-        seed()
-
-    assert not User.objects.filter(username__in=[login.username for login in DEMO_LOGINS]).exists()
-    assert not m.Firm.objects.exists()
-
-
 def test_demo_logins_prints_the_portal_url_and_the_logins(settings: Any) -> None:
     settings.PORTAL_BASE_URL = "http://127.0.0.1:8000"
-    seed()
     out = StringIO()
 
     call_command("demo_logins", stdout=out)
@@ -227,7 +113,6 @@ def test_demo_logins_prints_the_portal_url_and_the_logins(settings: Any) -> None
 
 
 def test_demo_logins_prints_no_password_in_production(settings: Any) -> None:
-    seed()
     settings.DEBUG = False
     out = StringIO()
 
@@ -236,49 +121,212 @@ def test_demo_logins_prints_no_password_in_production(settings: Any) -> None:
     assert DEMO_PASSWORD not in out.getvalue()
 
 
-# --- real sandbox subjects --------------------------------------------------------------
-
-S = m.Status
-WORKING = (S.ACTIVE, S.DEGRADED)
+# --- connections: statuses, accounts, deadlines ---------------------------------------------
 
 
-def sandbox_subjects() -> dict[str, int]:
-    return {
-        "turnqey": TurnqeyAuthorization.objects.count(),
-        "coinify": CoinifyUser.objects.count(),
-        "bloquo": BloquoKey.objects.count(),
-        "dapi": DapiConnection.objects.count(),
-        "tokens": Token.objects.count(),
-    }
+def test_every_provider_has_a_connection_in_every_status_and_every_reason_appears() -> None:
+    seen = set(m.Connection.objects.values_list("provider", "status"))
+    for provider in m.Provider.values:
+        for status in m.Status.values:
+            assert (provider, status) in seen, (provider, status)
+    reasons = set(m.Connection.objects.filter(status=S.NEEDS_RECONNECT).values_list("reason", flat=True))
+    assert reasons == {m.Reason.EXPIRED, m.Reason.REVOKED, m.Reason.CREDENTIALS_INVALID}
+    pending = m.Connection.objects.filter(status=S.PENDING)
+    assert set(pending.values_list("reason", flat=True)) == {"", m.Reason.AUTHORIZATION_ABANDONED}
 
 
-def without_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(seed_demo.apps, "is_installed", lambda name: name != "sandbox")
+def flagging_event(connection: m.Connection) -> m.ConnectionEvent:
+    return connection.events.filter(kind=K.CHECK_FAILED, to_status=S.NEEDS_RECONNECT).latest("created_at")
 
 
-def check_all(ids: list[int]) -> dict[int, lifecycle.CheckResult]:
-    try:
-        return {pk: lifecycle.connection_check(connection_id=pk, actor_label="test", force=True) for pk in sorted(ids)}
-    finally:
-        # No kept-alive socket of this test may outlive its live server.
-        shared_session().close()
+def test_credentials_follow_the_status() -> None:
+    with_credentials = set(m.Credential.objects.filter(connection__isnull=False).values_list("connection", flat=True))
+    for connection in m.Connection.objects.all():
+        has = connection.pk in with_credentials
+        if connection.status in (S.PENDING, S.DISCONNECTED) or connection.provider == "turnqey":
+            assert not has, connection  # nothing granted yet / deleted on purpose / Turnqey keeps none
+        elif connection.status == S.NEEDS_RECONNECT and "credentials_deleted" in flagging_event(connection).details:
+            assert not has, connection  # a renewal refused for good: the check deleted them
+        else:
+            assert has, connection
+
+
+def test_connections_carry_accounts_deadlines_and_a_month_of_history() -> None:
+    now = timezone.now()
+
+    for connection in m.Connection.objects.exclude(status=S.PENDING):
+        assert connection.accounts.exists(), connection
+        assert all(a.balance > 0 for a in connection.accounts.all())
+    assert not m.Account.objects.filter(connection__status=S.PENDING).exists()
+    for connection in m.Connection.objects.filter(status__in=WORKING):
+        assert connection.next_check_at
+        assert connection.next_check_at > now - timedelta(minutes=1)
+    assert not m.Connection.objects.filter(
+        status__in=[S.NEEDS_RECONNECT, S.DISCONNECTED], next_check_at__isnull=False
+    ).exists()
+    assert m.Connection.objects.filter(status__in=WORKING, reconnect_by__gt=now).exists()
+    events = m.ConnectionEvent.objects.filter(created_at__gte=now - timedelta(days=30))
+    days_with_events = {e.date() for e in events.values_list("created_at", flat=True)}
+    assert len(days_with_events) >= 25
+    kinds = set(events.values_list("kind", flat=True))
+    assert {K.RENEWED, K.CHECK_FAILED, K.STATUS_CHANGED, K.RECOVERED, K.DISCONNECTED} <= kinds
+    assert not m.ConnectionEvent.objects.filter(created_at__gt=now).exists()
+
+
+def test_revoked_connections_have_a_reconnect_link_sent_and_one_opened() -> None:
+    revoked = m.Connection.objects.filter(status=S.NEEDS_RECONNECT, reason=m.Reason.REVOKED)
+    links = m.ClientLink.objects.filter(connection__in=revoked)
+
+    assert set(links.values_list("connection", flat=True)) == set(revoked.values_list("pk", flat=True))
+    assert links.filter(status=m.ClientLink.LinkStatus.OPENED).exists()
+    assert links.filter(status=m.ClientLink.LinkStatus.SENT).exists()
+    for link in links:
+        assert link.connection.events.filter(kind=K.LINK_SENT, created_at=link.sent_at).exists()
+        if link.opened_at:
+            assert link.connection.events.filter(kind=K.LINK_OPENED, created_at=link.opened_at).exists()
+
+
+def test_pending_connections_wait_on_an_authorization_and_the_abandoned_one_ran_out() -> None:
+    for connection in m.Connection.objects.filter(status=S.PENDING):
+        request = connection.authorization_requests.get()
+        if connection.reason == m.Reason.AUTHORIZATION_ABANDONED:
+            assert request.outcome == m.AuthorizationRequest.Outcome.EXPIRED
+            abandoned = connection.events.get(kind=K.STATUS_CHANGED)
+            assert abandoned.actor_label == wording.HOUSEKEEPING
+            assert abandoned.created_at > request.expires_at
+        else:
+            assert request.outcome == ""
+            assert request.expires_at > timezone.now()
+
+
+# --- the history speaks the engine's language ------------------------------------------------
+
+
+def lifecycle_vocabulary() -> set[tuple[str, str, str]]:
+    """Every (kind, from_status, to_status) the lifecycle writes.
+
+    The rules' events, for every status a connection can be in and everything
+    that can happen to it; a check's renewal (statuses unchanged); the client
+    link services' events (no status).
+    """
+    now = timezone.now()
+    states = [rules.State(status) for status in m.Status.values] + [
+        rules.State(S.ACTIVE, consecutive_failures=2),
+        rules.State(S.DEGRADED, m.Reason.TRANSIENT, 4, now - timedelta(hours=1)),
+        rules.State(S.NEEDS_RECONNECT, m.Reason.REVOKED),
+    ]
+    happenings: list[rules.Happened] = [
+        rules.Succeeded(),
+        rules.FailedTransiently(),
+        *(rules.FailedPermanently(reason) for reason in sorted(rules.PERMANENT_REASONS)),
+        rules.AppRejected(),
+        rules.Interrupted(),
+        rules.Granted(reconnect=False),
+        rules.Granted(reconnect=True),
+        rules.Disconnected(),
+        rules.Abandoned(),
+        rules.DeadlinePassed(deadline=now),
+        rules.CredentialsUnreadable(),
+    ]
+    written = {(spec.kind, spec.from_status, spec.to_status) for spec in rules.started().events}
+    for state, happened in itertools.product(states, happenings):
+        try:
+            transition = rules.decide(state, happened, now=now, tunables=rules.Tunables())
+        except rules.GrantRefused:
+            continue
+        written |= {(spec.kind, spec.from_status, spec.to_status) for spec in transition.events}
+    written |= {(K.RENEWED, status, status) for status in rules.CHECKABLE}
+    written |= {(kind, "", "") for kind in (K.LINK_SENT, K.LINK_OPENED, K.LINK_COMPLETED, K.LINK_EXPIRED)}
+    return written
+
+
+def test_the_history_uses_only_what_the_lifecycle_writes() -> None:
+    vocabulary = lifecycle_vocabulary()
+    written = set(m.ConnectionEvent.objects.values_list("kind", "from_status", "to_status"))
+
+    assert written <= vocabulary, written - vocabulary
+    assert "check_succeeded" not in m.ConnectionEvent.Kind.values
+
+
+def test_every_event_was_done_by_a_person_or_by_one_of_the_lifecycles_own_actors() -> None:
+    actors = {wording.SCHEDULED_CHECK, wording.HOUSEKEEPING, wording.CLIENT_LINK}
+    for kind, label, actor in m.ConnectionEvent.objects.values_list("kind", "actor_label", "actor").distinct():
+        assert label in actors or (label == "" and actor is not None), (kind, label, actor)
+    checks = m.ConnectionEvent.objects.filter(kind__in=[K.CHECK_FAILED, K.RENEWED, K.RECOVERED])
+    assert set(checks.values_list("actor_label", flat=True)) == {wording.SCHEDULED_CHECK}
+
+
+def test_every_event_is_worded_by_the_lifecycles_wording() -> None:
+    for event in m.ConnectionEvent.objects.select_related("connection").filter(kind=K.RENEWED)[:200]:
+        source = event.connection.source_display
+        assert event.message.startswith(f"{source}: credentials renewed ahead of expiry")
+    for event in m.ConnectionEvent.objects.select_related("connection").filter(
+        kind=K.CHECK_FAILED, to_status=S.NEEDS_RECONNECT
+    ):
+        connection = event.connection
+        expected = wording.status_message(
+            provider=connection.provider, platform=connection.platform, status=S.NEEDS_RECONNECT, reason=event.reason
+        )
+        assert event.message == expected
+
+
+def test_each_row_holds_what_the_rules_decided_for_its_history() -> None:
+    tunables = lifecycle.tunables()
+    for connection in m.Connection.objects.filter(status=S.NEEDS_RECONNECT):
+        assert connection.consecutive_failures == 0
+        assert connection.degraded_since is None
+        flagged = flagging_event(connection)
+        assert (flagged.reason, flagged.created_at) == (connection.reason, connection.last_checked_at)
+        assert connection.last_error
+    for connection in m.Connection.objects.filter(status=S.DEGRADED):
+        assert connection.reason == m.Reason.TRANSIENT
+        assert connection.consecutive_failures >= tunables.degraded_after
+        moved = connection.events.filter(kind=K.CHECK_FAILED, to_status=S.DEGRADED, from_status=S.ACTIVE).latest(
+            "created_at"
+        )
+        assert connection.degraded_since == moved.created_at
+        assert connection.last_error == moved.details["error"]
+    for connection in m.Connection.objects.filter(status=S.ACTIVE):
+        assert (connection.reason, connection.consecutive_failures, connection.degraded_since) == ("", 0, None)
+
+
+def test_each_rows_moments_are_those_of_its_history() -> None:
+    for connection in m.Connection.objects.all():
+        events = connection.events.order_by("created_at", "id")
+        created = events.first()
+        assert created is not None
+        assert (created.kind, created.created_at) == (K.CREATED, connection.created_at)
+        if connection.connected_at:
+            assert events.filter(kind=K.CONNECTED, created_at=connection.connected_at).exists()
+            assert connection.accounts.filter(as_of=connection.connected_at).exists()
+        if connection.disconnected_at:
+            assert events.last().kind == K.DISCONNECTED
+            assert events.last().created_at == connection.disconnected_at
+        if connection.last_checked_at:
+            assert not events.filter(kind__in=[K.CHECK_FAILED, K.RENEWED], created_at__gt=connection.last_checked_at)
+
+
+# --- real sandbox subjects ----------------------------------------------------------------------
 
 
 def test_connections_with_a_source_account_get_the_ids_and_secrets_of_real_sandbox_subjects() -> None:
-    seed()
-
     backed = m.Connection.objects.filter(status__in=[*WORKING, S.NEEDS_RECONNECT])
     for connection in backed.filter(provider="coinify"):
         assert CoinifyUser.objects.filter(
             pk=int(connection.external_account_id), email=connection.client.email
         ).exists()
     for connection in backed.filter(provider="bloquo"):
-        pair = decode_api_key(connection.credentials.get(kind="api_key").value)
-        assert pair is not None
-        assert BloquoKey.objects.get(customer_id=connection.external_account_id).client_id == pair[0]
+        key = BloquoKey.objects.get(customer_id=connection.external_account_id)
+        assert key.email == connection.client.email
+        stored = connection.credentials.filter(kind="api_key").first()
+        if stored is not None:
+            pair = decode_api_key(stored.value)
+            assert pair is not None
+            assert key.client_id == pair[0]
     for connection in backed.filter(provider="dapi"):
         link = DapiConnection.objects.get(connection_id=connection.grouping["connectionID"])
         assert link.user_id == connection.external_account_id
+        assert link.username == connection.client.email
     for connection in backed.filter(provider="turnqey"):
         authorization = TurnqeyAuthorization.objects.get(
             identity=str(connection.client.identity), platform=connection.platform
@@ -290,116 +338,24 @@ def test_connections_with_a_source_account_get_the_ids_and_secrets_of_real_sandb
         }
         expected = "active" if connection.status in WORKING else connection.reason
         assert authorization.status == expected
-    # Working Coinify connections hold only the offline token: their first check renews with it.
-    kinds = set(
-        m.Credential.objects.filter(connection__provider="coinify", connection__status__in=WORKING).values_list(
-            "kind", flat=True
-        )
-    )
-    assert kinds == {"offline"}
+
+
+def test_working_coinify_connections_hold_the_rolling_sign_in_they_were_granted() -> None:
+    for connection in m.Connection.objects.filter(provider="coinify", status__in=WORKING):
+        held = {c.kind: c for c in connection.credentials.all()}
+        assert set(held) == {"access", "refresh"}
+        # The refresh token's end of life is the deadline that renewals keep moving on.
+        assert connection.reconnect_by == held["refresh"].expires_at
+        assert held["refresh"].expires_at > timezone.now()
 
 
 def test_a_second_run_creates_no_sandbox_subjects_and_keeps_every_credential() -> None:
-    seed()
     subjects = sandbox_subjects()
-    credentials = sorted(m.Credential.objects.values_list("connection_id", "kind", "value"))
+    tokens = Token.objects.count()
+    credentials = list(m.Credential.objects.order_by("pk").values_list("pk", "kind", "value", "expires_at"))
 
     seed()
 
     assert sandbox_subjects() == subjects
-    assert sorted(m.Credential.objects.values_list("connection_id", "kind", "value")) == credentials
-
-
-def test_without_the_sandbox_connections_keep_placeholders_and_a_note_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    without_sandbox(monkeypatch)
-
-    output = seed()
-
-    assert "sandbox is not installed" in output
-    assert sandbox_subjects() == dict.fromkeys(("turnqey", "coinify", "bloquo", "dapi", "tokens"), 0)
-    for index, spec in enumerate(CONNECTIONS):
-        connection = m.Connection.objects.get(
-            client__name=next(h.clients[spec.client] for h in seed_demo.HOUSEHOLDS if h.reference == spec.household),
-            provider=spec.provider,
-            platform=spec.platform,
-        )
-        assert connection.external_account_id == placeholder_account_id(spec, index)
-
-
-def test_refresh_sandbox_without_the_sandbox_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    without_sandbox(monkeypatch)
-
-    with pytest.raises(CommandError, match="--refresh-sandbox needs the sandbox"):
-        seed(refresh_sandbox=True)
-
-
-def test_placeholders_from_a_sandbox_less_seed_are_replaced_by_real_subjects(monkeypatch: pytest.MonkeyPatch) -> None:
-    with monkeypatch.context() as patch:
-        without_sandbox(patch)
-        seed()
-    placeholders = dict(m.Connection.objects.values_list("pk", "external_account_id"))
-
-    output = seed()
-
-    assert "25 sandbox subjects" in output
-    for connection in m.Connection.objects.filter(status__in=[*WORKING, S.NEEDS_RECONNECT]):
-        assert connection.external_account_id != placeholders[connection.pk]
-    assert m.Connection.objects.filter(status=S.PENDING, external_account_id="").count() == 4
-
-
-@pytest.mark.django_db(transaction=True)
-def test_seeded_connections_hold_up_when_checked_against_the_live_sandbox(live_server: Any, settings: Any) -> None:
-    settings.PORTAL_BASE_URL = live_server.url
-    settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox"
-    seed()
-    seeded = {c.pk: c for c in m.Connection.objects.all()}
-    working = [pk for pk, c in seeded.items() if c.status in WORKING]
-    flagged = [pk for pk, c in seeded.items() if c.status == S.NEEDS_RECONNECT]
-    assert {seeded[pk].provider for pk in working} == set(m.Provider.values)
-    assert any(seeded[pk].status == S.DEGRADED for pk in working)
-
-    # Twice: the second round runs on what the first renewed.
-    for _ in range(2):
-        results = check_all(working)
-        assert {pk: r.status for pk, r in results.items()} == dict.fromkeys(working, S.ACTIVE)
-    assert m.Account.objects.filter(connection_id__in=working, connection__status=S.ACTIVE).exists()
-
-    # A forced check of a flagged connection finds the problem its reason names
-    # (a refused Coinify password cannot show on a check: it is an expired sign-in then).
-    results = check_all(flagged)
-    for pk, result in results.items():
-        assert result.status == S.NEEDS_RECONNECT, (seeded[pk], result)
-        reason = m.Connection.objects.get(pk=pk).reason
-        if (seeded[pk].provider, seeded[pk].reason) == ("coinify", m.Reason.CREDENTIALS_INVALID):
-            assert reason == m.Reason.EXPIRED
-        else:
-            assert reason == seeded[pk].reason, seeded[pk]
-    untouched = m.Connection.objects.filter(status__in=[S.PENDING, S.DISCONNECTED])
-    assert {c.pk: c.status for c in untouched} == {
-        pk: c.status for pk, c in seeded.items() if c.status in (S.PENDING, S.DISCONNECTED)
-    }
-
-
-@pytest.mark.django_db(transaction=True)
-def test_refresh_sandbox_brings_the_demo_back_after_a_sandbox_reset(live_server: Any, settings: Any) -> None:
-    settings.PORTAL_BASE_URL = live_server.url
-    settings.SANDBOX_BASE_URL = f"{live_server.url}/sandbox"
-    seed()
-    working = list(m.Connection.objects.filter(status__in=WORKING).values_list("pk", flat=True))
-    requests.post(
-        f"{live_server.url}/sandbox/_control/reset", json={}, headers=control_headers(), timeout=10
-    ).raise_for_status()
-    check_all(working)
-    # The reset broke the demo: connections flagged, and Turnqey's app (forgotten too) rejected.
-    flagged = m.Connection.objects.filter(pk__in=working, status=S.NEEDS_RECONNECT)
-    assert set(flagged.values_list("provider", flat=True)) == {"coinify", "bloquo", "dapi"}
-    assert m.ProviderApp.objects.get(provider="turnqey").credentials_rejected_at is not None
-
-    output = seed(refresh_sandbox=True)
-
-    assert "sandbox subjects" in output
-    results = check_all(working)
-    assert {pk: r.status for pk, r in results.items()} == dict.fromkeys(working, S.ACTIVE)
-    assert m.ConnectionEvent.objects.filter(
-        connection_id__in=working, kind=m.ConnectionEvent.Kind.RECOVERED, actor_label="command:seed_demo"
-    ).exists()
+    assert Token.objects.count() == tokens
+    assert list(m.Credential.objects.order_by("pk").values_list("pk", "kind", "value", "expires_at")) == credentials

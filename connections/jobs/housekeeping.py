@@ -130,7 +130,7 @@ def authorization_requests_expire(*, now: datetime | None = None) -> int:
                 break
             AuthorizationRequest.objects.filter(pk__in=[pk for pk, _ in rows], outcome="").update(
                 outcome=AuthorizationRequest.Outcome.EXPIRED,
-                outcome_message="The authorization was not finished in time.",
+                outcome_message=wording.authorization_not_finished(),
             )
             connection_ids = {cid for _, cid in rows if cid is not None}
             still_open = set(
@@ -138,7 +138,7 @@ def authorization_requests_expire(*, now: datetime | None = None) -> int:
                     connection_id__in=connection_ids, used_at__isnull=True, outcome="", expires_at__gte=now
                 ).values_list("connection_id", flat=True)
             )
-            lifecycle.connections_abandon(connection_ids=sorted(connection_ids - still_open))
+            lifecycle.connections_abandon(connection_ids=sorted(connection_ids - still_open), now=now)
             expired += len(rows)
     return expired
 

@@ -55,8 +55,8 @@ from .store import (
     accounts_digest,
     accounts_write,
     credentials_upsert,
-    event_row,
     events_for,
+    renewal_event,
 )
 
 logger = logging.getLogger("connections.lifecycle")
@@ -91,6 +91,37 @@ class CheckResult:
 
 class LeaseLost(Exception):
     """The connection was reconnected, disconnected or claimed by someone else mid-check."""
+
+
+@dataclass(frozen=True)
+class CheckFailure:
+    """What a provider error at one stage of a check means: the rules' happening, the event's details, and
+    whether the credentials the call was made with are dead."""
+
+    happened: rules.Happened
+    error: str
+    details: dict[str, Any]
+    forget_credentials: bool = False
+
+
+def check_failure(exc: ProviderError, *, stage: str) -> CheckFailure:
+    """The one translation of a provider's error (at ``stage``: renew, probe, ...) into what a check reports."""
+    error = redact(exc.message or str(exc))[:500]
+    details: dict[str, Any] = {"stage": stage, "error_kind": str(exc.kind)}
+    if exc.status_code is not None:
+        details["status_code"] = exc.status_code
+    if exc.access_rejected:
+        details["access_rejected"] = True
+    if exc.kind == ErrorKind.TRANSIENT:
+        return CheckFailure(rules.FailedTransiently(retry_after=exc.retry_after, error=error), error, details)
+    if exc.kind == ErrorKind.APP_CREDENTIALS_INVALID:
+        return CheckFailure(rules.AppRejected(error=error), error, details)
+    # A renewal the provider refused for good (invalid_grant and the like):
+    # the credentials it was made with are dead and must never be sent again.
+    happened = rules.FailedPermanently(
+        reason=str(exc.reason or rules.EXPIRED), error=error, from_provider=not exc.nothing_sent
+    )
+    return CheckFailure(happened, error, details, forget_credentials=stage == "renew")
 
 
 def connection_check(
@@ -259,22 +290,15 @@ class _Check:
                 )
                 if not held:
                     raise LeaseLost
-                kinds = credentials_upsert(issued, connection_id=connection.pk)
-                access = merged.get(Credential.Kind.ACCESS)
-                source = wording.source_name(provider=connection.provider, platform=connection.platform)
-                event_row(
-                    connection_id=connection.pk,
-                    kind=ConnectionEvent.Kind.RENEWED,
-                    message=wording.renewed(source=source, access_expires_at=access.expires_at if access else None),
-                    from_status=connection.status,
-                    to_status=connection.status,
+                credentials_upsert(issued, connection_id=connection.pk)
+                renewal_event(
+                    connection,
+                    status=connection.status,
+                    issued=issued,
+                    held=merged,
+                    reconnect_by=deadline,
                     actor=self.actor,
                     actor_label=self.actor_label,
-                    details={
-                        "kinds": sorted(kinds),
-                        "expires_at": {c.kind: c.expires_at for c in issued if c.expires_at is not None},
-                        "reconnect_by": deadline,
-                    },
                 ).save()
 
         self._store_patiently(write)
@@ -336,29 +360,21 @@ class _Check:
 
     # --- outcomes ---------------------------------------------------------------------------
     def _failed(self, exc: ProviderError, *, stage: str) -> CheckResult:
-        error = redact(exc.message or str(exc))[:500]
-        details: dict[str, Any] = {"stage": stage, "error_kind": str(exc.kind)}
-        if exc.status_code is not None:
-            details["status_code"] = exc.status_code
-        if exc.access_rejected:
-            details["access_rejected"] = True
+        failure = check_failure(exc, stage=stage)
         if exc.kind == ErrorKind.TRANSIENT:
             breaker_record_failure(app=self.app, permit=self.permit, now=self.now)
-            happened: rules.Happened = rules.FailedTransiently(retry_after=exc.retry_after, error=error)
-            return self._decided(happened, outcome=Outcome.TRANSIENT, details=details)
+            return self._decided(failure.happened, outcome=Outcome.TRANSIENT, details=failure.details)
         # The provider answered (it is up): a half-open trial closes the breaker.
         breaker_record_success(app=self.app, permit=self.permit, now=self.now)
         if exc.kind == ErrorKind.APP_CREDENTIALS_INVALID:
-            app_credentials_rejected(app=self.app, message=error, now=self.now)
-            rejected = rules.AppRejected(error=error)
-            return self._decided(rejected, outcome=Outcome.APP_CREDENTIALS_INVALID, details=details)
-        # A renewal the provider refused for good (invalid_grant and the like):
-        # the credentials it was made with are dead and must never be sent again.
-        forget = stage == "renew"
-        happened = rules.FailedPermanently(
-            reason=str(exc.reason or rules.EXPIRED), error=error, from_provider=not exc.nothing_sent
+            app_credentials_rejected(app=self.app, message=failure.error, now=self.now)
+            return self._decided(failure.happened, outcome=Outcome.APP_CREDENTIALS_INVALID, details=failure.details)
+        return self._decided(
+            failure.happened,
+            outcome=Outcome.PERMANENT,
+            details=failure.details,
+            forget_credentials=failure.forget_credentials,
         )
-        return self._decided(happened, outcome=Outcome.PERMANENT, details=details, forget_credentials=forget)
 
     def _defer(self, until: datetime, why: str) -> CheckResult:
         """No call (more) now: reschedule, status unchanged, no event."""

@@ -71,9 +71,21 @@ def _state(connection: Connection) -> rules.State:
 
 
 def connection_start(
-    *, household: Household, client: Client, provider_app: ProviderApp, platform: str, actor: Any, actor_label: str
+    *,
+    household: Household,
+    client: Client,
+    provider_app: ProviderApp,
+    platform: str,
+    actor: Any,
+    actor_label: str,
+    now: datetime | None = None,
 ) -> Connection:
-    """A new pending connection row with its CREATED event (the rules' starting point)."""
+    """A new pending connection row with its CREATED event (the rules' starting point).
+
+    ``now`` (default: the current time) is when it happened, as for every entry
+    point of the lifecycle: it dates the row and its event.
+    """
+    now = now or timezone.now()
     transition = rules.started()
     connection = Connection.objects.create(
         household=household,
@@ -82,9 +94,10 @@ def connection_start(
         provider=provider_app.provider,
         platform=platform,
         created_by=actor,
+        created_at=now,
         **transition.fields(),
     )
-    events_for(connection, transition.events, actor=actor, actor_label=actor_label)[0].save()
+    events_for(connection, transition.events, actor=actor, actor_label=actor_label, at=now)[0].save()
     return connection
 
 
@@ -95,8 +108,9 @@ def grant_apply(
     purpose: str,
     actor: Any = None,
     actor_label: str = "",
+    now: datetime | None = None,
 ) -> Connection:
-    """Store a completed authorization and make the connection active.
+    """Store a completed authorization and make the connection active (at ``now``, default the current time).
 
     ``purpose`` is ``"connect"`` or ``"reconnect"`` (AuthorizationRequest.Purpose).
     On a reconnect the grant must name the stored ``external_account_id``; a
@@ -112,7 +126,7 @@ def grant_apply(
     none), ``reconnect_by`` from the client, and the rules' transition (CONNECTED
     or RECONNECTED, plus RECOVERED from degraded or needs_reconnect).
     """
-    now = timezone.now()
+    now = now or timezone.now()
     reconnect = str(purpose) == "reconnect"
     # Only the client's own link is the client's doing ("after the client's reconnect").
     by_client = actor is None and actor_label == wording.CLIENT_LINK
@@ -149,6 +163,7 @@ def grant_apply(
                 "expected_account": refused.external_account_id,
                 "returned_account": str(grant.external_account_id),
             },
+            created_at=now,
         )
         raise ReconnectMismatch(message)
     connection.refresh_from_db()
@@ -218,8 +233,10 @@ def _grant_store(
     ConnectionEvent.objects.bulk_create(events)
 
 
-def connection_disconnect(*, connection: Connection, actor: Any = None, actor_label: str = "") -> Connection:
-    """Revoke at the provider where it can be, delete every secret, status ``disconnected``.
+def connection_disconnect(
+    *, connection: Connection, actor: Any = None, actor_label: str = "", now: datetime | None = None
+) -> Connection:
+    """Revoke at the provider where it can be, delete every secret, status ``disconnected`` (as of ``now``).
 
     A provider failure while revoking (or the app's rate limit being spent)
     never blocks the disconnect: it is recorded in the event and the secrets
@@ -241,20 +258,21 @@ def connection_disconnect(*, connection: Connection, actor: Any = None, actor_la
             connection.refresh_from_db()
             return connection
         deleted, _ = Credential.objects.filter(connection_id=locked.pk).delete()
+        now = now or timezone.now()
         transition = rules.decide(
-            _state(locked), rules.Disconnected(revoke_error=revoke_error), now=timezone.now(), tunables=tunables()
+            _state(locked), rules.Disconnected(revoke_error=revoke_error), now=now, tunables=tunables()
         )
-        now = timezone.now()
         Connection.objects.filter(pk=locked.pk).update(
             **transition.fields(),
             lease_until=None,
             lease_owner="",
             reconnect_by=None,
             disconnected_at=now,
-            updated_at=now,
+            updated_at=timezone.now(),
         )
         details = {"revoke": revoke_outcome, "credentials_deleted": deleted}
-        for event in events_for(locked, transition.events, actor=actor, actor_label=actor_label, details=details):
+        events = events_for(locked, transition.events, actor=actor, actor_label=actor_label, at=now, details=details)
+        for event in events:
             event.save()
     connection.refresh_from_db()
     return connection
@@ -279,13 +297,15 @@ def _revoke(connection: Connection) -> tuple[str, str]:
     return "revoked at the provider (where it supports it)", ""
 
 
-def connections_abandon(*, connection_ids: list[int], actor_label: str = wording.HOUSEKEEPING) -> int:
+def connections_abandon(
+    *, connection_ids: list[int], actor_label: str = wording.HOUSEKEEPING, now: datetime | None = None
+) -> int:
     """Pending connections whose every authorization ran out: reason ``authorization_abandoned``, with an event.
 
     Returns how many changed. Call inside a transaction (housekeeping's batch).
     """
     changed = 0
-    now = timezone.now()
+    now = now or timezone.now()
     for connection in Connection.objects.select_for_update().filter(pk__in=connection_ids):
         transition = rules.decide(_state(connection), rules.Abandoned(), now=now, tunables=tunables())
         if not transition.events:

@@ -203,6 +203,38 @@ def event_record(*, connection: Connection, kind: str, **fields: Any) -> Connect
     return event
 
 
+def renewal_event(
+    connection: Connection,
+    *,
+    status: str,
+    issued: Sequence[IssuedCredential],
+    held: Mapping[str, IssuedCredential],
+    reconnect_by: datetime | None,
+    actor: Any = None,
+    actor_label: str = "",
+    at: datetime | None = None,
+) -> ConnectionEvent:
+    """The unsaved RENEWED event of a check of a connection in ``status`` that obtained ``issued`` (``held``:
+    every credential held after it)."""
+    access = held.get(Credential.Kind.ACCESS)
+    source = wording.source_name(provider=connection.provider, platform=connection.platform)
+    return event_row(
+        connection_id=connection.pk,
+        kind=ConnectionEvent.Kind.RENEWED,
+        message=wording.renewed(source=source, access_expires_at=access.expires_at if access else None),
+        from_status=status,
+        to_status=status,
+        actor=actor,
+        actor_label=actor_label,
+        details={
+            "kinds": sorted({credential.kind for credential in issued}),
+            "expires_at": {c.kind: c.expires_at for c in issued if c.expires_at is not None},
+            "reconnect_by": reconnect_by,
+        },
+        created_at=at,
+    )
+
+
 # Facts that are wording's business only (flags for which sentence), not history.
 _WORDING_FLAGS = frozenset({"by_client", "by_reconnect", "interrupted", "app_rejected", "deadline_rolls"})
 

@@ -254,6 +254,10 @@ class ProviderClient:
     # The query parameters the provider's callback may carry; the portal
     # refuses any other before the callback is handled. Empty: no callback.
     callback_parameters: ClassVar[frozenset[str]] = frozenset()
+    # Which ProviderApp credentials the provider issues to the partner itself
+    # ("client_id", "client_secret"); empty when every credential belongs to a
+    # connection (Bloquo's key pairs).
+    partner_credentials: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

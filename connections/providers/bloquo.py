@@ -70,6 +70,8 @@ class BloquoClient(ProviderClient):
     flow: ClassVar[Literal["redirect", "form"]] = "form"
     platforms: ClassVar[Sequence[str]] = ("bloquo",)
     documented_base_urls: ClassVar[Mapping[str, str]] = {"sandbox": STAGING_BASE_URL}
+    # [doc] Key pairs belong to the customer: the partner app itself holds none.
+    partner_credentials: ClassVar[tuple[str, ...]] = ()
 
     def api_url(self, path: str) -> str:
         """As the base class, refusing a production app that points at Bloquo's staging host."""

@@ -92,6 +92,8 @@ class CoinifyClient(ProviderClient):
     flow: ClassVar[Literal["redirect", "form"]] = "form"
     platforms: ClassVar[Sequence[str]] = ("coinify",)
     documented_base_urls: ClassVar[Mapping[str, str]] = {"production": "https://app-api.coinify.com"}
+    # [assumed] A partner has an id (sent as partnerId) and no secret of its own.
+    partner_credentials: ClassVar[tuple[str, ...]] = ("client_id",)
 
     # --- form ---
     def credential_fields(self) -> Sequence[FormField]:

@@ -98,6 +98,8 @@ class DapiClient(ProviderClient):
             CALLBACK_ERROR_DESCRIPTION,
         }
     )
+    # [doc] The app key opens Connect; the app secret goes with every call.
+    partner_credentials: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
 
     # --- authorization ---
     def start_authorization(

@@ -141,6 +141,8 @@ class TurnqeyClient(ProviderClient):
             CALLBACK_ERROR_DESCRIPTION,
         }
     )
+    # [doc] The app token is bought with the client id and secret.
+    partner_credentials: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
 
     # --- app token ---
     def app_token(self) -> IssuedCredential:

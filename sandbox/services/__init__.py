@@ -26,7 +26,7 @@ from django.db import models, transaction
 from .. import clock
 from ..models import App, Provider
 from . import bloquo, coinify, dapi, turnqey
-from .common import AppKind, SandboxError, check_columns, read_mount
+from .common import AppKind, Person, SandboxError, check_columns, read_mount
 
 __all__ = [
     "SIMULATORS",
@@ -36,6 +36,7 @@ __all__ = [
     "app_list",
     "app_register",
     "registrable_providers",
+    "simulator_for",
     "subject_act",
     "subject_create",
     "subject_list",
@@ -73,6 +74,14 @@ class Simulator(Protocol):
         """
         ...
 
+    def grant_answer(self, *, mount: str, person: Person) -> dict[str, Any]:
+        """Create the person's subject and answer what the partner receives (``fields`` or ``params``)."""
+        ...
+
+    def grant_break(self, *, mount: str, person: Person, how: str) -> dict[str, str] | None:
+        """Break the person's subject as ``how`` says: a control action to apply, or None when done."""
+        ...
+
 
 # Mount → that provider's simulator. The order is the one errors list mounts in.
 SIMULATORS: dict[str, Simulator] = {
@@ -84,7 +93,8 @@ SIMULATORS: dict[str, Simulator] = {
 }
 
 
-def _simulator(value: object) -> tuple[str, Simulator]:
+def simulator_for(value: object) -> tuple[str, Simulator]:
+    """The mount ``value`` names and its simulator; :class:`SandboxError` for an unknown one."""
     mount = read_mount(value, tuple(SIMULATORS))
     return mount, SIMULATORS[mount]
 
@@ -171,13 +181,13 @@ def subject_create(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
       the access code, as ``ExchangeToken`` would, and add ``access_token``,
       the permanent token) → the Connect result fields.
     """
-    mount, simulator = _simulator(data.get("provider"))
+    mount, simulator = simulator_for(data.get("provider"))
     return simulator.subject_create(mount=mount, data=data)
 
 
 def subject_list(*, provider: str) -> list[dict[str, Any]]:
     """Subjects of one provider mount, without any secret."""
-    mount, simulator = _simulator(provider)
+    mount, simulator = simulator_for(provider)
     return simulator.subject_list(mount=mount)
 
 
@@ -186,7 +196,7 @@ def subject_act(data: dict[str, Any]) -> dict[str, Any]:
 
     Raises :class:`SandboxError` (404) when no subject matches.
     """
-    mount, simulator = _simulator(data.get("provider"))
+    mount, simulator = simulator_for(data.get("provider"))
     action = data.get("action")
     if action not in simulator.ACTIONS:
         raise SandboxError(f"action for {mount} must be one of: {', '.join(simulator.ACTIONS)}.")

@@ -13,9 +13,9 @@ from typing import Any
 
 from django.db import models, transaction
 
-from .. import tokens
+from .. import clock, tokens
 from ..models import BloquoKey, Provider, Token
-from .common import AppKind, SandboxError, check_columns, read_mount, read_text
+from .common import AppKind, Person, SandboxError, check_columns, read_mount, read_text
 
 BLOQUO_MOUNTS = (Provider.BLOQUO, Provider.BLOQUO_PRODUCTION)
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "restore")
@@ -106,3 +106,34 @@ def subject_act(*, mount: str, data: dict[str, Any], action: str, at: datetime) 
         live.filter(revoked_at__isnull=True).update(revoked_at=at)
         return 1
     return live.filter(expires_at__gt=at).update(expires_at=at)
+
+
+# --- Grants without a browser (manage.py sandbox_grant) -------------------------
+
+
+def grant_answer(*, mount: str, person: Person) -> dict[str, Any]:
+    """A new key pair from the customer's API settings: the fields the partner's form posts."""
+    key, client_id, client_secret = bloquo_key_create(provider=mount, name=person.name, email=person.email)
+    return {
+        "fields": {"clientId": client_id, "clientSecret": client_secret},
+        "subject": {"customer_id": key.customer_id},
+    }
+
+
+def grant_break(*, mount: str, person: Person, how: str) -> dict[str, str] | None:
+    """Revoked: the key is revoked. Credentials invalid: the customer replaced the pair's secret."""
+    if how == "expired":
+        raise SandboxError("A Bloquo key pair does not expire: a lapsed access token is replaced from the same pair.")
+    key = BloquoKey.objects.filter(provider=mount, email=person.email).order_by("-id").first()
+    if key is None:
+        raise SandboxError("No such Bloquo customer.", status=404)
+    if how == "revoked":
+        return {"action": "revoke", "customer_id": key.customer_id}
+    with transaction.atomic():
+        # The new secret is never shown here: the one on file is refused, and
+        # the tokens issued for the old secret end with it.
+        bloquo_key_create(provider=mount, client_id=key.client_id)
+        Token.objects.filter(kind=Token.Kind.BLOQUO_ACCESS, subject=str(key.pk), revoked_at__isnull=True).update(
+            revoked_at=clock.now()
+        )
+    return None

@@ -17,7 +17,7 @@ from django.db.models import Q
 
 from .. import clock, state, tokens
 from ..models import App, CoinifyUser, Provider, Token
-from .common import AppKind, SandboxError, check_columns, read_text
+from .common import AppKind, Person, SandboxError, check_columns, read_text
 
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "deactivate", "restore")
 APPS: AppKind = AppKind.ID_ONLY
@@ -133,3 +133,26 @@ def subject_act(*, mount: str, data: dict[str, Any], action: str, at: datetime) 
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=at))
         .update(expires_at=at)
     )
+
+
+# --- Grants without a browser (manage.py sandbox_grant) -------------------------
+
+
+def grant_answer(*, mount: str, person: Person) -> dict[str, Any]:
+    """The person's Coinify sign-in: the fields the partner's form posts."""
+    person.require(mount, "app_id", "email")
+    password = person.password or secrets.token_urlsafe(12)
+    user, _offline, _created = coinify_user_create(partner_id=person.app_id, email=person.email, password=password)
+    return {"fields": {"email": user.email, "password": password}, "subject": {"user_id": user.pk}}
+
+
+def grant_break(*, mount: str, person: Person, how: str) -> dict[str, str] | None:
+    """Revoked: every token dies. Expired: the sign-in lapses (an offline token never does)."""
+    if how == "credentials_invalid":
+        raise SandboxError(
+            "Coinify checks the partner's tokens, not the password: a refused password only shows at sign-in."
+        )
+    user = CoinifyUser.objects.filter(partner_id=person.app_id, email=person.email).first()
+    if user is None:
+        raise SandboxError("No such Coinify user.", status=404)
+    return {"action": "revoke" if how == "revoked" else "expire", "user_id": str(user.pk)}

@@ -7,6 +7,7 @@ A :class:`SandboxError` carries a plain message for a 400 (control API) or a
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
@@ -76,3 +77,21 @@ def _refuse_nul(name: str, value: str) -> None:
     # PostgreSQL text cannot hold NUL; the driver refuses even to send it.
     if "\x00" in value:
         raise SandboxError(f"{name} must not contain NUL characters.")
+
+
+@dataclass(frozen=True)
+class Person:
+    """Who grants access, as the partner knows them."""
+
+    app_id: str = ""  # Turnqey client id, Coinify partner id, Dapi app key
+    name: str = ""
+    email: str = ""
+    identity: str = ""  # the partner-side identity (Turnqey's ``identity``)
+    platform: str = ""
+    collection: str = ""  # a Turnqey collection the person's household already has
+    password: str = ""  # where the sign-in has one (Coinify); generated when empty
+
+    def require(self, provider: str, *names: str) -> None:
+        missing = [name for name in names if not getattr(self, name)]
+        if missing:
+            raise SandboxError(f"A {provider} grant needs: {', '.join(missing)}.")

@@ -16,7 +16,7 @@ from django.db import models, transaction
 
 from .. import clock, state, tokens
 from ..models import App, DapiConnection, Provider, Token
-from .common import AppKind, SandboxError, check_columns, read_text
+from .common import AppKind, Person, SandboxError, check_columns, read_text
 
 # ``revoke`` is an alias of ``delink``, so a caller can revoke a subject of any
 # provider with one action name.
@@ -148,3 +148,31 @@ def subject_act(*, mount: str, data: dict[str, Any], action: str, at: datetime) 
         # Access tokens are permanent; what can lapse is a code not yet exchanged.
         return Token.objects.filter(kind=Token.Kind.DAPI_CODE, subject__in=ids, expires_at__gt=at).update(expires_at=at)
     return connections.filter(delinked_at__isnull=True).update(delinked_at=at)
+
+
+# --- Grants without a browser (manage.py sandbox_grant) -------------------------
+
+
+def grant_answer(*, mount: str, person: Person) -> dict[str, Any]:
+    """The person signs in at Connect (the email stands in for their username): the redirect's parameters."""
+    person.require(mount, "app_id", "email")
+    with transaction.atomic():
+        params = dapi_connection_create(app_key=person.app_id, username=person.email, snapshot=state.snapshot())
+    return {"params": params, "subject": {"connection_id": params["connectionID"]}}
+
+
+def grant_break(*, mount: str, person: Person, how: str) -> dict[str, str] | None:
+    """Only delinking breaks a Dapi token (it never expires and holds no secret that could be refused)."""
+    if how != "revoked":
+        raise SandboxError(
+            "A Dapi access token never expires and holds no secret of the user's that could be refused: "
+            "only delinking (revoked) breaks it."
+        )
+    connection = (
+        DapiConnection.objects.filter(app_key=person.app_id, username=person.email, delinked_at__isnull=True)
+        .order_by("-id")
+        .first()
+    )
+    if connection is None:
+        raise SandboxError("No such Dapi connection.", status=404)
+    return {"action": "delink", "connection_id": connection.connection_id}

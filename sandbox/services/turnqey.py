@@ -17,7 +17,7 @@ from django.db import models, transaction
 
 from .. import clock
 from ..models import App, Provider, TurnqeyAuthorization, TurnqeyCollection
-from .common import AppKind, SandboxError, check_columns, read_text
+from .common import AppKind, Person, SandboxError, check_columns, read_text
 
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "restore")
 APPS: AppKind = AppKind.WITH_SECRET
@@ -140,3 +140,44 @@ def subject_act(*, mount: str, data: dict[str, Any], action: str, at: datetime) 
         "restore": TurnqeyAuthorization.Status.ACTIVE,
     }[action]
     return rows.update(status=status, updated_at=clock.now())
+
+
+# --- Grants without a browser (manage.py sandbox_grant) -------------------------
+
+
+def grant_answer(*, mount: str, person: Person) -> dict[str, Any]:
+    """The person approves at the consent page: the redirect's query parameters."""
+    person.require(mount, "app_id", "identity", "platform")
+    if not App.objects.filter(provider=Provider.TURNQEY, client_id=person.app_id).exists():
+        raise SandboxError("Unknown Turnqey client.")
+    authorization = turnqey_authorization_grant(
+        client_id=person.app_id,
+        identity=person.identity,
+        platform=person.platform,
+        # The consent page's suggestion, so a reconnect through the page signs
+        # in as the same account holder.
+        username=turnqey_default_username(identity=person.identity),
+        collection=person.collection,
+    )
+    params = {
+        "identity": person.identity,
+        "collection": str(authorization.collection_id),
+        "platform": person.platform,
+        "status": "success",
+    }
+    return {"params": params, "subject": {"source_account_id": authorization.source_account_id}}
+
+
+def grant_break(*, mount: str, person: Person, how: str) -> dict[str, str] | None:
+    """Turnqey reports a platform account revoked or expired; it holds nothing that could be refused."""
+    if how == "credentials_invalid":
+        raise SandboxError(
+            "Turnqey holds no per-connection credentials that could be refused: it reports a platform "
+            "account as revoked or expired."
+        )
+    authorization = TurnqeyAuthorization.objects.filter(
+        client_id=person.app_id, identity=person.identity, platform=person.platform
+    ).first()
+    if authorization is None:
+        raise SandboxError("No such Turnqey authorization.", status=404)
+    return {"action": "revoke" if how == "revoked" else "expire", "source_account_id": authorization.source_account_id}

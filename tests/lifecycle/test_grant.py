@@ -235,3 +235,32 @@ def test_event_record_masks_secret_shaped_text(app: Any) -> None:
     )
     assert "abc.def.ghi" not in event.message
     assert "xyz123" not in event.details["note"]
+
+
+@pytest.mark.django_db
+def test_start_connect_and_disconnect_happen_at_the_moment_they_are_given(app: Any, world: FakeWorld) -> None:
+    started = timezone.now() - timedelta(days=9)
+    connected, disconnected = started + timedelta(minutes=3), started + timedelta(days=4)
+    pending = ConnectionFactory(provider_app=app)
+    connection = lifecycle.connection_start(
+        household=pending.household,
+        client=pending.client,
+        provider_app=app,
+        platform="coinify",
+        actor=None,
+        actor_label="web",
+        now=started,
+    )
+    lifecycle.grant_apply(connection=connection, grant=grant_for(connection, "past"), purpose="connect", now=connected)
+    result = lifecycle.connection_disconnect(connection=connection, now=disconnected)
+
+    assert result.created_at == started
+    assert result.connected_at == connected
+    assert result.last_success_at == connected
+    assert result.disconnected_at == disconnected
+    events = ConnectionEvent.objects.filter(connection=connection).order_by("created_at")
+    assert [(e.kind, e.created_at) for e in events] == [
+        (K.CREATED, started),
+        (K.CONNECTED, connected),
+        (K.DISCONNECTED, disconnected),
+    ]

@@ -211,7 +211,8 @@ def test_stale_authorization_request_expires_and_its_pending_connection_is_marke
     fresh_pending = ConnectionFactory(provider_app=app, status=Status.PENDING, external_account_id="")
     fresh = _auth_request(fresh_pending, expires_in=timedelta(minutes=9))
 
-    summary = jobs.housekeeping_run()
+    run_at = timezone.now()
+    summary = jobs.housekeeping_run(now=run_at)
 
     assert summary["authorization_requests_expired"] == 1
     stale.refresh_from_db()
@@ -222,6 +223,7 @@ def test_stale_authorization_request_expires_and_its_pending_connection_is_marke
     assert (pending.status, pending.reason) == (Status.PENDING, "authorization_abandoned")
     event = ConnectionEvent.objects.get(connection=pending)
     assert "not finished in time" in event.message
+    assert event.created_at == run_at
     fresh_pending.refresh_from_db()
     assert fresh_pending.reason == ""
     assert jobs.housekeeping_run()["authorization_requests_expired"] == 0
