@@ -175,8 +175,11 @@ def subject_restore(row: m.Connection, *, seeded_working: bool, source: Source, 
     """
     grant = source.grant(row)
     if seeded_working and row.status == m.Status.NEEDS_RECONNECT:
+        # The reset sandbox knows the same person under a new subject id: the row
+        # takes it first, so the grant is a reconnect of the same source account.
+        m.Connection.objects.filter(pk=row.pk).update(external_account_id=str(grant.external_account_id))
         lifecycle.grant_apply(
-            connection=row, grant=grant, purpose=m.AuthorizationRequest.Purpose.CONNECT, actor_label=actor_label
+            connection=row, grant=grant, purpose=m.AuthorizationRequest.Purpose.RECONNECT, actor_label=actor_label
         )
         return True
     credentials_upsert(grant.credentials, connection_id=row.pk)
