@@ -550,10 +550,16 @@ class CredentialAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Accounts come from provider checks; they are not edited by hand."""
 
-    list_display = ("name", "currency", "balance", "household", "connection", "status", "as_of")
+    list_display = ("name", "currency", "balance_shown", "household", "connection", "status", "as_of")
     list_filter = ("currency", "status", "connection__provider")
     list_select_related = ("connection", "connection__household")
     search_fields = ("name", "currency", "=external_id", "connection__household__name")
+    readonly_fields = ("balance_shown",)
+    exclude = ("balance",)
+
+    @admin.display(description="balance", ordering="balance")
+    def balance_shown(self, obj: m.Account) -> str:
+        return wording.amount(obj.balance, obj.currency)
 
     @admin.display(description="household", ordering="connection__household__name")
     def household(self, obj: m.Account) -> m.Household:

@@ -234,9 +234,12 @@ class Connection(TimeStamped):
     # When the sweep should next look at this connection; NULL means never
     # (needs_reconnect, disconnected): no retries until the client reconnects.
     next_check_at = models.DateTimeField(null=True, blank=True)
-    # Hard deadline after which only the client can restore access (a refresh
+    # Deadline after which only the client can restore access (a refresh
     # token's end of life, Dapi's unexchanged access code).
     reconnect_by = models.DateTimeField(null=True, blank=True)
+    # True when reconnect_by moves forward by itself at every renewal (a
+    # rotating refresh token): it needs the client only if renewals stop.
+    reconnect_by_rolls = models.BooleanField(default=False)
     consecutive_failures = models.PositiveIntegerField(default=0)
     # Fingerprint of the account list last stored (lifecycle.accounts_digest): a
     # check that reads the same list again neither reads nor writes account rows.
@@ -454,6 +457,7 @@ class ClientLink(models.Model):
         COMPLETED = "completed", "Completed"
         EXPIRED = "expired", "Expired"
         CANCELLED = "cancelled", "Cancelled"
+        SUPERSEDED = "superseded", "Replaced by a newer link"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     token_hash = models.CharField(max_length=64, unique=True)

@@ -45,6 +45,7 @@ from . import lifecycle
 from .lifecycle import rules
 from .lifecycle.claims import deadline_near_q
 from .models import (
+    AuthorizationRequest,
     Client,
     ClientLink,
     Connection,
@@ -138,9 +139,9 @@ def connection_status_counts(*, user: User) -> dict[str, int]:
     return counts
 
 
-def deadline_is_near(*, deadline: dt.datetime, basis: dt.datetime, now: dt.datetime) -> bool:
+def deadline_is_near(*, deadline: dt.datetime, basis: dt.datetime, now: dt.datetime, rolls: bool = False) -> bool:
     """:func:`lifecycle.rules.deadline_is_near` with the current settings."""
-    return rules.deadline_is_near(deadline=deadline, basis=basis, now=now, tunables=lifecycle.tunables())
+    return rules.deadline_is_near(deadline=deadline, basis=basis, now=now, tunables=lifecycle.tunables(), rolls=rolls)
 
 
 # Every connection that can need attention matches this; it is the condition of
@@ -198,6 +199,18 @@ def needs_attention_queryset(*, user: User, now: dt.datetime | None = None) -> Q
         .select_related("household", "client", "provider_app")
         .defer(*NO_SECRETS)
         .order_by("urgency", F("urgent_at").asc(nulls_first=True), "id")
+    )
+
+
+def connections_by_status(*, user: User, status: str = "") -> QuerySet[Connection]:
+    """The user's connections of ``status`` (all when empty), oldest data first: what the count cards count."""
+    connections = connection_queryset_for(user=user)
+    if status:
+        connections = connections.filter(status=status)
+    return (
+        connections.select_related("household", "client", "provider_app")
+        .defer(*NO_SECRETS)
+        .order_by(F("last_success_at").asc(nulls_first=True), "id")
     )
 
 
@@ -269,12 +282,21 @@ def _credentials_without_values() -> Prefetch:
     )
 
 
-def connection_cards_queryset(*, user: User) -> QuerySet[Connection]:
-    """Connections with what a card shows (app, client, credential expiries, accounts)."""
+def connection_cards_queryset(*, user: User, now: dt.datetime | None = None) -> QuerySet[Connection]:
+    """Connections with what a card shows (app, client, credential expiries, accounts).
+
+    ``authorization_open``: whether a pending connection still has an
+    authorization inside its window (otherwise it has lapsed, even before
+    housekeeping says so).
+    """
+    open_request = AuthorizationRequest.objects.filter(
+        connection=OuterRef("pk"), used_at__isnull=True, outcome="", expires_at__gt=now or timezone.now()
+    )
     return (
         connection_queryset_for(user=user)
         .select_related("provider_app", "client", "household")
         .defer(*NO_SECRETS)
+        .annotate(authorization_open=Exists(open_request))
         .prefetch_related(_credentials_without_values(), "accounts")
     )
 
@@ -322,11 +344,22 @@ def client_link_effective_status(*, link: ClientLink, now: dt.datetime | None = 
 
 @dataclass(frozen=True)
 class Deadline:
-    """One deadline of a connection, for the page to put into words."""
+    """One deadline of a connection, for the page to put into words.
 
-    kind: str  # "renews" | "refresh_valid_until" | "reconnect_by" | "next_check" | "token_expires"
+    ``kind``: ``renews`` (the access token, renewed by the portal),
+    ``token_expires`` (an access token nothing can renew), ``rolling`` (a
+    sign-in that keeps renewing itself; ``span`` is how long renewals may stop
+    before it lapses), ``reconnect_by`` (a hard limit, or a rolling one that
+    stopped rolling), ``next_check``. ``past`` when the moment has gone by;
+    ``urgent`` when a person should act now.
+    """
+
+    kind: str
     at: dt.datetime
     urgent: bool = False
+    past: bool = False
+    span: dt.timedelta | None = None
+    rolls: bool = False
 
 
 def connection_deadlines(*, connection: Connection, now: dt.datetime | None = None) -> list[Deadline]:
@@ -335,7 +368,8 @@ def connection_deadlines(*, connection: Connection, now: dt.datetime | None = No
     Reads the prefetched ``credentials`` (see :func:`connection_cards_queryset`),
     so it adds no query. An access token that can be renewed without the client
     (there is a refresh, offline or API-key credential) "renews"; one that cannot
-    just "expires".
+    just "expires". A rolling sign-in is not a deadline to warn about while it
+    keeps renewing (``rules.deadline_is_near``); once renewals stop it becomes one.
     """
     now = now or timezone.now()
     if connection.status == Status.DISCONNECTED:
@@ -344,23 +378,22 @@ def connection_deadlines(*, connection: Connection, now: dt.datetime | None = No
     renewable = any(k in by_kind for k in (Credential.Kind.REFRESH, Credential.Kind.OFFLINE, Credential.Kind.API_KEY))
     deadlines: list[Deadline] = []
     access = by_kind.get(Credential.Kind.ACCESS)
-    if access is not None and access.expires_at is not None and connection.status != Status.NEEDS_RECONNECT:
-        deadlines.append(Deadline(kind="renews" if renewable else "token_expires", at=access.expires_at))
-    refresh = by_kind.get(Credential.Kind.REFRESH)
-    if refresh is not None and refresh.expires_at is not None:
-        # Rotated at every renewal: its end of life matters through reconnect_by.
-        deadlines.append(Deadline(kind="refresh_valid_until", at=refresh.expires_at))
+    live = connection.status in (Status.ACTIVE, Status.DEGRADED)
+    if access is not None and access.expires_at is not None and live:
+        kind = "renews" if renewable else "token_expires"
+        deadlines.append(Deadline(kind=kind, at=access.expires_at, past=access.expires_at <= now))
     if connection.reconnect_by is not None:
+        at, rolls = connection.reconnect_by, connection.reconnect_by_rolls
+        refresh = by_kind.get(Credential.Kind.REFRESH)
         basis = (refresh.issued_at if refresh is not None else None) or connection.connected_at or connection.created_at
-        deadlines.append(
-            Deadline(
-                kind="reconnect_by",
-                at=connection.reconnect_by,
-                urgent=deadline_is_near(deadline=connection.reconnect_by, basis=basis, now=now),
-            )
-        )
+        near = deadline_is_near(deadline=at, basis=basis, now=now, rolls=rolls)
+        past = at <= now
+        if rolls and not near and not past and live:
+            deadlines.append(Deadline(kind="rolling", at=at, span=at - basis))
+        else:
+            deadlines.append(Deadline(kind="reconnect_by", at=at, urgent=near or past, past=past, rolls=rolls))
     if connection.next_check_at is not None:
-        deadlines.append(Deadline(kind="next_check", at=connection.next_check_at))
+        deadlines.append(Deadline(kind="next_check", at=connection.next_check_at, past=connection.next_check_at <= now))
     return sorted(deadlines, key=lambda d: d.at)
 
 

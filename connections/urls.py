@@ -25,6 +25,7 @@ urlpatterns = [
     *auth_patterns,
     path("", views.dashboard, name="dashboard"),
     path("attention/", views.attention_list, name="attention_list"),
+    path("connections/", views.connection_list, name="connection_list"),
     path("households/<int:pk>/", views.household_detail, name="household_detail"),
     path("households/<int:pk>/connect/", views.household_connect, name="household_connect"),
     path(

@@ -121,6 +121,20 @@ class ConnectionEventFactory(factory.django.DjangoModelFactory):
     actor_label = "job:check"
 
 
+class AuthorizationRequestFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = m.AuthorizationRequest
+
+    connection = factory.SubFactory(ConnectionFactory, status=m.Status.PENDING, external_account_id="")
+    household = factory.SelfAttribute("connection.household")
+    client = factory.SelfAttribute("connection.client")
+    provider_app = factory.SelfAttribute("connection.provider_app")
+    provider = factory.SelfAttribute("connection.provider")
+    platform = factory.SelfAttribute("connection.platform")
+    state_hash = factory.Sequence(lambda n: f"{n:064d}")
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=15))
+
+
 def registered_model_admins() -> list[tuple[type, object]]:
     """Every model registered with the admin site and its ModelAdmin, through the site's public API."""
     from django.apps import apps

@@ -36,7 +36,9 @@ def deadline_warnings_record(*, now: datetime | None = None) -> int:
             reconnect_by__gt=now,
             reconnect_by__lte=now + window,
             status__in=[rules.PENDING, rules.ACTIVE, rules.DEGRADED],
-        ).only("pk", "reconnect_by", "connected_at", "created_at", "provider", "platform", "status")
+        ).only(
+            "pk", "reconnect_by", "reconnect_by_rolls", "connected_at", "created_at", "provider", "platform", "status"
+        )
     )
     written = 0
     for start in range(0, len(candidates), HOUSEKEEPING_BATCH):
@@ -59,7 +61,9 @@ def deadline_warnings_record(*, now: datetime | None = None) -> int:
             deadline = row.reconnect_by
             assert deadline is not None  # filtered above
             basis = refresh_issued.get(row.pk) or row.connected_at or row.created_at
-            near = rules.deadline_is_near(deadline=deadline, basis=basis, now=now, tunables=tunables)
+            near = rules.deadline_is_near(
+                deadline=deadline, basis=basis, now=now, tunables=tunables, rolls=row.reconnect_by_rolls
+            )
             if not near or (row.pk, deadline.isoformat()) in warned:
                 continue
             source = wording.source_name(provider=row.provider, platform=row.platform)

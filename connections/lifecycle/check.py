@@ -277,7 +277,7 @@ class _Check:
         connection = self.connection
         merged = {**state.credentials, **{credential.kind: credential for credential in issued}}
         new_state = replace(state, credentials=merged)
-        deadline = self.client.reconnect_deadline(new_state)
+        deadline = clients.deadline_fields(self.client, new_state)
         lease = timedelta(seconds=self.tunables.check_lease_seconds)
 
         def write() -> None:
@@ -286,7 +286,7 @@ class _Check:
                 # claim is still ours; a reconnect or disconnect in between has
                 # cleared it, and then these tokens must not overwrite anything.
                 held = Connection.objects.filter(pk=connection.pk, lease_owner=self.owner).update(
-                    reconnect_by=deadline, lease_until=timezone.now() + lease
+                    **deadline, lease_until=timezone.now() + lease
                 )
                 if not held:
                     raise LeaseLost
@@ -296,13 +296,16 @@ class _Check:
                     status=connection.status,
                     issued=issued,
                     held=merged,
-                    reconnect_by=deadline,
+                    reconnect_by=deadline["reconnect_by"],
                     actor=self.actor,
                     actor_label=self.actor_label,
                 ).save()
 
         self._store_patiently(write)
-        connection.reconnect_by = deadline
+        connection.reconnect_by, connection.reconnect_by_rolls = (
+            deadline["reconnect_by"],
+            deadline["reconnect_by_rolls"],
+        )
         self.renewed = True
         return new_state
 

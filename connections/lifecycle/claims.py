@@ -233,6 +233,5 @@ def deadline_near_q(*, now: datetime, tunables: rules.Tunables, basis: str = "de
     condition = Q(
         reconnect_by__isnull=False,
         reconnect_by__lte=now + timedelta(seconds=tunables.deadline_warning_seconds),
-        deadline_left__lte=F("deadline_since_basis"),
-    )
+    ) & (Q(reconnect_by_rolls=False) | Q(deadline_left__lte=F("deadline_since_basis")))
     return aliases, condition

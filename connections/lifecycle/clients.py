@@ -126,6 +126,13 @@ def clients_forget() -> None:
     _clients.cache = {}
 
 
+def deadline_fields(client: ProviderClient, state: ConnectionState) -> dict[str, Any]:
+    """The connection's deadline as the client reads it from ``state``: when only the client can
+    restore access, and whether that moment rolls forward at every renewal."""
+    deadline = client.reconnect_deadline(state)
+    return {"reconnect_by": deadline, "reconnect_by_rolls": deadline is not None and client.deadline_rolls(state)}
+
+
 def household_grouping(household: Household) -> dict[str, str]:
     """Provider-side grouping a household shares across its connections (Turnqey's ``collection``)."""
     if household.turnqey_collection:

@@ -194,7 +194,7 @@ def _grant_store(
         accounts_read=grant.accounts is not None,
         by_client=by_client,
         deadline=deadline,
-        deadline_rolls=client.deadline_rolls(state),
+        deadline_rolls=deadline is not None and client.deadline_rolls(state),
     )
     transition = rules.decide(_state(locked), happened, now=now, tunables=tunables())
     for name, value in transition.fields().items():
@@ -202,6 +202,7 @@ def _grant_store(
     locked.connected_at = now
     locked.disconnected_at = None
     locked.reconnect_by = deadline
+    locked.reconnect_by_rolls = happened.deadline_rolls
     locked.lease_until = None
     locked.lease_owner = ""
     update_fields = [
@@ -209,6 +210,7 @@ def _grant_store(
         "connected_at",
         "disconnected_at",
         "reconnect_by",
+        "reconnect_by_rolls",
         "lease_until",
         "lease_owner",
         "grouping",

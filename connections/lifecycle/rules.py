@@ -427,15 +427,22 @@ def renewal_is_due(*, renewal_due_at: datetime | None, now: datetime, tunables: 
     return renewal_due_at is not None and renewal_due_at <= now + timedelta(seconds=tunables.renew_jitter_seconds)
 
 
-def deadline_is_near(*, deadline: datetime, basis: datetime, now: datetime, tunables: Tunables) -> bool:
-    """A hard deadline deserves a person's attention: within the warning window AND within half its own
-    lifetime (counted from ``basis``: the refresh token's issue, else the connection's start), so a
-    daily-rotated sign-in the portal keeps renewing is not "lapsing soon" all day.
+def deadline_is_near(
+    *, deadline: datetime, basis: datetime, now: datetime, tunables: Tunables, rolls: bool = False
+) -> bool:
+    """A deadline deserves a person's attention.
+
+    A hard one (Dapi's 30-minute code, a sign-in that will not renew) once it
+    is within the warning window. A rolling one (a rotating refresh token's end
+    of life, moved on at every renewal) only once it has stopped rolling: within
+    the window AND with half its own life gone since ``basis`` (the refresh
+    token's last issue), which a sign-in the portal keeps renewing never reaches.
 
     Selectors and housekeeping query this as SQL (``claims.deadline_near_q``), tested against this rule.
     """
     left = deadline - now
-    return left <= timedelta(seconds=tunables.deadline_warning_seconds) and left <= (deadline - basis) / 2
+    within = left <= timedelta(seconds=tunables.deadline_warning_seconds)
+    return within and (not rolls or left <= (deadline - basis) / 2)
 
 
 def degraded_needs_attention(*, degraded_since: datetime | None, now: datetime, tunables: Tunables) -> bool:

@@ -6,14 +6,13 @@ Presentation only: no queries beyond what the objects passed in already hold.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django import template
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.timesince import timesince, timeuntil
 
 from connections import selectors, wording
 from connections.forms import provider_client_class
@@ -49,6 +48,11 @@ def status_badge(status: str | None, *, small: bool = False) -> SafeString:
 
 
 @register.filter
+def get_item(mapping: dict[str, Any], key: str) -> Any:
+    return mapping.get(key)
+
+
+@register.filter
 def rollup_status(severity: int | None) -> str:
     """A household's roll-up status from its annotated worst severity ("none" without connections)."""
     if severity is None:
@@ -70,33 +74,13 @@ def _now(now: dt.datetime | None) -> dt.datetime:
 @register.simple_tag
 def relative(when: dt.datetime | None, now: dt.datetime | None = None) -> str:
     """ "in 12 minutes", "3 hours ago", "just now"."""
-    if when is None:
-        return "never"
-    now = _now(now)
-    delta = (when - now).total_seconds()
-    if abs(delta) < 60:
-        return "just now" if delta <= 0 else "in less than a minute"
-    if delta > 0:
-        return f"in {timeuntil(when, now, depth=1)}"
-    return f"{timesince(when, now, depth=1)} ago"
+    return wording.relative(when, _now(now))
 
 
 @register.simple_tag
 def clock(when: dt.datetime | None, now: dt.datetime | None = None) -> str:
     """A wall-clock time: "14:30" today, "tomorrow 14:30", "yesterday 09:10", else "14 Mar 2025, 14:30"."""
-    if when is None:
-        return "—"
-    now_local = timezone.localtime(_now(now))
-    local = timezone.localtime(when)
-    days = (local.date() - now_local.date()).days
-    hhmm = local.strftime("%H:%M")
-    if days == 0:
-        return hhmm
-    if days == 1:
-        return f"tomorrow {hhmm}"
-    if days == -1:
-        return f"yesterday {hhmm}"
-    return f"{local.day} {local:%b %Y}, {hhmm}"
+    return wording.clock(when, _now(now))
 
 
 @register.simple_tag
@@ -105,41 +89,54 @@ def connection_deadlines(connection: Connection, now: dt.datetime | None = None)
 
 
 @register.simple_tag
-def deadline_words(deadline: selectors.Deadline, now: dt.datetime | None = None) -> str:
-    """One deadline in plain words ("Access renews in 12 minutes", "Reconnect by 14:30")."""
-    now = _now(now)
-    at, past = deadline.at, deadline.at <= now
-    if deadline.kind == "renews":
-        if past:
-            return f"Access token lapsed {relative(at, now)}; renewed at the next check"
-        return f"Access renews {relative(at, now)}"
-    if deadline.kind == "token_expires":
-        return f"Access token expired {relative(at, now)}" if past else f"Access token expires {relative(at, now)}"
-    if deadline.kind == "refresh_valid_until":
-        if past:
-            return f"Refresh token expired at {clock(at, now)}"
-        return f"Refresh token valid until {clock(at, now)}"
-    if deadline.kind == "reconnect_by":
-        if past:
-            return f"Reconnect deadline passed at {clock(at, now)}"
-        return f"Reconnect by {clock(at, now)} ({relative(at, now)})"
-    if deadline.kind == "next_check":
-        return "Next check due now" if past else f"Next check {relative(at, now)}"
-    return f"{deadline.kind} {clock(at, now)}"
+def deadline_words(deadline: selectors.Deadline, connection: Connection, now: dt.datetime | None = None) -> str:
+    """One deadline in plain words (see ``wording.deadline_words``)."""
+    return wording.deadline_words(
+        kind=deadline.kind,
+        at=deadline.at,
+        now=_now(now),
+        status=connection.status,
+        past=deadline.past,
+        urgent=deadline.urgent,
+        span=deadline.span,
+        rolls=deadline.rolls,
+    )
 
 
 @register.filter
-def amount(value: Decimal | str | None) -> str:
-    """A balance without trailing zeros, at least two decimals, thousands separated: 1,234.5 → "1,234.50"."""
-    if value is None or value == "":
-        return "—"
-    try:
-        number = Decimal(value).normalize()
-    except (InvalidOperation, ValueError):
-        return str(value)
-    exponent = number.as_tuple().exponent
-    places = max(2, -exponent if isinstance(exponent, int) and exponent < 0 else 0)
-    return f"{number:,.{places}f}"
+def deadline_label(deadline: selectors.Deadline) -> str:
+    return wording.deadline_label(deadline.kind)
+
+
+@register.filter
+def amount(value: Decimal | str | None, currency: str = "") -> str:
+    """A balance with its currency's sensible precision (``wording.amount``)."""
+    return wording.amount(value, currency)
+
+
+@register.filter
+def pending_lapsed(connection: Connection) -> bool:
+    """A pending connection whose authorization ran out (abandoned, or no request still open)."""
+    if connection.status != Status.PENDING:
+        return False
+    return connection.reason == "authorization_abandoned" or getattr(connection, "authorization_open", True) is False
+
+
+@register.simple_tag
+def connection_message(connection: Connection) -> str:
+    """The status message, with a pending connection past its window said as lapsed."""
+    reason = "authorization_abandoned" if pending_lapsed(connection) else connection.reason
+    return wording.status_message(
+        provider=connection.provider, platform=connection.platform, status=connection.status, reason=reason
+    )
+
+
+@register.simple_tag(takes_context=True)
+def actor(context: Any, event: Any) -> str:
+    """Who did it, in plain words, "you" for the person reading."""
+    request = context.get("request")
+    viewer = getattr(request, "user", None)
+    return wording.actor_words(actor=event.actor, actor_label=event.actor_label, viewer=viewer)
 
 
 @register.simple_tag

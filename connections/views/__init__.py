@@ -8,7 +8,7 @@ the user's households is a 404, never someone else's data.
 from .actions import connection_check, connection_disconnect, connection_reconnect
 from .connect import CALLBACK_TITLES, connect_callback, household_connect, household_connect_credentials
 from .links import client_link, connection_link_send, household_link_new
-from .pages import attention_list, connection_detail, dashboard, household_detail
+from .pages import attention_list, connection_detail, connection_list, dashboard, household_detail
 
 __all__ = [
     "CALLBACK_TITLES",
@@ -17,6 +17,7 @@ __all__ = [
     "connect_callback",
     "connection_check",
     "connection_detail",
+    "connection_list",
     "connection_disconnect",
     "connection_link_send",
     "connection_reconnect",

@@ -23,6 +23,15 @@ from .common import (
     scoped_household,
 )
 
+# The dashboard's count cards, worst first; each links to that status's list.
+STATUS_CARDS = (
+    ("needs_reconnect", "Need reconnect"),
+    ("degraded", "Degraded"),
+    ("pending", "Pending"),
+    ("active", "Active"),
+    ("disconnected", "Disconnected"),
+)
+
 # --- Dashboard ---------------------------------------------------------------------------
 
 
@@ -40,6 +49,7 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
     context = {
         "membership": selectors.membership_for(user=user),
         "counts": selectors.connection_status_counts(user=user),
+        "status_cards": STATUS_CARDS,
         "attention": selectors.needs_attention_list(user=user, limit=ATTENTION_ON_DASHBOARD),
         "filter_form": filter_form,
         "page": page,
@@ -60,6 +70,20 @@ def attention_list(request: HttpRequest) -> HttpResponseBase:
     )
     context = {"page": page, "now": timezone.now()}
     return allow_provider_form_actions(render(request, "connections/attention_list.html", context))
+
+
+@require_GET
+@member_required
+def connection_list(request: HttpRequest) -> HttpResponseBase:
+    """Every connection of one status (the dashboard's count cards lead here), worst data first, paginated."""
+    status = request.GET.get("status", "")
+    if status not in selectors.STATUS_SEVERITY:
+        status = ""
+    page = Paginator(selectors.connections_by_status(user=request.user, status=status), ATTENTION_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    context = {"page": page, "status": status, "now": timezone.now()}
+    return allow_provider_form_actions(render(request, "connections/connection_list.html", context))
 
 
 # --- Household and connection pages ------------------------------------------------------

@@ -98,9 +98,14 @@ def test_timeline_lists_events_newest_first_and_pages(adviser_client: Any, world
     assert 'rel="prev"' in second
 
 
-def test_timeline_names_who_did_it(adviser_client: Any, world: World) -> None:
-    ConnectionEventFactory(connection=world.connection, actor=world.adviser, message="by a person")
-    ConnectionEventFactory(connection=world.connection, actor_label="job:sweep", message="by a job")
+def test_timeline_names_who_did_it_in_plain_words(adviser_client: Any, world: World) -> None:
+    ConnectionEventFactory(connection=world.connection, actor=world.adviser, message="by the reader")
+    ConnectionEventFactory(connection=world.connection, actor=world.firm_admin, message="by a colleague")
+    ConnectionEventFactory(connection=world.connection, actor_label="job:check", message="by a job")
+    ConnectionEventFactory(connection=world.connection, actor_label="client-link", message="by the client")
     body = adviser_client.get(reverse("connection_detail", args=[world.connection.pk])).content.decode()
-    assert "by Alice" in body
-    assert "by job:sweep" in body
+    assert "by you" in body
+    assert f"by {world.firm_admin.get_username()}" in body
+    assert "by scheduled check" in body
+    assert "by the client through their link" in body
+    assert "job:" not in body

@@ -59,7 +59,9 @@ def test_needs_attention_lists_the_most_urgent_first(world: World) -> None:
 
 def test_a_routinely_rotated_refresh_token_is_not_a_looming_deadline(world: World) -> None:
     now = timezone.now()
-    rotated = _connection(world, reconnect_by=now + timedelta(hours=23), connected_at=now - timedelta(days=20))
+    rotated = _connection(
+        world, reconnect_by=now + timedelta(hours=23), reconnect_by_rolls=True, connected_at=now - timedelta(days=20)
+    )
     CredentialFactory(
         connection=rotated, kind="refresh", issued_at=now - timedelta(hours=1), expires_at=now + timedelta(hours=23)
     )
@@ -70,12 +72,15 @@ def test_a_routinely_rotated_refresh_token_is_not_a_looming_deadline(world: Worl
     assert selectors.needs_attention_list(user=world.adviser, now=now) == [rotated]
 
 
-def test_deadline_is_near_within_48_hours_and_half_its_lifetime() -> None:
+def test_a_hard_deadline_is_near_within_48_hours_and_a_rolling_one_only_once_it_stopped_rolling() -> None:
     now = timezone.now()
-    assert selectors.deadline_is_near(deadline=now + timedelta(hours=47), basis=now - timedelta(days=5), now=now)
-    assert not selectors.deadline_is_near(deadline=now + timedelta(hours=49), basis=now - timedelta(days=5), now=now)
-    assert not selectors.deadline_is_near(deadline=now + timedelta(hours=10), basis=now - timedelta(hours=9), now=now)
-    assert selectors.deadline_is_near(deadline=now + timedelta(hours=10), basis=now - timedelta(hours=11), now=now)
+    near = selectors.deadline_is_near
+    assert near(deadline=now + timedelta(hours=47), basis=now - timedelta(days=5), now=now)
+    assert not near(deadline=now + timedelta(hours=49), basis=now - timedelta(days=5), now=now)
+    assert near(deadline=now + timedelta(minutes=10), basis=now - timedelta(minutes=20), now=now)  # a 30-minute code
+    assert near(deadline=now + timedelta(hours=10), basis=now - timedelta(hours=9), now=now)  # hard: renewing or not
+    assert not near(deadline=now + timedelta(hours=10), basis=now - timedelta(hours=9), now=now, rolls=True)
+    assert near(deadline=now + timedelta(hours=10), basis=now - timedelta(hours=11), now=now, rolls=True)
 
 
 def test_needs_attention_rows_offer_reconnect_and_send_link(adviser_client: Any, world: World) -> None:

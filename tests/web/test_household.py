@@ -55,10 +55,50 @@ def test_every_deadline_is_shown_in_words(adviser_client: Any, world: World) -> 
     CredentialFactory(connection=coinify, kind="refresh", expires_at=now + timedelta(hours=3))
     body = adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode()
     assert "Access renews in 12\xa0minutes" in body
-    assert "Refresh token valid until " in body
     assert "Reconnect by " in body
     assert "(in 3\xa0hours)" in body
     assert "Next check in 7\xa0minutes" in body
+
+
+def test_a_sign_in_that_keeps_renewing_is_not_written_as_a_deadline(adviser_client: Any, world: World) -> None:
+    now = timezone.now()
+    coinify = ConnectionFactory(
+        client=world.client,
+        provider_app=world.coinify,
+        platform="coinify",
+        reconnect_by=now + timedelta(hours=23, minutes=50),
+        reconnect_by_rolls=True,
+    )
+    CredentialFactory(
+        connection=coinify, kind="refresh", issued_at=now - timedelta(minutes=10), expires_at=coinify.reconnect_by
+    )
+    body = adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode()
+    assert "Keeps renewing itself; needs the client only if renewals stop for 24 hours" in body
+    assert "Reconnect by" not in body
+    assert "Hard deadline" not in body
+
+    # Renewals stopped 13 hours ago: now it is a deadline, and an urgent one.
+    m.Credential.objects.filter(connection=coinify, kind="refresh").update(issued_at=now - timedelta(hours=13))
+    m.Connection.objects.filter(pk=coinify.pk).update(reconnect_by=now + timedelta(hours=11))
+    body = adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode()
+    assert "Renewals have stopped: reconnect by " in body
+
+
+def test_a_deadline_that_went_by_reads_as_expired_with_the_next_step(adviser_client: Any, world: World) -> None:
+    gone = timezone.now() - timedelta(days=7)
+    ConnectionFactory(
+        client=world.client,
+        provider_app=world.coinify,
+        platform="coinify",
+        status=m.Status.NEEDS_RECONNECT,
+        reason=m.Reason.EXPIRED,
+        reconnect_by=gone,
+        next_check_at=None,
+    )
+    body = adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode()
+    assert "Expired on " in body
+    assert "ask the client to reconnect" in body
+    assert "ago)" not in body.split("Expired on", 1)[1].split("</dd>", 1)[0]
 
 
 def _household_queries(client: Any, world: World) -> int:

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from connections import models as m
 from connections.selectors import Deadline
 from connections.templatetags import portal
 
@@ -42,20 +43,42 @@ def test_clock_says_today_tomorrow_or_the_date() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "offset", "expected"),
+    ("kind", "offset", "status", "expected"),
     [
-        ("renews", dt.timedelta(minutes=12, seconds=1), "Access renews in 12\xa0minutes"),
+        ("renews", dt.timedelta(minutes=12, seconds=1), "active", "Access renews in 12\xa0minutes"),
         (
             "renews",
             -dt.timedelta(minutes=3, seconds=1),
-            "Access token lapsed 3\xa0minutes ago; renewed at the next check",
+            "active",
+            "Access token lapsed 3\xa0minutes ago; the portal renews it at the next check",
         ),
-        ("token_expires", dt.timedelta(hours=1, seconds=1), "Access token expires in 1\xa0hour"),
-        ("refresh_valid_until", dt.timedelta(hours=2), "Refresh token valid until 16:00"),
-        ("reconnect_by", dt.timedelta(minutes=30), "Reconnect by 14:30 (in 30\xa0minutes)"),
-        ("reconnect_by", -dt.timedelta(minutes=30), "Reconnect deadline passed at 13:30"),
-        ("next_check", dt.timedelta(minutes=5, seconds=1), "Next check in 5\xa0minutes"),
+        ("token_expires", dt.timedelta(hours=1, seconds=1), "active", "Access token expires in 1\xa0hour"),
+        (
+            "rolling",
+            dt.timedelta(hours=23),
+            "active",
+            "Keeps renewing itself; needs the client only if renewals stop for 24 hours",
+        ),
+        ("reconnect_by", dt.timedelta(minutes=30), "active", "Reconnect by 14:30 (in 30\xa0minutes)"),
+        (
+            "reconnect_by",
+            -dt.timedelta(days=8),
+            "needs_reconnect",
+            "Expired on 2 Mar 2026, 14:00: ask the client to reconnect",
+        ),
+        (
+            "reconnect_by",
+            -dt.timedelta(minutes=30),
+            "pending",
+            "Lapsed on 10 Mar 2026, 13:30: the authorization was not finished in time. Start it again",
+        ),
+        ("next_check", dt.timedelta(minutes=5, seconds=1), "active", "Next check in 5\xa0minutes"),
     ],
 )
-def test_deadlines_in_words(kind: str, offset: dt.timedelta, expected: str) -> None:
-    assert portal.deadline_words(Deadline(kind=kind, at=NOW + offset), NOW) == expected
+def test_deadlines_in_words_say_whether_they_are_ahead_rolling_or_gone(
+    kind: str, offset: dt.timedelta, status: str, expected: str
+) -> None:
+    at = NOW + offset
+    deadline = Deadline(kind=kind, at=at, past=at <= NOW, span=dt.timedelta(hours=24) if kind == "rolling" else None)
+    connection = m.Connection(status=status)
+    assert portal.deadline_words(deadline, connection, NOW) == expected
