@@ -25,8 +25,14 @@ def _card(body: str, connection: m.Connection) -> str:
 
 
 def test_the_status_count_cards_lead_to_the_list_of_that_status(adviser_client: Any, world: World) -> None:
-    broken = ConnectionFactory(client=world.client, provider_app=world.turnqey, platform="gemini",
-                               status=m.Status.NEEDS_RECONNECT, reason=m.Reason.REVOKED, next_check_at=None)  # fmt: skip
+    broken = ConnectionFactory(
+        client=world.client,
+        provider_app=world.turnqey,
+        platform="gemini",
+        status=m.Status.NEEDS_RECONNECT,
+        reason=m.Reason.REVOKED,
+        next_check_at=None,
+    )
     body = adviser_client.get(reverse("dashboard")).content.decode()
     for status in ("needs_reconnect", "degraded", "pending", "active", "disconnected"):
         assert f"{reverse('connection_list')}?status={status}" in body
@@ -52,9 +58,15 @@ def test_the_status_list_costs_the_same_queries_for_many_rows(adviser_client: An
 
 
 def test_a_degraded_connection_offers_check_now_not_reconnect(adviser_client: Any, world: World) -> None:
-    degraded = ConnectionFactory(client=world.client, provider_app=world.turnqey, platform="kraken",
-                                 status=m.Status.DEGRADED, reason=m.Reason.TRANSIENT, consecutive_failures=4,
-                                 degraded_since=timezone.now() - timedelta(hours=3))  # fmt: skip
+    degraded = ConnectionFactory(
+        client=world.client,
+        provider_app=world.turnqey,
+        platform="kraken",
+        status=m.Status.DEGRADED,
+        reason=m.Reason.TRANSIENT,
+        consecutive_failures=4,
+        degraded_since=timezone.now() - timedelta(hours=3),
+    )
     card = _card(adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode(), degraded)
     assert 'button--primary">Check now' in card
     assert reverse("connection_reconnect", args=[degraded.pk]) not in card
@@ -69,8 +81,14 @@ def test_a_degraded_connection_offers_check_now_not_reconnect(adviser_client: An
 def test_a_pending_connection_past_its_window_is_shown_lapsed_with_start_again(
     adviser_client: Any, world: World
 ) -> None:
-    pending = ConnectionFactory(client=world.client, provider_app=world.turnqey, platform="gemini",
-                                status=m.Status.PENDING, external_account_id="", next_check_at=None)  # fmt: skip
+    pending = ConnectionFactory(
+        client=world.client,
+        provider_app=world.turnqey,
+        platform="gemini",
+        status=m.Status.PENDING,
+        external_account_id="",
+        next_check_at=None,
+    )
     AuthorizationRequestFactory(connection=pending, expires_at=timezone.now() - timedelta(minutes=1))
     card = _card(adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode(), pending)
     assert "Lapsed" in card
@@ -80,8 +98,14 @@ def test_a_pending_connection_past_its_window_is_shown_lapsed_with_start_again(
 
 
 def test_a_pending_connection_inside_its_window_waits_for_the_client(adviser_client: Any, world: World) -> None:
-    pending = ConnectionFactory(client=world.client, provider_app=world.turnqey, platform="gemini",
-                                status=m.Status.PENDING, external_account_id="", next_check_at=None)  # fmt: skip
+    pending = ConnectionFactory(
+        client=world.client,
+        provider_app=world.turnqey,
+        platform="gemini",
+        status=m.Status.PENDING,
+        external_account_id="",
+        next_check_at=None,
+    )
     AuthorizationRequestFactory(connection=pending, expires_at=timezone.now() + timedelta(minutes=10))
     card = _card(adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode(), pending)
     assert "waiting for the client" in card
@@ -127,8 +151,14 @@ def test_admin_shows_balances_the_same_way(client: Any, world: World) -> None:
 
 
 def test_sources_have_one_name_everywhere(adviser_client: Any, world: World) -> None:
-    coinify = ConnectionFactory(client=world.client, provider_app=world.coinify, platform="coinify",
-                                status=m.Status.NEEDS_RECONNECT, reason=m.Reason.EXPIRED, next_check_at=None)  # fmt: skip
+    coinify = ConnectionFactory(
+        client=world.client,
+        provider_app=world.coinify,
+        platform="coinify",
+        status=m.Status.NEEDS_RECONNECT,
+        reason=m.Reason.EXPIRED,
+        next_check_at=None,
+    )
     pages = [
         adviser_client.get(reverse("dashboard")).content.decode(),
         adviser_client.get(reverse("attention_list")).content.decode(),
