@@ -11,7 +11,7 @@ from django.http import QueryDict
 from . import wording
 from .models import Client, Household, ProviderApp, Status
 from .providers import registry
-from .providers.base import FormField, ProviderClient
+from .providers.base import CredentialForm, ProviderClient
 from .selectors import provider_app_options
 
 
@@ -98,15 +98,20 @@ class ClientLinkNewForm(SourceForm):
 
 
 class CredentialsForm(forms.Form):
-    """A provider's credential form, built from its ``credential_fields()``.
+    """A provider's credential form, built from its ``credential_form()``.
 
     Secret inputs never render their value back (a password typed wrongly is
-    typed again, never echoed into the page).
+    typed again, never echoed into the page). ``audience`` is "adviser" (who
+    types on the client's behalf) or "client" (their own link): the help is
+    spoken to whoever reads it. Fields of a group go together and are shown
+    together under the group's heading (:meth:`groups`).
     """
 
-    def __init__(self, *args: Any, fields: Sequence[FormField], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, layout: CredentialForm, audience: str = "adviser", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for spec in fields:
+        self.layout = layout
+        self.audience = audience
+        for spec in layout.fields:
             attrs = {"autocomplete": "off", "spellcheck": "false"}
             if spec.secret or spec.input_type == "password":
                 widget: forms.Widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
@@ -120,13 +125,33 @@ class CredentialsForm(forms.Form):
             field.widget = widget
             field.label = spec.label
             field.required = spec.required
-            field.help_text = spec.help_text
+            field.help_text = (spec.help_text_for_client if audience == "client" else "") or spec.help_text
             self.fields[spec.name] = field
+
+    @property
+    def note(self) -> str:
+        """What each choice gives, said before anything is submitted."""
+        return (self.layout.note_for_client if self.audience == "client" else "") or self.layout.note
+
+    def groups(self) -> list[tuple[str, list[forms.BoundField]]]:
+        """(heading, bound fields) in order: one entry per group, a field without one on its own."""
+        grouped: list[tuple[str, list[forms.BoundField]]] = []
+        seen: dict[str, list[forms.BoundField]] = {}
+        for spec in self.layout.fields:
+            bound = self[spec.name]
+            if not spec.group:
+                grouped.append(("", [bound]))
+            elif spec.group in seen:
+                seen[spec.group].append(bound)
+            else:
+                seen[spec.group] = [bound]
+                grouped.append((self.layout.groups.get(spec.group, ""), seen[spec.group]))
+        return grouped
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if not self.errors and not any(v for v in data.values()):
-            raise forms.ValidationError("Fill in the credentials.")
+            raise forms.ValidationError(self.layout.empty_message)
         return data
 
     def credential_values(self) -> dict[str, str]:

@@ -56,7 +56,7 @@ from .models import (
     ProviderApp,
     Status,
 )
-from .providers.base import FormField
+from .providers.base import CredentialForm
 
 # How bad each status is, for roll-ups and "worst status of the day".
 # Disconnected is deliberate, not a fault, so it never makes a household look worse.
@@ -465,9 +465,9 @@ def connection_health_days(
 # --- Connect forms ----------------------------------------------------------------
 
 
-def provider_credential_fields(*, app: ProviderApp) -> list[FormField]:
-    """The inputs of a form-flow provider's credential form (Coinify, Bloquo)."""
-    return list(lifecycle.clients.client_describing(app=app).credential_fields())
+def provider_credential_form(*, app: ProviderApp) -> CredentialForm:
+    """A form-flow provider's credential form (Coinify, Bloquo): its inputs, layout and advice."""
+    return lifecycle.clients.client_describing(app=app).credential_form()
 
 
 def provider_app_options() -> QuerySet[ProviderApp]:

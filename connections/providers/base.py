@@ -179,8 +179,27 @@ class FormField:
     label: str
     secret: bool = False
     required: bool = True
-    help_text: str = ""
+    help_text: str = ""  # for the adviser, who types on the client's behalf
     input_type: str = "text"  # text | email | password
+    # Fields of one group go together (Coinify's email + password); the form
+    # asks for one group. Empty: a field of its own.
+    group: str = ""
+    # The same help spoken to the client, on the pages their link opens.
+    help_text_for_client: str = ""
+
+
+@dataclass(frozen=True)
+class CredentialForm:
+    """How a provider's credential form is laid out and explained, for the adviser and for the client."""
+
+    fields: Sequence[FormField]
+    # Group key -> its heading ("Sign in with email and password").
+    groups: Mapping[str, str] = field(default_factory=dict)
+    # Shown before the fields: what each choice gives, and which to prefer.
+    note: str = ""
+    note_for_client: str = ""
+    # What an empty submit is told.
+    empty_message: str = "Fill in the credentials."
 
 
 class AppTokenCache(Protocol):
@@ -321,6 +340,10 @@ class ProviderClient:
 
     def credential_fields(self) -> Sequence[FormField]:
         raise NotImplementedError(f"{self.key} has no credential form")
+
+    def credential_form(self) -> CredentialForm:
+        """The credential form with its layout and words (providers with groups or advice override it)."""
+        return CredentialForm(fields=self.credential_fields())
 
     def clean_credential_fields(self, fields: Mapping[str, str]) -> dict[str, str]:
         """The typed values this provider uses, stripped; :class:`InvalidCredentialFields` if incomplete.

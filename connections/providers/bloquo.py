@@ -85,7 +85,12 @@ class BloquoClient(ProviderClient):
     # --- form ---
     def credential_fields(self) -> Sequence[FormField]:
         return (
-            FormField(name="clientId", label="Bloquo client ID", help_text="From the client's Bloquo API settings."),
+            FormField(
+                name="clientId",
+                label="Bloquo client ID",
+                help_text="From the client's Bloquo API settings.",
+                help_text_for_client="From your Bloquo API settings.",
+            ),
             FormField(
                 name="clientSecret",
                 label="Bloquo client secret",

@@ -22,7 +22,17 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
-from .base import AccountData, ConnectionState, FormField, Grant, IssuedCredential, ProviderClient, bearer, renew_at
+from .base import (
+    AccountData,
+    ConnectionState,
+    CredentialForm,
+    FormField,
+    Grant,
+    IssuedCredential,
+    ProviderClient,
+    bearer,
+    renew_at,
+)
 from .errors import FailureReason, InvalidCredentialFields, ProviderError
 from .http import HttpReply
 
@@ -71,6 +81,10 @@ INVALID_GRANT_DESCRIPTIONS: Mapping[str, tuple[FailureReason, str]] = {
 INVALID_GRANT_DEFAULT: tuple[FailureReason, str] = (FailureReason.EXPIRED, "the sign-in is no longer valid")
 
 
+# What a credential form without the one or the other is told.
+CHOOSE_ONE = "Enter either the email and password, or an offline token."
+
+
 def invalid_grant_reason(description: str | None) -> tuple[FailureReason, str]:
     """[assumed] The one mapping of an ``invalid_grant`` ``error_description`` to a reason and plain words."""
     return INVALID_GRANT_DESCRIPTIONS.get((description or "").strip(), INVALID_GRANT_DEFAULT)
@@ -97,15 +111,8 @@ class CoinifyClient(ProviderClient):
 
     # --- form ---
     def credential_fields(self) -> Sequence[FormField]:
-        either = "Enter either the email and password, or an offline token."
         return (
-            FormField(
-                name="email",
-                label="Coinify email",
-                required=False,
-                input_type="email",
-                help_text=either,
-            ),
+            FormField(name="email", label="Coinify email", required=False, input_type="email", group="password"),
             FormField(
                 name="password",
                 label="Coinify password",
@@ -113,6 +120,7 @@ class CoinifyClient(ProviderClient):
                 required=False,
                 input_type="password",
                 help_text="Used once to sign in and never stored.",
+                group="password",
             ),
             FormField(
                 name="offline_token",
@@ -120,8 +128,28 @@ class CoinifyClient(ProviderClient):
                 secret=True,
                 required=False,
                 input_type="password",
-                help_text="Instead of email and password: a token that does not expire.",
+                help_text="From the client's Coinify account settings. It does not expire.",
+                help_text_for_client="From your Coinify account settings. It does not expire.",
+                group="offline",
             ),
+        )
+
+    def credential_form(self) -> CredentialForm:
+        """Email + password, or an offline token: which gives what, and which we recommend."""
+        return CredentialForm(
+            fields=self.credential_fields(),
+            groups={"password": "Email and password", "offline": "Or an offline token (recommended)"},
+            note=(
+                "Email and password give a sign-in that renews itself for 24 hours at a time: if renewals stop "
+                "for a day (Coinify unreachable, say), the client has to sign in again. An offline token does "
+                "not expire, so we recommend it."
+            ),
+            note_for_client=(
+                "Your email and password give a sign-in that renews itself for 24 hours at a time: if it cannot "
+                "renew for a day, you will be asked to sign in again. An offline token from your Coinify account "
+                "settings does not expire, so we recommend it."
+            ),
+            empty_message=CHOOSE_ONE,
         )
 
     def clean_credential_fields(self, fields: Mapping[str, str]) -> dict[str, str]:
@@ -138,7 +166,7 @@ class CoinifyClient(ProviderClient):
         if password and not email:
             raise InvalidCredentialFields("Enter the email too.", field="email")
         if not email:
-            raise InvalidCredentialFields("Enter either the email and password, or an offline token.")
+            raise InvalidCredentialFields(CHOOSE_ONE)
         return {"email": email, "password": password}
 
     def connect_with_credentials(self, *, fields: Mapping[str, str], platform: str) -> Grant:

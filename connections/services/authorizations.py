@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import lifecycle
+from .. import lifecycle, wording
 from ..models import (
     AuthorizationRequest,
     Client,
@@ -176,6 +176,7 @@ def authorization_complete(
     params: Mapping[str, str],
     user: User | None,
     bound_state_hashes: Collection[str],
+    used_state_hashes: Collection[str] = (),
     now: dt.datetime | None = None,
 ) -> AuthorizationResult:
     """Finish a redirect flow from the provider's callback parameters.
@@ -216,6 +217,14 @@ def authorization_complete(
             CallbackOutcome.WRONG_PROVIDER,
             f"This reply did not come from {request.provider_app.get_provider_display()}, which the "
             "authorization was started with, so it was refused. Start the connection again.",
+            request,
+        )
+    if request.used_at is not None and state_hash in used_state_hashes:
+        # This browser finished this very authorization before (a reload, the back button).
+        return AuthorizationResult(
+            CallbackOutcome.REPLAYED,
+            f"{source}: this authorization was already used. Nothing more to do here; "
+            "if the connection is not working, start it again.",
             request,
         )
     in_session = any(hmac.compare_digest(state_hash, bound) for bound in bound_state_hashes)
@@ -296,6 +305,13 @@ def _authorization_finish(
     return result
 
 
+def _without_source(text: str, source: str) -> str:
+    """A provider's sentence without its leading "<source>: ", so a message never names the source twice."""
+    prefix = f"{source}: "
+    text = text[len(prefix) :] if text.startswith(prefix) else text
+    return text.strip().rstrip(".")
+
+
 def _removed_words(source: str) -> str:
     return (
         f"{source}: this connection was removed while the authorization was in progress, so nothing was "
@@ -315,10 +331,13 @@ def _grant_from_provider(
         )
     except AuthorizationDenied as exc:
         outcome = CallbackOutcome.DENIED if exc.outcome == "denied" else CallbackOutcome.ERROR
+        platform = wording.platform_name(request.platform)
         if outcome == CallbackOutcome.DENIED:
-            message = f"{source}: access was not granted, so nothing was connected. {exc.message}".strip()
+            # Whoever was at the consent page pressed Deny: the adviser trying it out, or the client.
+            message = f"{source}: access was not granted at {platform}, so nothing was connected."
         else:
-            message = f"{source}: {provider_name} reported an error: {exc.message} Nothing was connected."
+            detail = _without_source(exc.message, source)
+            message = f"{source}: {provider_name} reported a problem ({detail}). Nothing was connected."
         _request_outcome_save(request=request, outcome=outcome.value, message=message)
         return AuthorizationResult(outcome, message, request, connection)
     except ProviderError as exc:

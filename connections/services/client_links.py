@@ -45,6 +45,9 @@ class ClientLinkError(Exception):
         self.link = link
 
 
+OPEN_LINK_STATUSES = (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED)
+
+
 def _client_link_signer() -> signing.TimestampSigner:
     return signing.TimestampSigner(salt=CLIENT_LINK_SALT)
 
@@ -94,6 +97,11 @@ def client_link_create(
     raw = secrets.token_urlsafe(32)
     token = _client_link_signer().sign(raw)
     with transaction.atomic():
+        if connection is not None:
+            # One live link per connection: a new one replaces the older (which says so if opened).
+            ClientLink.objects.filter(connection=connection, status__in=OPEN_LINK_STATUSES).update(
+                status=ClientLink.LinkStatus.SUPERSEDED
+            )
         link = ClientLink.objects.create(
             token_hash=sha256_hex(raw),
             household=household,
@@ -161,7 +169,16 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
     if link is None:
         raise ClientLinkError("This link is not valid. Check that you copied all of it.")
     if link.status == ClientLink.LinkStatus.COMPLETED:
-        raise ClientLinkError("This link was already used, and the connection is done.", gone=True, link=link)
+        raise ClientLinkError(
+            "This link was already used to finish the connection, so there is nothing more to do. If something "
+            "still is not working, ask your adviser for a new link.",
+            gone=True,
+            link=link,
+        )
+    if link.status == ClientLink.LinkStatus.SUPERSEDED:
+        raise ClientLinkError(
+            "Your adviser has sent you a newer link for this. Please use the most recent email.", gone=True, link=link
+        )
     if link.status == ClientLink.LinkStatus.CANCELLED:
         raise ClientLinkError("This link was withdrawn. Ask your adviser for a new one.", gone=True, link=link)
     if link.status == ClientLink.LinkStatus.EXPIRED or link.expires_at <= now:
@@ -208,9 +225,6 @@ def client_link_expire(*, link: ClientLink) -> bool:
                 actor_label=CLIENT_LINK_ACTOR,
             )
     return bool(expired)
-
-
-OPEN_LINK_STATUSES = (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED)
 
 
 @dataclass(frozen=True)

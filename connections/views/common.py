@@ -17,7 +17,7 @@ from ..forms import (
     provider_client_class,
 )
 from ..models import Connection, Household, ProviderApp
-from ..providers.base import FormField
+from ..providers.base import CredentialForm
 
 HOUSEHOLDS_PER_PAGE = 25
 # The dashboard shows the most urgent few; the rest are a click away (attention_list).
@@ -27,6 +27,9 @@ EVENTS_PER_PAGE = 20
 # Hashes of the authorization states started in this browser session: the
 # callback must come back to the session that started it.
 SESSION_STATES_KEY = "authorization_state_hashes"
+# The states this browser already used, so a replay here reads "already used"
+# rather than "started elsewhere".
+SESSION_USED_STATES_KEY = "authorization_used_state_hashes"
 SESSION_STATES_MAX = 10
 
 
@@ -83,6 +86,8 @@ def unbind_state(request: HttpRequest, state_hash: str) -> None:
     hashes = request.session.get(SESSION_STATES_KEY, [])
     if state_hash in hashes:
         request.session[SESSION_STATES_KEY] = [h for h in hashes if h != state_hash]
+        used = [h for h in request.session.get(SESSION_USED_STATES_KEY, []) if h != state_hash]
+        request.session[SESSION_USED_STATES_KEY] = [*used, state_hash][-SESSION_STATES_MAX:]
 
 
 def callback_url(request: HttpRequest, provider: str) -> str:
@@ -107,5 +112,5 @@ def flow_of(app: ProviderApp) -> str | None:
     return cls.flow if cls is not None else None
 
 
-def credential_fields(app: ProviderApp) -> list[FormField]:
-    return selectors.provider_credential_fields(app=app)
+def credential_form(app: ProviderApp) -> CredentialForm:
+    return selectors.provider_credential_form(app=app)

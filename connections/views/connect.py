@@ -26,10 +26,11 @@ from ..models import ClientLink, Connection, Household, ProviderApp
 from ..providers.errors import ProviderError
 from .common import (
     SESSION_STATES_KEY,
+    SESSION_USED_STATES_KEY,
     allow_provider_form_actions,
     bind_state,
     callback_url,
-    credential_fields,
+    credential_form,
     flow_of,
     household_url,
     member_required,
@@ -92,8 +93,11 @@ def credentials_page(
 
     On any error the form is shown again with the error, secret inputs empty.
     """
-    fields = credential_fields(app)
-    form = CredentialsForm(request.POST if request.method == "POST" else None, fields=fields)
+    form = CredentialsForm(
+        request.POST if request.method == "POST" else None,
+        layout=credential_form(app),
+        audience="client" if client_link is not None else "adviser",
+    )
     context = {
         **context,
         "credentials_form": form,
@@ -223,6 +227,7 @@ def connect_callback(request: HttpRequest, provider: str) -> HttpResponseBase:
         params=params,
         user=request.user,
         bound_state_hashes=request.session.get(SESSION_STATES_KEY, []),
+        used_state_hashes=request.session.get(SESSION_USED_STATES_KEY, []),
     )
     request_row = result.authorization_request
     if request_row is not None and result.outcome not in {

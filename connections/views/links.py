@@ -115,6 +115,7 @@ def client_link(request: HttpRequest, token: str) -> HttpResponseBase:
         refusal = {
             "message": exc.message,
             "gone": exc.gone,
+            "completed": exc.link is not None and exc.link.status == "completed",
             "firm": exc.link.household.firm if exc.link is not None else None,
         }
         return private(render(request, "connections/link/invalid.html", refusal, status=410 if exc.gone else 400))

@@ -167,7 +167,9 @@ def test_routinely_renewed_refresh_token_is_not_announced(app: Any) -> None:
     connection = make_connection(app)
     now = timezone.now()
     Credential.objects.filter(connection=connection, kind="refresh").update(issued_at=now - timedelta(minutes=20))
-    connection.__class__.objects.filter(pk=connection.pk).update(reconnect_by=now + timedelta(hours=23))
+    connection.__class__.objects.filter(pk=connection.pk).update(
+        reconnect_by=now + timedelta(hours=23), reconnect_by_rolls=True
+    )
     assert jobs.deadline_warnings_record(now=now) == 0
 
 

@@ -211,13 +211,18 @@ def test_renewal_is_due_within_the_jitter_of_the_clients_point() -> None:
     assert not rules.renewal_is_due(renewal_due_at=None, now=NOW, tunables=T)
 
 
-def test_a_deadline_is_near_within_the_window_and_within_half_its_own_life() -> None:
+def test_a_rolling_deadline_is_near_only_once_it_stopped_rolling() -> None:
     daily = NOW - timedelta(hours=1)  # a sign-in renewed an hour ago that lives 24 hours
-    assert not rules.deadline_is_near(deadline=NOW + timedelta(hours=23), basis=daily, now=NOW, tunables=T)
+    assert not rules.deadline_is_near(deadline=NOW + timedelta(hours=23), basis=daily, now=NOW, tunables=T, rolls=True)
     stale = NOW - timedelta(hours=20)  # renewals stopped 20 hours ago
-    assert rules.deadline_is_near(deadline=NOW + timedelta(hours=4), basis=stale, now=NOW, tunables=T)
+    assert rules.deadline_is_near(deadline=NOW + timedelta(hours=4), basis=stale, now=NOW, tunables=T, rolls=True)
+
+
+def test_a_hard_deadline_is_near_within_the_warning_window() -> None:
     code = NOW - timedelta(minutes=20)  # a 30-minute access code
     assert rules.deadline_is_near(deadline=NOW + timedelta(minutes=10), basis=code, now=NOW, tunables=T)
+    recent = NOW - timedelta(hours=1)  # a sign-in that will not renew: near even though it is young
+    assert rules.deadline_is_near(deadline=NOW + timedelta(hours=23), basis=recent, now=NOW, tunables=T)
     far = NOW - timedelta(days=30)
     assert not rules.deadline_is_near(deadline=NOW + timedelta(days=3), basis=far, now=NOW, tunables=T)
 
