@@ -518,12 +518,28 @@ class ConnectionAdmin(admin.ModelAdmin):
         self.message_user(request, f"Check queued for {queued} connection(s).{note}", messages.SUCCESS)
 
 
+class CredentialProviderFilter(admin.SimpleListFilter):
+    """One "provider" filter over both owners (a connection's or an app's): two filters would share one title."""
+
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(m.Provider.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[m.Credential]) -> QuerySet[m.Credential]:
+        value = self.value()
+        if not value:
+            return queryset
+        return queryset.filter(Q(connection__provider=value) | Q(provider_app__provider=value))
+
+
 @admin.register(m.Credential)
 class CredentialAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Metadata only: which secret exists for whom, and its lifetime. Never the value."""
 
     list_display = ("__str__", "owner", "kind", "value_masked", "issued_at", "expires_at", "expired")
-    list_filter = ("kind", "connection__provider", "provider_app__provider")
+    list_filter = ("kind", CredentialProviderFilter)
     list_select_related = ("connection", "provider_app")
     search_fields = ("connection__household__name", "connection__client__name", "connection__platform")
     fields = ("connection", "provider_app", "kind", "value_masked", "issued_at", "expires_at", "created_at")

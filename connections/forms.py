@@ -171,7 +171,13 @@ class HouseholdFilterForm(forms.Form):
         ("none", "No connections"),
     ]
 
-    q = forms.CharField(required=False, max_length=100, label="Search", strip=True)
+    q = forms.CharField(
+        required=False,
+        max_length=100,
+        label="Search",
+        strip=True,
+        error_messages={"max_length": "Search for up to 100 characters: a name, a reference or a client."},
+    )
     status = forms.ChoiceField(required=False, choices=STATUS_CHOICES, label="Health")
 
     def search_values(self) -> tuple[str, str]:

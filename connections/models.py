@@ -363,7 +363,8 @@ class Credential(models.Model):
 
     def __str__(self) -> str:
         # Never the value.
-        return f"{self.get_kind_display()} (expires {self.expires_at or 'never'})"
+        expires = wording.date_words(self.expires_at) if self.expires_at else "never"
+        return f"{self.get_kind_display()}, expires {expires}"
 
     def is_expired(self, at: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (at or timezone.now())

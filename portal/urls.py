@@ -6,6 +6,9 @@ from django.urls import include, path
 
 from connections.health import healthz
 
+# Django renders 400/403/404 from the templates of the same name; 500 needs a view to keep the header.
+handler500 = "portal.errors.server_error"
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),

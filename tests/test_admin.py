@@ -438,3 +438,31 @@ def test_changelist_query_counts_do_not_grow_with_rows(superuser_client: Client)
     many = changelist_query_counts(superuser_client)
 
     assert many == few
+
+
+def test_no_admin_list_shows_the_same_filter_twice(superuser_client: Client) -> None:
+    for model, model_admin in REGISTERED:
+        request = RequestFactory().get("/")
+        request.user = User.objects.get(username="admin")
+        changelist = model_admin.get_changelist_instance(request)  # type: ignore[attr-defined]
+        titles = [spec.title for spec in changelist.filter_specs]
+        assert len(titles) == len(set(titles)), (model._meta.label, titles)
+
+
+def test_credentials_read_their_expiry_as_a_date_people_read() -> None:
+    credential = CredentialFactory(expires_at=timezone.make_aware(timezone.datetime(2026, 12, 1, 14, 30)))
+    assert str(credential) == "Access token, expires 1 Dec 2026, 14:30"
+
+
+def test_the_periodic_task_form_has_no_inline_script_and_keeps_its_crontab_help(superuser_client: Client) -> None:
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    crontab = CrontabSchedule.objects.create(minute="0", hour="4")
+    task = PeriodicTask.objects.create(name="nightly", task="connections.housekeeping", crontab=crontab)
+    page = superuser_client.get(
+        reverse("admin:django_celery_beat_periodictask_change", args=[task.pk])
+    ).content.decode()
+    inline = re.findall(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)[^>]*>", page)
+    assert inline == []
+    assert "js/periodic_task_crontab.js" in page
+    assert 'id="readable-crontabs"' in page
