@@ -182,24 +182,6 @@ def test_the_sandbox_is_off_in_production(probe: dict[str, Any]) -> None:
     assert probe["sandbox_status"] == 404
 
 
-def test_gunicorn_access_log_leaves_out_query_strings() -> None:
-    """A callback's query string carries the state, Dapi's access code and user secret: never in a log line.
-
-    Gunicorn's default access log format prints the request line with its
-    query string (``%(r)s``); the Procfile must use a format with the path only
-    (``%(U)s``) and without the Referer header (``%(f)s``).
-    """
-    procfile = (PROJECT_DIR / "Procfile").read_text()
-    web = next(line for line in procfile.splitlines() if line.startswith("web:"))
-    if "--access-logfile" not in web:
-        return  # no access log, nothing to leak
-    assert "--access-logformat" in web, "gunicorn's default access log format includes query strings"
-    log_format = web.split("--access-logformat", 1)[1]
-    assert "%(U)s" in log_format
-    for leaky in ("%(r)s", "%(q)s", "%(f)s"):
-        assert leaky not in log_format
-
-
 # --- Mail in production --------------------------------------------------------------------------
 
 # Backends that print, file, keep or drop mail: in production a password-reset
