@@ -66,7 +66,6 @@ def client_link_create(
     connection: Connection | None = None,
     provider_app: ProviderApp | None = None,
     platform: str = "",
-    base_url: str = "",
     now: dt.datetime | None = None,
 ) -> ClientLinkCreated:
     """Create a client link for one reconnect (``connection``) or one new connection, and email it.
@@ -75,9 +74,10 @@ def client_link_create(
     SHA-256 of the random part is stored. Expires after ``CLIENT_LINK_MAX_AGE_DAYS``
     (7 by default). Sent to the client's email, in plain text and HTML, and
     recorded as ``LINK_SENT`` when it concerns an existing connection.
-    ``base_url`` is the portal's public origin (``PORTAL_BASE_URL`` by default).
-    Raises ``ValueError`` when the client has no email or the scope does not fit
-    the household.
+    The URL is built on ``PORTAL_BASE_URL`` and never on anything a request
+    says about itself (its Host header can be forged, and the email would
+    then send the client's token to the forger's host). Raises ``ValueError``
+    when the client has no email or the scope does not fit the household.
     """
     now = now or timezone.now()
     if client.household_id != household.pk:
@@ -115,7 +115,7 @@ def client_link_create(
                 message=wording.link_sent(email=client.email, expires_at=link.expires_at),
                 actor=actor_user(user),
             )
-    url = urljoin((base_url or settings.PORTAL_BASE_URL).rstrip("/") + "/", reverse("client_link", args=[token]))
+    url = urljoin(settings.PORTAL_BASE_URL.rstrip("/") + "/", reverse("client_link", args=[token]))
     notifications.client_link_email_send(link=link, url=url, is_reconnect=client_link_is_reconnect(link=link))
     return ClientLinkCreated(link=link, url=url)
 

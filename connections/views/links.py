@@ -50,7 +50,6 @@ def connection_link_send(request: HttpRequest, pk: int) -> HttpResponseBase:
                 client=connection.client,
                 connection=connection,
                 user=request.user,
-                base_url=request.build_absolute_uri("/"),
             )
         except ValueError as exc:
             context["error"] = str(exc)
@@ -78,7 +77,6 @@ def household_link_new(request: HttpRequest, pk: int) -> HttpResponseBase:
                 user=request.user,
                 provider_app=form.cleaned_data["provider_app"],
                 platform=form.cleaned_data["platform"],
-                base_url=request.build_absolute_uri("/"),
             )
         except ValueError as exc:
             form.add_error(None, str(exc))

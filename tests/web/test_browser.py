@@ -121,6 +121,8 @@ def _scenery(firm: m.Firm, adviser: Any, base: str, nguyen: m.Client) -> None:
 @pytest.fixture
 def live_world(live_server: Any, settings: Any) -> LiveWorld:
     base = live_server.url
+    # The live server is the portal's public address: emailed links lead there.
+    settings.PORTAL_BASE_URL = base
     settings.SANDBOX_BASE_URL = f"{base}/sandbox"
     firm = FirmFactory(name="Harbour Wealth")
     adviser = MembershipFactory(
