@@ -219,14 +219,37 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
-# django-axes: throttle repeated failed logins per username and address.
+# How many reverse proxies in front of the portal append to X-Forwarded-For.
+# 0 (the default): the client's address is REMOTE_ADDR and the header is
+# ignored, since anyone can send it. N: the address N from the right in the
+# header, the one the outermost trusted proxy saw (connections.addresses).
+TRUSTED_PROXY_COUNT: int = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# django-axes: throttle repeated failed logins per username *and* address, so
+# one address failing against one username never locks another adviser out.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "connections.addresses.client_address"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # no banner on every process start
 AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
 AXES_SENSITIVE_PARAMETERS = ["password", "password1", "password2", "client_secret", "offline_token"]
+
+# Limits on what one person may try (connections.attempts), shared by every
+# process: in Redis when a URL is set, otherwise in the database.
+ATTEMPT_LIMIT_REDIS_URL: str = env.str("ATTEMPT_LIMIT_REDIS_URL", default="") or env.str("REDIS_URL", default="")
+# Wrong credentials typed into a client link before the link locks.
+CLIENT_LINK_CREDENTIAL_ATTEMPTS: int = env.int("CLIENT_LINK_CREDENTIAL_ATTEMPTS", default=5)
+# Wrong credentials per signed-in user, and per client address (higher: an
+# office's advisers may share one address), in a rolling window.
+CREDENTIAL_FAILURES_PER_ADDRESS: int = env.int("CREDENTIAL_FAILURES_PER_ADDRESS", default=20)
+CREDENTIAL_FAILURES_PER_USER: int = env.int("CREDENTIAL_FAILURES_PER_USER", default=10)
+CREDENTIAL_FAILURE_WINDOW_SECONDS: int = env.int("CREDENTIAL_FAILURE_WINDOW_SECONDS", default=15 * 60)
+# Password reset requests per address and per typed email, in a rolling window.
+PASSWORD_RESETS_PER_ADDRESS: int = env.int("PASSWORD_RESETS_PER_ADDRESS", default=5)
+PASSWORD_RESETS_PER_EMAIL: int = env.int("PASSWORD_RESETS_PER_EMAIL", default=3)
+PASSWORD_RESET_WINDOW_SECONDS: int = env.int("PASSWORD_RESET_WINDOW_SECONDS", default=60 * 60)
 
 # --- Internationalisation -----------------------------------------------------
 LANGUAGE_CODE = "en-gb"

@@ -10,6 +10,7 @@ from urllib.parse import urljoin
 from django.conf import settings
 from django.core import signing
 from django.db import transaction
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
@@ -32,6 +33,9 @@ from .common import (
     sha256_hex,
 )
 
+# A link may still be used in these states; every other one is final.
+OPEN_STATES = (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED)
+
 # --- Client links ----------------------------------------------------------------------
 
 
@@ -43,6 +47,14 @@ class ClientLinkError(Exception):
         self.message = message
         self.gone = gone
         self.link = link
+
+
+class ClientLinkLocked(Exception):
+    """The link's credential attempts are spent, so it is locked: nothing was sent to the provider."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def _client_link_signer() -> signing.TimestampSigner:
@@ -163,6 +175,12 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
         raise ClientLinkError("This link was already used, and the connection is done.", gone=True, link=link)
     if link.status == ClientLink.LinkStatus.CANCELLED:
         raise ClientLinkError("This link was withdrawn. Ask your adviser for a new one.", gone=True, link=link)
+    if link.status == ClientLink.LinkStatus.LOCKED:
+        raise ClientLinkError(
+            wording.client_link_locked(firm=link.household.firm.name, attempts=link.credential_attempts),
+            gone=True,
+            link=link,
+        )
     if link.status == ClientLink.LinkStatus.EXPIRED or link.expires_at <= now:
         client_link_expire(link=link)
         raise ClientLinkError("This link has expired. Ask your adviser to send a new one.", gone=True, link=link)
@@ -189,6 +207,55 @@ def client_link_open(*, link: ClientLink, now: dt.datetime | None = None) -> Cli
                 actor_label=CLIENT_LINK_ACTOR,
             )
     return link
+
+
+def client_link_attempt_limit() -> int:
+    return int(getattr(settings, "CLIENT_LINK_CREDENTIAL_ATTEMPTS", 5))
+
+
+def client_link_attempt_take(*, link: ClientLink) -> None:
+    """Take one credential attempt on an open link before the typed credentials are sent anywhere.
+
+    A conditional UPDATE: of concurrent posts, at most the limit's worth get
+    through, whatever their timing. Raises :class:`ClientLinkLocked` when the
+    attempts are spent (the link is locked, or the last ones are in flight).
+    """
+    limit = client_link_attempt_limit()
+    if limit <= 0:  # switched off
+        return
+    taken = ClientLink.objects.filter(pk=link.pk, status__in=OPEN_STATES, credential_attempts__lt=limit).update(
+        credential_attempts=F("credential_attempts") + 1
+    )
+    if not taken:
+        raise ClientLinkLocked(wording.client_link_locked(firm=link.household.firm.name, attempts=limit))
+    link.credential_attempts += 1
+
+
+def client_link_lock_if_spent(*, link: ClientLink, now: dt.datetime | None = None) -> bool:
+    """After a failed attempt: lock the link once its attempts are spent. True when this call locked it.
+
+    Locked once (a conditional UPDATE), with a ``LINK_LOCKED`` event on the
+    link's connection, so the adviser sees it in the history as well as on
+    the household page.
+    """
+    now = now or timezone.now()
+    limit = client_link_attempt_limit()
+    if limit <= 0:
+        return False
+    locked = ClientLink.objects.filter(pk=link.pk, status__in=OPEN_STATES, credential_attempts__gte=limit).update(
+        status=ClientLink.LinkStatus.LOCKED, locked_at=now
+    )
+    if not locked:
+        return False
+    link.status, link.locked_at = ClientLink.LinkStatus.LOCKED, now
+    if link.connection is not None:
+        lifecycle.event_record(
+            connection=link.connection,
+            kind=ConnectionEvent.Kind.LINK_LOCKED,
+            message=wording.link_locked(email=link.sent_to, attempts=limit),
+            actor_label=CLIENT_LINK_ACTOR,
+        )
+    return True
 
 
 def client_link_expire(*, link: ClientLink) -> bool:

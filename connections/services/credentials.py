@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from django.db import IntegrityError, transaction
 
-from .. import lifecycle
+from .. import attempts, lifecycle, wording
 from ..models import (
     Client,
     ClientLink,
@@ -15,9 +15,15 @@ from ..models import (
     ProviderApp,
 )
 from ..providers.errors import AuthorizationDenied, InvalidCredentialFields, ProviderError
-from .client_links import client_link_complete
+from .client_links import (
+    ClientLinkLocked,
+    client_link_attempt_take,
+    client_link_complete,
+    client_link_lock_if_spent,
+)
 from .common import (
     CLIENT_LINK_ACTOR,
+    Throttled,
     User,
     actor_user,
     connection_pending_get_or_create,
@@ -54,6 +60,7 @@ def credentials_connect(
     user: User | None = None,
     connection: Connection | None = None,
     client_link: ClientLink | None = None,
+    address: str = "",
 ) -> Connection:
     """Connect (or, with ``connection``, reconnect) from typed credentials.
 
@@ -64,6 +71,13 @@ def credentials_connect(
     source account raises :class:`lifecycle.ReconnectMismatch` (grant_apply has
     recorded a ``RECONNECT_REFUSED`` event). ``fields`` may hold a password: it
     goes to the provider once and nowhere else.
+
+    Guessing is limited before anything is sent (see :func:`_attempt_take`):
+    per client address (``address``) and per signed-in ``user`` in a rolling
+    window (:class:`Throttled`), and per ``client_link`` for good (it locks
+    after ``CLIENT_LINK_CREDENTIAL_ATTEMPTS``: :class:`ClientLinkLocked`).
+    Every attempt the provider did not accept counts; an accepted one is
+    handed back.
     """
     source = source_words(provider_app=provider_app, platform=platform)
     provider_name = provider_app.get_provider_display()
@@ -71,12 +85,23 @@ def credentials_connect(
     if provider_client.flow != "form":
         raise ValueError(f"{provider_name} has no credential form")
     try:
-        grant = provider_client.connect_with_credentials(fields=fields, platform=platform)
+        # An incomplete form is refused here, before it can cost an attempt.
+        provider_client.clean_credential_fields(fields)
     except InvalidCredentialFields as exc:
         raise CredentialsRejected(exc.message, field=exc.field) from None
+    taken = _attempt_take(provider=provider_app.provider, user=user, address=address, client_link=client_link)
+    try:
+        grant = provider_client.connect_with_credentials(fields=fields, platform=platform)
+    except InvalidCredentialFields as exc:
+        attempts.attempts_give_back(taken=taken)  # refused before anything was sent
+        raise CredentialsRejected(exc.message, field=exc.field) from None
     except AuthorizationDenied as exc:
+        if _locked_by_this_failure(client_link):
+            raise _locked(client_link) from None
         raise CredentialsRejected(f"{source}: access was not granted. {exc.message}".strip()) from None
     except ProviderError as exc:
+        if _locked_by_this_failure(client_link):
+            raise _locked(client_link) from None
         # `from None`: the provider's exception may carry request details; the
         # message below is all anyone needs.
         raise CredentialsRejected(provider_error_words(exc=exc, source=source, provider_name=provider_name)) from None
@@ -104,6 +129,54 @@ def credentials_connect(
         raise CredentialsRejected(
             f"{source}: this account is already connected for {client.name}. Nothing was added."
         ) from None
+    # Only failures are limited. (A mismatch or a duplicate above keeps its
+    # attempt: "right password, other account" is an answer too.)
+    attempts.attempts_give_back(taken=taken)
     if client_link is not None:
         client_link_complete(link=client_link, connection=target)
     return target
+
+
+def _attempt_take(*, provider: str, user: User | None, address: str, client_link: ClientLink | None) -> attempts.Taken:
+    """Take an attempt under every limit that applies, or raise without sending anything.
+
+    Without them a client link, or an adviser's form, relays unlimited
+    password guesses through the portal's partner credentials.
+    """
+    subjects = []
+    if address:
+        subjects.append((attempts.limit(attempts.LimitName.CREDENTIAL_FAILURES_PER_ADDRESS), address))
+    actor = actor_user(user)
+    if actor is not None:
+        subjects.append((attempts.limit(attempts.LimitName.CREDENTIAL_FAILURES_PER_USER), str(actor.pk)))
+    try:
+        taken = attempts.attempts_take(subjects=subjects)
+    except attempts.LimitReached as exc:
+        raise Throttled(
+            wording.too_many_wrong_credentials(
+                provider=provider,
+                per_user=exc.limit.name == attempts.LimitName.CREDENTIAL_FAILURES_PER_USER,
+                window_seconds=exc.limit.window_seconds,
+                retry_after=exc.retry_after,
+            ),
+            retry_after=exc.retry_after,
+        ) from None
+    if client_link is not None:
+        try:
+            client_link_attempt_take(link=client_link)
+        except ClientLinkLocked:
+            attempts.attempts_give_back(taken=taken)
+            raise
+    return taken
+
+
+def _locked_by_this_failure(client_link: ClientLink | None) -> bool:
+    """The provider did not accept the credentials: the attempt stays counted, and a spent link locks now."""
+    return client_link is not None and client_link_lock_if_spent(link=client_link)
+
+
+def _locked(client_link: ClientLink | None) -> ClientLinkLocked:
+    assert client_link is not None  # only a link locks
+    return ClientLinkLocked(
+        wording.client_link_locked(firm=client_link.household.firm.name, attempts=client_link.credential_attempts)
+    )
