@@ -59,6 +59,8 @@ class LimitName(enum.StrEnum):
     CREDENTIAL_FAILURES_PER_USER = "credential-failures-user"
     PASSWORD_RESETS_PER_ADDRESS = "password-resets-address"  # noqa: S105 - a limit's name
     PASSWORD_RESETS_PER_EMAIL = "password-resets-email"  # noqa: S105 - a limit's name
+    CHECK_NOW_PER_USER = "check-now-user"
+    LINK_SENDS_PER_USER = "link-sends-user"
 
 
 # name: (setting with the count, its default, setting with the window or None, the window's default in seconds)
@@ -77,6 +79,8 @@ _SETTINGS: dict[LimitName, tuple[str, int, str | None, float]] = {
     ),
     LimitName.PASSWORD_RESETS_PER_ADDRESS: ("PASSWORD_RESETS_PER_ADDRESS", 5, "PASSWORD_RESET_WINDOW_SECONDS", 3600),
     LimitName.PASSWORD_RESETS_PER_EMAIL: ("PASSWORD_RESETS_PER_EMAIL", 3, "PASSWORD_RESET_WINDOW_SECONDS", 3600),
+    LimitName.CHECK_NOW_PER_USER: ("CHECK_NOW_PER_MINUTE", 10, None, 60),
+    LimitName.LINK_SENDS_PER_USER: ("CLIENT_LINK_SENDS_PER_HOUR", 20, None, 3600),
 }
 
 

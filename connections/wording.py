@@ -364,6 +364,22 @@ def too_many_wrong_credentials(*, provider: str, per_user: bool, window_seconds:
     )
 
 
+def check_now_throttled(*, limit: int, window_seconds: float, retry_after: float) -> str:
+    return (
+        f"Not checked: you asked for {limit} check{'s' if limit != 1 else ''} in the last "
+        f"{window_words(window_seconds)}, the most the portal "
+        f"allows one person, so the provider was not called. Try again in {duration(retry_after)}."
+    )
+
+
+def link_sends_throttled(*, limit: int, window_seconds: float, retry_after: float) -> str:
+    return (
+        f"Not sent: you sent {limit} client link{'s' if limit != 1 else ''} in the last "
+        f"{window_words(window_seconds)}, the most the portal "
+        f"allows one person. Try again in {duration(retry_after)}."
+    )
+
+
 def password_resets_throttled(*, window_seconds: float, retry_after: float) -> str:
     # The same words whether or not an account has that address, so they reveal nothing.
     return (

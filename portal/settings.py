@@ -250,6 +250,9 @@ CREDENTIAL_FAILURE_WINDOW_SECONDS: int = env.int("CREDENTIAL_FAILURE_WINDOW_SECO
 PASSWORD_RESETS_PER_ADDRESS: int = env.int("PASSWORD_RESETS_PER_ADDRESS", default=5)
 PASSWORD_RESETS_PER_EMAIL: int = env.int("PASSWORD_RESETS_PER_EMAIL", default=3)
 PASSWORD_RESET_WINDOW_SECONDS: int = env.int("PASSWORD_RESET_WINDOW_SECONDS", default=60 * 60)
+# What one adviser may spend of the provider budget every firm shares.
+CHECK_NOW_PER_MINUTE: int = env.int("CHECK_NOW_PER_MINUTE", default=10)
+CLIENT_LINK_SENDS_PER_HOUR: int = env.int("CLIENT_LINK_SENDS_PER_HOUR", default=20)
 
 # --- Internationalisation -----------------------------------------------------
 LANGUAGE_CODE = "en-gb"

@@ -13,8 +13,8 @@ dropped: it is never stored, logged, put in an event or rendered back.
 
 Limits: what one person may try is limited before any provider is called
 (:mod:`connections.attempts`): credential attempts per client link, address
-and user. A limit reached raises :class:`Throttled` (or
-:class:`ClientLinkLocked` for a link that is spent).
+and user, "Check now" and client-link sends per user. A limit reached raises
+:class:`Throttled` (or :class:`ClientLinkLocked` for a link that is spent).
 
 Modules: ``authorizations`` (redirect flows and their callbacks),
 ``credentials`` (credential forms), ``checks`` (check now, disconnect),

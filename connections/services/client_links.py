@@ -14,7 +14,7 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import lifecycle, notifications, wording
+from .. import attempts, lifecycle, notifications, wording
 from ..models import (
     Client,
     ClientLink,
@@ -27,6 +27,7 @@ from ..models import (
 from .common import (
     CLIENT_LINK_ACTOR,
     CLIENT_LINK_SALT,
+    Throttled,
     User,
     actor_user,
     client_link_max_age,
@@ -89,7 +90,9 @@ def client_link_create(
     The URL is built on ``PORTAL_BASE_URL`` and never on anything a request
     says about itself (its Host header can be forged, and the email would
     then send the client's token to the forger's host). Raises ``ValueError``
-    when the client has no email or the scope does not fit the household.
+    when the client has no email or the scope does not fit the household, and
+    :class:`Throttled` when ``user`` has sent ``CLIENT_LINK_SENDS_PER_HOUR``
+    links in the last hour (nothing is created or sent then).
     """
     now = now or timezone.now()
     if client.household_id != household.pk:
@@ -102,6 +105,20 @@ def client_link_create(
         provider_app, platform = connection.provider_app, connection.platform
     if provider_app is None or not platform:
         raise ValueError("Say what the client should connect.")
+    sender = actor_user(user)
+    if sender is not None:
+        # Each send is an email now and provider work later (the client's
+        # connect): one adviser may not spend what every firm shares.
+        sends = attempts.limit(attempts.LimitName.LINK_SENDS_PER_USER)
+        try:
+            attempts.attempts_take(subjects=[(sends, str(sender.pk))])
+        except attempts.LimitReached as exc:
+            raise Throttled(
+                wording.link_sends_throttled(
+                    limit=sends.attempts, window_seconds=sends.window_seconds, retry_after=exc.retry_after
+                ),
+                retry_after=exc.retry_after,
+            ) from None
 
     raw = secrets.token_urlsafe(32)
     token = _client_link_signer().sign(raw)

@@ -7,7 +7,7 @@ are the real ones, pointed at a closed local port, so their parsing of the
 callback runs for real and any network step fails fast as a provider error.
 
 And sequences of attempts against every limit (the store itself, credential
-posts to client links from several addresses, password resets):
+posts to client links from several addresses, "Check now", password resets):
 whatever the order and timing, no more than the limit gets through, and the
 answer is never a server error.
 """
@@ -341,6 +341,30 @@ def test_generated_credential_posts_to_client_links_never_pass_a_limit(
                 assert int(response["Retry-After"]) > 0
         assert all(count <= per_link for count in sent_per_link), sent_per_link
         assert all(count <= 7 for count in failed_per_address), failed_per_address
+
+    run()
+
+
+def test_generated_check_now_clicks_never_pass_the_per_user_limit(
+    people: People, canned: CannedProvider, settings: Any
+) -> None:
+    settings.CHECK_NOW_PER_MINUTE = 3
+    advisers = [logged_in(people.assigned), logged_in(people.firm_admin)]
+    url = reverse("connection_check", args=[people.connection.pk])
+
+    @SEQUENCES
+    @given(clicks=st.lists(st.tuples(st.integers(min_value=0, max_value=1), st.booleans()), max_size=15))
+    def run(clicks: list[tuple[int, bool]]) -> None:
+        _fresh_limits()
+        probes = [0, 0]
+        for who, htmx in clicks:
+            before = canned.probes
+            response = advisers[who].post(url, **({"HTTP_HX_REQUEST": "true"} if htmx else {}))
+            assert response.status_code in ({200, 429} if htmx else {302}), response.status_code
+            probes[who] += canned.probes - before
+            if response.status_code == 429:
+                assert canned.probes == before
+        assert probes == [min(3, sum(1 for who, _ in clicks if who == n)) for n in (0, 1)]
 
     run()
 
