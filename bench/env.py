@@ -63,7 +63,9 @@ def bench_env_setup() -> BenchEnv:
         "SANDBOX_ENABLED": "true",
         "CELERY_BROKER_URL": redis_url,
         "RATE_LIMIT_REDIS_URL": redis_url,
-        "EMAIL_URL": "dummymail://",
+        # Production refuses a backend that drops mail; nothing in the benchmark
+        # sends any, and if something did, the closed port would say so.
+        "EMAIL_URL": "smtp://127.0.0.1:9",
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         # The benchmark's own output is its progress lines; the portal's INFO logs would drown them.
         "LOG_LEVEL": "WARNING",

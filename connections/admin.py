@@ -473,12 +473,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         ),
     )
     # Status belongs to the lifecycle: every field shown is read-only but the label.
-    readonly_fields = tuple(
-        str(name)
-        for _, options in fieldsets
-        for name in options["fields"]
-        if name != "label"
-    )
+    readonly_fields = tuple(str(name) for _, options in fieldsets for name in options["fields"] if name != "label")
     inlines = (ConnectionCredentialInline, AccountInline, ConnectionEventInline)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -672,6 +667,28 @@ class PeriodicJobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("job", "owner")
     date_hierarchy = "slot_start"
     show_full_result_count = False
+
+
+@admin.register(m.AttemptWindow)
+class AttemptWindowAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Recent attempts under the limits on what people try (connections.attempts), by keyed hash only.
+
+    Read-only, but a row may be deleted: that lifts its limit at once (for an
+    adviser locked out of the credential form after a typo storm, say).
+    """
+
+    list_display = ("name", "attempts_in_window", "expires_at")
+    list_filter = ("name",)
+    fields = ("name", "key", "attempts_in_window", "expires_at")
+    readonly_fields = fields
+    show_full_result_count = False
+
+    @admin.display(description="attempts in the window")
+    def attempts_in_window(self, obj: m.AttemptWindow) -> int:
+        return len(obj.hits)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(getattr(request.user, "is_superuser", False))
 
 
 # --- Users: show their firm membership ------------------------------------------

@@ -459,6 +459,8 @@ class ClientLink(models.Model):
         EXPIRED = "expired", "Expired"
         CANCELLED = "cancelled", "Cancelled"
         SUPERSEDED = "superseded", "Replaced by a newer link"
+        # Too many wrong credentials were typed through it (services.client_links).
+        LOCKED = "locked", "Locked"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     token_hash = models.CharField(max_length=64, unique=True)
@@ -480,6 +482,11 @@ class ClientLink(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Credential attempts sent to the provider through this link (taken before
+    # each is sent, so concurrent posts cannot pass the limit); at the limit the
+    # link is locked, so a link is never a way to guess a client's password.
+    credential_attempts = models.PositiveSmallIntegerField(default=0)
+    locked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -511,6 +518,7 @@ class ConnectionEvent(models.Model):
         LINK_OPENED = "link_opened", "Client link opened"
         LINK_COMPLETED = "link_completed", "Client link completed"
         LINK_EXPIRED = "link_expired", "Client link expired"
+        LINK_LOCKED = "link_locked", "Client link locked"
         DEADLINE_WARNING = "deadline_warning", "Deadline approaching"
         DISCONNECTED = "disconnected", "Disconnected"
 
@@ -534,6 +542,25 @@ class ConnectionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class AttemptWindow(models.Model):
+    """The recent attempts of one subject under one limit: the database store of :mod:`connections.attempts`.
+
+    ``key`` is a keyed hash of the limit's name and the subject (a user id, a
+    client address, an email address), so addresses and emails are not kept
+    here in clear. ``hits`` holds ``[time, id]`` pairs still inside the window,
+    oldest first. ``expires_at`` is when the newest hit leaves the window:
+    after it the row says nothing and may be deleted.
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=40)
+    hits = models.JSONField(default=list)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {len(self.hits)} recent attempts"
 
 
 class PeriodicJobRun(models.Model):

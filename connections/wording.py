@@ -202,6 +202,19 @@ def duration(seconds: float) -> str:
     return f"about {days} days"
 
 
+def window_words(seconds: float) -> str:
+    """A limit's window, for "in the last …": "minute", "15 minutes", "hour", "2 hours"."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{max(round(seconds), 1)} seconds"
+    if minutes == 1:
+        return "minute"
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return "hour" if hours == 1 else f"{hours} hours"
+    return f"{minutes} minutes"
+
+
 # --- Statuses and reasons -------------------------------------------------------------
 
 
@@ -363,6 +376,56 @@ def link_expired(*, source: str) -> str:
 
 def link_completed(*, email: str) -> str:
     return f"The client completed the link sent to {email}."
+
+
+def link_locked(*, email: str, attempts: int) -> str:
+    return (
+        f"The link sent to {email} was locked after {attempts} wrong sign-in attempts, so nobody can try more "
+        "with it. Send the client a new link if they still need to connect."
+    )
+
+
+# --- Limits on attempts -----------------------------------------------------------------
+
+
+def client_link_locked(*, firm: str, attempts: int) -> str:
+    """What the client reads on a locked link."""
+    return (
+        f"This link is locked: wrong sign-in details were entered {attempts} times, so to protect the account it "
+        f"cannot be used any more. Ask {firm} to send you a new link."
+    )
+
+
+def too_many_wrong_credentials(*, provider: str, per_user: bool, window_seconds: float, retry_after: float) -> str:
+    where = "from your account" if per_user else "from your network"
+    return (
+        f"Too many wrong sign-in details were tried {where} in the last {window_words(window_seconds)}, so this "
+        f"attempt was not sent to {provider_name(provider)}. Try again in {duration(retry_after)}."
+    )
+
+
+def check_now_throttled(*, limit: int, window_seconds: float, retry_after: float) -> str:
+    return (
+        f"Not checked: you asked for {limit} check{'s' if limit != 1 else ''} in the last "
+        f"{window_words(window_seconds)}, the most the portal "
+        f"allows one person, so the provider was not called. Try again in {duration(retry_after)}."
+    )
+
+
+def link_sends_throttled(*, limit: int, window_seconds: float, retry_after: float) -> str:
+    return (
+        f"Not sent: you sent {limit} client link{'s' if limit != 1 else ''} in the last "
+        f"{window_words(window_seconds)}, the most the portal "
+        f"allows one person. Try again in {duration(retry_after)}."
+    )
+
+
+def password_resets_throttled(*, window_seconds: float, retry_after: float) -> str:
+    # The same words whether or not an account has that address, so they reveal nothing.
+    return (
+        "Too many password resets were asked for from here, or for this email address, in the last "
+        f"{window_words(window_seconds)}. No email was sent this time; try again in {duration(retry_after)}."
+    )
 
 
 def check_now_words(*, outcome: str, source: str, provider: str, status_message: str, error: str = "") -> str:

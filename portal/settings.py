@@ -6,7 +6,8 @@ Celery's filesystem broker under ``var/``, the sandbox on, and a development
 secret key and encryption key generated on first run into ``var/``.
 
 With ``DEBUG`` off (production) it refuses to start unless ``SECRET_KEY``,
-``TOKEN_ENCRYPTION_KEYS``, ``ALLOWED_HOSTS`` and ``DATABASE_URL`` are set.
+``TOKEN_ENCRYPTION_KEYS``, ``ALLOWED_HOSTS``, ``DATABASE_URL`` and a mail
+backend that really sends (``EMAIL_URL`` or ``EMAIL_BACKEND``) are set.
 """
 
 from __future__ import annotations
@@ -32,14 +33,49 @@ VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 PRODUCTION_REQUIRED = ("SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "ALLOWED_HOSTS", "DATABASE_URL")
 
 
+# Either of these says where mail goes; production needs one (see "Email" below).
+EMAIL_SETTINGS = ("EMAIL_URL", "EMAIL_BACKEND")
+# Backends that never deliver: they print mail (password-reset and client links
+# included) to the server's output, write it to disk, keep it in memory or drop it.
+EMAIL_BACKENDS_NOT_SENT = {
+    "django.core.mail.backends.console.EmailBackend": "prints every email to the server's output",
+    "django.core.mail.backends.filebased.EmailBackend": "writes every email to files on the server",
+    "django.core.mail.backends.locmem.EmailBackend": "keeps every email in memory and sends none",
+    "django.core.mail.backends.dummy.EmailBackend": "drops every email",
+    "anymail.backends.console.EmailBackend": "prints every email to the server's output",
+    "anymail.backends.test.EmailBackend": "keeps every email in memory and sends none",
+}
+
+
 def _require_production_settings() -> None:
     """Refuse to start in production without each secret, naming what is missing."""
     missing = [name for name in PRODUCTION_REQUIRED if not os.environ.get(name, "").strip()]
+    if not any(os.environ.get(name, "").strip() for name in EMAIL_SETTINGS):
+        # Without it mail would go to the console: reset and client links in the server's log.
+        missing.append("EMAIL_URL")
     if missing:
         raise ImproperlyConfigured(
             "DEBUG is off (production) and these required environment variables are not set: "
             + ", ".join(missing)
             + ". Set them, or set DEBUG=true for local development."
+            + (
+                " EMAIL_URL is a mail server (smtp+tls://user:password@host:587); EMAIL_BACKEND with "
+                "ANYMAIL_* settings may name a django-anymail backend instead."
+                if "EMAIL_URL" in missing
+                else ""
+            )
+        )
+
+
+def _refuse_email_that_is_not_sent(backend: str) -> None:
+    """Production mail must leave the server: a backend that only prints, files or drops it is refused."""
+    what = EMAIL_BACKENDS_NOT_SENT.get(backend)
+    if what is not None:
+        source = "EMAIL_BACKEND" if os.environ.get("EMAIL_BACKEND", "").strip() else "EMAIL_URL"
+        raise ImproperlyConfigured(
+            f"DEBUG is off (production) and {source} selects {backend}, which {what}: password-reset and "
+            f"client links would end up there instead of in the recipient's inbox. Set {source} to a mail "
+            "server (EMAIL_URL=smtp+tls://user:password@host:587) or a django-anymail backend."
         )
 
 
@@ -184,14 +220,40 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
-# django-axes: throttle repeated failed logins per username and address.
+# How many reverse proxies in front of the portal append to X-Forwarded-For.
+# 0 (the default): the client's address is REMOTE_ADDR and the header is
+# ignored, since anyone can send it. N: the address N from the right in the
+# header, the one the outermost trusted proxy saw (connections.addresses).
+TRUSTED_PROXY_COUNT: int = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# django-axes: throttle repeated failed logins per username *and* address, so
+# one address failing against one username never locks another adviser out.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "connections.addresses.client_address"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # no banner on every process start
 AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
 AXES_SENSITIVE_PARAMETERS = ["password", "password1", "password2", "client_secret", "offline_token"]
+
+# Limits on what one person may try (connections.attempts), shared by every
+# process: in Redis when a URL is set, otherwise in the database.
+ATTEMPT_LIMIT_REDIS_URL: str = env.str("ATTEMPT_LIMIT_REDIS_URL", default="") or env.str("REDIS_URL", default="")
+# Wrong credentials typed into a client link before the link locks.
+CLIENT_LINK_CREDENTIAL_ATTEMPTS: int = env.int("CLIENT_LINK_CREDENTIAL_ATTEMPTS", default=5)
+# Wrong credentials per signed-in user, and per client address (higher: an
+# office's advisers may share one address), in a rolling window.
+CREDENTIAL_FAILURES_PER_ADDRESS: int = env.int("CREDENTIAL_FAILURES_PER_ADDRESS", default=20)
+CREDENTIAL_FAILURES_PER_USER: int = env.int("CREDENTIAL_FAILURES_PER_USER", default=10)
+CREDENTIAL_FAILURE_WINDOW_SECONDS: int = env.int("CREDENTIAL_FAILURE_WINDOW_SECONDS", default=15 * 60)
+# Password reset requests per address and per typed email, in a rolling window.
+PASSWORD_RESETS_PER_ADDRESS: int = env.int("PASSWORD_RESETS_PER_ADDRESS", default=5)
+PASSWORD_RESETS_PER_EMAIL: int = env.int("PASSWORD_RESETS_PER_EMAIL", default=3)
+PASSWORD_RESET_WINDOW_SECONDS: int = env.int("PASSWORD_RESET_WINDOW_SECONDS", default=60 * 60)
+# What one adviser may spend of the provider budget every firm shares.
+CHECK_NOW_PER_MINUTE: int = env.int("CHECK_NOW_PER_MINUTE", default=10)
+CLIENT_LINK_SENDS_PER_HOUR: int = env.int("CLIENT_LINK_SENDS_PER_HOUR", default=20)
 
 # --- Internationalisation -----------------------------------------------------
 LANGUAGE_CODE = "en-gb"
@@ -215,8 +277,18 @@ STORAGES = {
 }
 
 # --- Email --------------------------------------------------------------------
+# Two ways to say where mail goes: EMAIL_URL (django-environ: smtp://, smtp+tls://,
+# smtps://), or EMAIL_BACKEND naming a backend class, such as one of
+# django-anymail's ESPs ("anymail.backends.postmark.EmailBackend"), whose
+# settings come from ANYMAIL_* variables (ANYMAIL_POSTMARK_SERVER_TOKEN=... is
+# ANYMAIL["POSTMARK_SERVER_TOKEN"]). EMAIL_BACKEND wins when both are set.
+# Development defaults to the console.
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
+EMAIL_BACKEND: str = env.str("EMAIL_BACKEND", default="").strip() or str(EMAIL_CONFIG["EMAIL_BACKEND"])
+ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
+if not DEBUG:
+    _refuse_email_that_is_not_sent(EMAIL_BACKEND)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Connections portal <portal@localhost>")
 
 # --- Celery -------------------------------------------------------------------

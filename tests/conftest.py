@@ -125,9 +125,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
 
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(settings: object) -> None:
-    """Every test: in-memory email, eager Celery (the network guard is set up in ``pytest_configure``)."""
+    """Every test: in-memory email, eager Celery, attempt limits in the database.
+
+    (The network guard is set up in ``pytest_configure``.)
+    """
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # type: ignore[attr-defined]
     settings.CELERY_TASK_ALWAYS_EAGER = True  # type: ignore[attr-defined]
+    # Attempt limits in the test database, which each test starts empty; the
+    # Redis store is tested on its own, under keys of its own.
+    settings.ATTEMPT_LIMIT_REDIS_URL = ""  # type: ignore[attr-defined]
     # Hashing demo passwords properly costs more than most tests themselves.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]
     settings.STORAGES = {  # type: ignore[attr-defined]

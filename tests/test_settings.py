@@ -1,4 +1,4 @@
-"""Production settings refuse to start without their secrets, naming what is missing."""
+"""Production settings refuse to start without their secrets and a mail server, naming what is missing."""
 
 from __future__ import annotations
 
@@ -11,14 +11,18 @@ import pytest
 from cryptography.fernet import Fernet
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-REQUIRED = ("SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "ALLOWED_HOSTS", "DATABASE_URL")
+REQUIRED = ("SECRET_KEY", "TOKEN_ENCRYPTION_KEYS", "ALLOWED_HOSTS", "DATABASE_URL", "EMAIL_URL")
 SETUP = "import django; django.setup(); print('started')"
 
 
 @pytest.fixture
 def production_env(tmp_path: Path) -> dict[str, str]:
-    """A production environment with all four secrets set, isolated from this process's."""
-    env = {k: v for k, v in os.environ.items() if k not in REQUIRED and not k.startswith("DJANGO_")}
+    """A production environment with every required setting, isolated from this process's."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in REQUIRED and k != "EMAIL_BACKEND" and not k.startswith(("DJANGO_", "ANYMAIL_"))
+    }
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "portal.settings",
@@ -28,6 +32,7 @@ def production_env(tmp_path: Path) -> dict[str, str]:
             "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "ALLOWED_HOSTS": "portal.example.com",
             "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.sqlite3'}",
+            "EMAIL_URL": "smtp+tls://portal:mail-password-for-the-test@mail.example.com:587",
         }
     )
     return env

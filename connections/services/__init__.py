@@ -11,6 +11,11 @@ link are handed to the browser and never stored (only their SHA-256). A
 password typed into a credential form is passed to the provider once and
 dropped: it is never stored, logged, put in an event or rendered back.
 
+Limits: what one person may try is limited before any provider is called
+(:mod:`connections.attempts`): credential attempts per client link, address
+and user, "Check now" and client-link sends per user. A limit reached raises
+:class:`Throttled` (or :class:`ClientLinkLocked` for a link that is spent).
+
 Modules: ``authorizations`` (redirect flows and their callbacks),
 ``credentials`` (credential forms), ``checks`` (check now, disconnect),
 ``client_links``; ``common`` holds what they share.
@@ -28,6 +33,7 @@ from .checks import CheckNow, connection_check_now, connection_disconnect_now, c
 from .client_links import (
     ClientLinkCreated,
     ClientLinkError,
+    ClientLinkLocked,
     client_link_complete,
     client_link_create,
     client_link_expire,
@@ -35,7 +41,7 @@ from .client_links import (
     client_link_open,
     client_link_resolve,
 )
-from .common import AUTHORIZATION_REQUEST_TTL, CLIENT_LINK_ACTOR, CLIENT_LINK_SALT, source_words
+from .common import AUTHORIZATION_REQUEST_TTL, CLIENT_LINK_ACTOR, CLIENT_LINK_SALT, Throttled, source_words
 from .credentials import CredentialsRejected, ReconnectMismatch, credentials_connect
 
 __all__ = [
@@ -49,8 +55,10 @@ __all__ = [
     "CheckNow",
     "ClientLinkCreated",
     "ClientLinkError",
+    "ClientLinkLocked",
     "CredentialsRejected",
     "ReconnectMismatch",
+    "Throttled",
     "authorization_complete",
     "authorization_start",
     "client_link_complete",

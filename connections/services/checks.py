@@ -8,11 +8,12 @@ from functools import partial
 
 from django.db import transaction
 
-from .. import lifecycle, wording
+from .. import attempts, lifecycle, wording
 from ..models import (
     Connection,
 )
 from .common import (
+    Throttled,
     User,
     actor_user,
 )
@@ -33,8 +34,23 @@ def connection_check_now(*, connection: Connection, user: User) -> CheckNow:
     """Check one connection right away (renew when due, probe), as ``user``, and say what happened.
 
     The lifecycle decides what the outcome means for the status; a check
-    already running elsewhere comes back as not checked.
+    already running elsewhere comes back as not checked. Raises
+    :class:`Throttled`, without calling the provider, once ``user`` has asked
+    for ``CHECK_NOW_PER_MINUTE`` checks in the last minute: every firm shares
+    the provider's rate limit, and one person's clicking must not spend it.
     """
+    person = actor_user(user)
+    if person is not None:
+        checks = attempts.limit(attempts.LimitName.CHECK_NOW_PER_USER)
+        try:
+            attempts.attempts_take(subjects=[(checks, str(person.pk))])
+        except attempts.LimitReached as exc:
+            raise Throttled(
+                wording.check_now_throttled(
+                    limit=checks.attempts, window_seconds=checks.window_seconds, retry_after=exc.retry_after
+                ),
+                retry_after=exc.retry_after,
+            ) from None
     result = lifecycle.connection_check(connection_id=connection.pk, actor=actor_user(user), actor_label="", force=True)
     connection.refresh_from_db(fields=["status", "reason"])
     message = wording.check_now_words(

@@ -10,10 +10,11 @@ from urllib.parse import urljoin
 from django.conf import settings
 from django.core import signing
 from django.db import transaction
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import lifecycle, notifications, wording
+from .. import attempts, lifecycle, notifications, wording
 from ..models import (
     Client,
     ClientLink,
@@ -26,11 +27,15 @@ from ..models import (
 from .common import (
     CLIENT_LINK_ACTOR,
     CLIENT_LINK_SALT,
+    Throttled,
     User,
     actor_user,
     client_link_max_age,
     sha256_hex,
 )
+
+# A link may still be used in these states; every other one is final.
+OPEN_STATES = (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED)
 
 # --- Client links ----------------------------------------------------------------------
 
@@ -45,7 +50,12 @@ class ClientLinkError(Exception):
         self.link = link
 
 
-OPEN_LINK_STATUSES = (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED)
+class ClientLinkLocked(Exception):
+    """The link's credential attempts are spent, so it is locked: nothing was sent to the provider."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def _client_link_signer() -> signing.TimestampSigner:
@@ -69,7 +79,6 @@ def client_link_create(
     connection: Connection | None = None,
     provider_app: ProviderApp | None = None,
     platform: str = "",
-    base_url: str = "",
     now: dt.datetime | None = None,
 ) -> ClientLinkCreated:
     """Create a client link for one reconnect (``connection``) or one new connection, and email it.
@@ -78,9 +87,12 @@ def client_link_create(
     SHA-256 of the random part is stored. Expires after ``CLIENT_LINK_MAX_AGE_DAYS``
     (7 by default). Sent to the client's email, in plain text and HTML, and
     recorded as ``LINK_SENT`` when it concerns an existing connection.
-    ``base_url`` is the portal's public origin (``PORTAL_BASE_URL`` by default).
-    Raises ``ValueError`` when the client has no email or the scope does not fit
-    the household.
+    The URL is built on ``PORTAL_BASE_URL`` and never on anything a request
+    says about itself (its Host header can be forged, and the email would
+    then send the client's token to the forger's host). Raises ``ValueError``
+    when the client has no email or the scope does not fit the household, and
+    :class:`Throttled` when ``user`` has sent ``CLIENT_LINK_SENDS_PER_HOUR``
+    links in the last hour (nothing is created or sent then).
     """
     now = now or timezone.now()
     if client.household_id != household.pk:
@@ -93,13 +105,27 @@ def client_link_create(
         provider_app, platform = connection.provider_app, connection.platform
     if provider_app is None or not platform:
         raise ValueError("Say what the client should connect.")
+    sender = actor_user(user)
+    if sender is not None:
+        # Each send is an email now and provider work later (the client's
+        # connect): one adviser may not spend what every firm shares.
+        sends = attempts.limit(attempts.LimitName.LINK_SENDS_PER_USER)
+        try:
+            attempts.attempts_take(subjects=[(sends, str(sender.pk))])
+        except attempts.LimitReached as exc:
+            raise Throttled(
+                wording.link_sends_throttled(
+                    limit=sends.attempts, window_seconds=sends.window_seconds, retry_after=exc.retry_after
+                ),
+                retry_after=exc.retry_after,
+            ) from None
 
     raw = secrets.token_urlsafe(32)
     token = _client_link_signer().sign(raw)
     with transaction.atomic():
         if connection is not None:
             # One live link per connection: a new one replaces the older (which says so if opened).
-            ClientLink.objects.filter(connection=connection, status__in=OPEN_LINK_STATUSES).update(
+            ClientLink.objects.filter(connection=connection, status__in=OPEN_STATES).update(
                 status=ClientLink.LinkStatus.SUPERSEDED
             )
         link = ClientLink.objects.create(
@@ -123,7 +149,7 @@ def client_link_create(
                 message=wording.link_sent(email=client.email, expires_at=link.expires_at),
                 actor=actor_user(user),
             )
-    url = urljoin((base_url or settings.PORTAL_BASE_URL).rstrip("/") + "/", reverse("client_link", args=[token]))
+    url = urljoin(settings.PORTAL_BASE_URL.rstrip("/") + "/", reverse("client_link", args=[token]))
     notifications.client_link_email_send(link=link, url=url, is_reconnect=client_link_is_reconnect(link=link))
     return ClientLinkCreated(link=link, url=url)
 
@@ -181,6 +207,12 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
         )
     if link.status == ClientLink.LinkStatus.CANCELLED:
         raise ClientLinkError("This link was withdrawn. Ask your adviser for a new one.", gone=True, link=link)
+    if link.status == ClientLink.LinkStatus.LOCKED:
+        raise ClientLinkError(
+            wording.client_link_locked(firm=link.household.firm.name, attempts=link.credential_attempts),
+            gone=True,
+            link=link,
+        )
     if link.status == ClientLink.LinkStatus.EXPIRED or link.expires_at <= now:
         client_link_expire(link=link)
         raise ClientLinkError("This link has expired. Ask your adviser to send a new one.", gone=True, link=link)
@@ -207,6 +239,55 @@ def client_link_open(*, link: ClientLink, now: dt.datetime | None = None) -> Cli
                 actor_label=CLIENT_LINK_ACTOR,
             )
     return link
+
+
+def client_link_attempt_limit() -> int:
+    return int(getattr(settings, "CLIENT_LINK_CREDENTIAL_ATTEMPTS", 5))
+
+
+def client_link_attempt_take(*, link: ClientLink) -> None:
+    """Take one credential attempt on an open link before the typed credentials are sent anywhere.
+
+    A conditional UPDATE: of concurrent posts, at most the limit's worth get
+    through, whatever their timing. Raises :class:`ClientLinkLocked` when the
+    attempts are spent (the link is locked, or the last ones are in flight).
+    """
+    limit = client_link_attempt_limit()
+    if limit <= 0:  # switched off
+        return
+    taken = ClientLink.objects.filter(pk=link.pk, status__in=OPEN_STATES, credential_attempts__lt=limit).update(
+        credential_attempts=F("credential_attempts") + 1
+    )
+    if not taken:
+        raise ClientLinkLocked(wording.client_link_locked(firm=link.household.firm.name, attempts=limit))
+    link.credential_attempts += 1
+
+
+def client_link_lock_if_spent(*, link: ClientLink, now: dt.datetime | None = None) -> bool:
+    """After a failed attempt: lock the link once its attempts are spent. True when this call locked it.
+
+    Locked once (a conditional UPDATE), with a ``LINK_LOCKED`` event on the
+    link's connection, so the adviser sees it in the history as well as on
+    the household page.
+    """
+    now = now or timezone.now()
+    limit = client_link_attempt_limit()
+    if limit <= 0:
+        return False
+    locked = ClientLink.objects.filter(pk=link.pk, status__in=OPEN_STATES, credential_attempts__gte=limit).update(
+        status=ClientLink.LinkStatus.LOCKED, locked_at=now
+    )
+    if not locked:
+        return False
+    link.status, link.locked_at = ClientLink.LinkStatus.LOCKED, now
+    if link.connection is not None:
+        lifecycle.event_record(
+            connection=link.connection,
+            kind=ConnectionEvent.Kind.LINK_LOCKED,
+            message=wording.link_locked(email=link.sent_to, attempts=limit),
+            actor_label=CLIENT_LINK_ACTOR,
+        )
+    return True
 
 
 def client_link_expire(*, link: ClientLink) -> bool:
@@ -247,7 +328,7 @@ def client_link_claim(*, link: ClientLink, now: dt.datetime | None = None) -> Li
     """
     now = now or timezone.now()
     previous = link.status
-    claimed = ClientLink.objects.filter(pk=link.pk, status__in=OPEN_LINK_STATUSES, expires_at__gt=now).update(
+    claimed = ClientLink.objects.filter(pk=link.pk, status__in=OPEN_STATES, expires_at__gt=now).update(
         status=ClientLink.LinkStatus.COMPLETED, completed_at=now
     )
     if not claimed:

@@ -22,6 +22,19 @@ CLIENT_LINK_SALT = "connections.client-link"
 CLIENT_LINK_ACTOR = wording.CLIENT_LINK
 
 
+class Throttled(Exception):
+    """Too many attempts for now: nothing was done and no provider was called.
+
+    ``message`` says so in plain words and when to try again; ``retry_after``
+    is that moment in seconds (for a ``Retry-After`` header).
+    """
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
 def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 

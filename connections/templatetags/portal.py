@@ -53,6 +53,15 @@ def get_item(mapping: dict[str, Any], key: str) -> Any:
 
 
 @register.filter
+def duration_words(span: dt.timedelta | float | None) -> str:
+    """A span in words ("about 15 minutes"), never a clock reading like "0:15:00"."""
+    if span is None:
+        return ""
+    seconds = span.total_seconds() if isinstance(span, dt.timedelta) else float(span)
+    return wording.duration(seconds)
+
+
+@register.filter
 def rollup_status(severity: int | None) -> str:
     """A household's roll-up status from its annotated worst severity ("none" without connections)."""
     if severity is None:

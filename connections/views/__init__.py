@@ -5,6 +5,7 @@ Every object an adviser can address is fetched through a scoped queryset from
 the user's households is a 404, never someone else's data.
 """
 
+from .account import PasswordResetView
 from .actions import connection_check, connection_disconnect, connection_reconnect
 from .connect import CALLBACK_TITLES, connect_callback, household_connect, household_connect_credentials
 from .links import client_link, connection_link_send, household_link_new
@@ -12,6 +13,7 @@ from .pages import attention_list, connection_detail, connection_list, dashboard
 
 __all__ = [
     "CALLBACK_TITLES",
+    "PasswordResetView",
     "attention_list",
     "client_link",
     "connect_callback",

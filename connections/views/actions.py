@@ -20,6 +20,7 @@ from .common import (
     member_required,
     safe_next,
     scoped_connection,
+    too_many,
 )
 from .connect import authorization_redirect, credentials_page
 
@@ -33,7 +34,15 @@ def connection_check(request: HttpRequest, pk: int) -> HttpResponseBase:
     if connection.status == Status.DISCONNECTED:
         messages.error(request, "This connection was disconnected; there is nothing to check.")
         return redirect(safe_next(request, default_next))
-    checked = services.connection_check_now(connection=connection, user=request.user)
+    try:
+        checked = services.connection_check_now(connection=connection, user=request.user)
+    except services.Throttled as exc:
+        # Not checked, and nothing asked of the provider: the card says why and when to try again.
+        if getattr(request, "htmx", False):
+            context = {"connection": connection, "now": timezone.now(), "check_message": exc.message, "oob_live": True}
+            return too_many(render(request, "connections/_connection_card.html", context), exc.retry_after)
+        messages.warning(request, exc.message)
+        return redirect(safe_next(request, default_next))
     connection = scoped_connection(request, pk)  # re-read with its credentials and accounts
     if getattr(request, "htmx", False):
         context = {"connection": connection, "now": timezone.now(), "check_message": checked.message, "oob_live": True}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -88,6 +89,13 @@ def unbind_state(request: HttpRequest, state_hash: str) -> None:
         request.session[SESSION_STATES_KEY] = [h for h in hashes if h != state_hash]
         used = [h for h in request.session.get(SESSION_USED_STATES_KEY, []) if h != state_hash]
         request.session[SESSION_USED_STATES_KEY] = [*used, state_hash][-SESSION_STATES_MAX:]
+
+
+def too_many(response: HttpResponseBase, retry_after: float) -> HttpResponseBase:
+    """A 429 answer to an attempt over its limit, saying in ``Retry-After`` when the next one is free."""
+    response.status_code = 429
+    response["Retry-After"] = str(max(math.ceil(retry_after), 1))
+    return response
 
 
 def callback_url(request: HttpRequest, provider: str) -> str:

@@ -15,6 +15,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_GET, require_http_methods
 
 from .. import services
+from ..addresses import limit_subject
 from ..forms import (
     CALLBACK_PARAMETERS,
     CallbackParametersInvalid,
@@ -36,6 +37,7 @@ from .common import (
     member_required,
     private,
     scoped_household,
+    too_many,
     unbind_state,
 )
 
@@ -91,7 +93,10 @@ def credentials_page(
 ) -> HttpResponseBase:
     """GET shows the provider's credential form; POST connects through the service.
 
-    On any error the form is shown again with the error, secret inputs empty.
+    On any error the form is shown again with the error, secret inputs empty:
+    a 429 when too many wrong attempts came from this address or user (the
+    provider was not asked). A client link whose attempts are spent shows
+    that it is locked instead (410).
     """
     form = CredentialsForm(
         request.POST if request.method == "POST" else None,
@@ -115,7 +120,14 @@ def credentials_page(
                 user=request.user if client_link is None else None,
                 connection=connection,
                 client_link=client_link,
+                address=limit_subject(request),
             )
+        except services.Throttled as exc:
+            form.add_error(None, exc.message)
+            return too_many(render(request, template, context), exc.retry_after)
+        except services.ClientLinkLocked as exc:
+            refusal = {"message": exc.message, "gone": True, "firm": household.firm}
+            return render(request, "connections/link/invalid.html", refusal, status=410)
         except services.CredentialsRejected as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         except services.ReconnectMismatch:

@@ -27,6 +27,7 @@ from .common import (
     safe_next,
     scoped_connection,
     scoped_household,
+    too_many,
 )
 from .connect import authorization_redirect, credentials_page
 
@@ -50,11 +51,13 @@ def connection_link_send(request: HttpRequest, pk: int) -> HttpResponseBase:
                 client=connection.client,
                 connection=connection,
                 user=request.user,
-                base_url=request.build_absolute_uri("/"),
             )
         except ValueError as exc:
             context["error"] = str(exc)
             return render(request, "connections/link_send.html", context, status=400)
+        except services.Throttled as exc:
+            context["error"] = exc.message
+            return too_many(render(request, "connections/link_send.html", context), exc.retry_after)
         messages.success(
             request,
             f"Reconnect link sent to {created.link.sent_to}. It works until "
@@ -78,10 +81,13 @@ def household_link_new(request: HttpRequest, pk: int) -> HttpResponseBase:
                 user=request.user,
                 provider_app=form.cleaned_data["provider_app"],
                 platform=form.cleaned_data["platform"],
-                base_url=request.build_absolute_uri("/"),
             )
         except ValueError as exc:
             form.add_error(None, str(exc))
+        except services.Throttled as exc:
+            form.add_error(None, exc.message)
+            page = render(request, "connections/link_new.html", {"household": household, "form": form})
+            return too_many(page, exc.retry_after)
         else:
             messages.success(
                 request,

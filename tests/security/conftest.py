@@ -32,7 +32,7 @@ from connections.providers.base import (
     IssuedCredential,
     ProviderClient,
 )
-from connections.providers.errors import AuthorizationDenied
+from connections.providers.errors import AuthorizationDenied, FailureReason, ProviderError
 from tests.factories import (
     ClientFactory,
     ConnectionFactory,
@@ -138,6 +138,10 @@ def logged_in(user: Any) -> Client:
 # --- The provider seam -------------------------------------------------------------------------------
 
 
+# A password the canned provider refuses, as a provider refuses a wrong one.
+WRONG_PASSWORD = "wrong-password"
+
+
 @dataclass
 class CannedProvider:
     """What the canned provider answers; what it was asked (no secrets kept)."""
@@ -145,6 +149,8 @@ class CannedProvider:
     external_account_id: str = "source-account-1"
     collection: str = field(default_factory=lambda: str(uuid.uuid4()))
     completes: int = 0
+    connects: int = 0  # credential forms that reached the provider
+    probes: int = 0
 
     def grant(self, platform: str) -> Grant:
         now = timezone.now()
@@ -178,12 +184,16 @@ def _canned_class(base: type[ProviderClient], canned: CannedProvider) -> type[Pr
 
         def connect_with_credentials(self, *, fields: Mapping[str, str], platform: str) -> Grant:
             self.clean_credential_fields(fields)
+            canned.connects += 1
+            if fields.get("password") == WRONG_PASSWORD:
+                raise ProviderError.reauth(FailureReason.CREDENTIALS_INVALID, "Invalid email or password.")
             return canned.grant(platform)
 
         def renew(self, *, connection: ConnectionState) -> Sequence[IssuedCredential]:
             return ()
 
         def probe(self, *, connection: ConnectionState) -> Sequence[AccountData]:
+            canned.probes += 1
             return canned.grant(connection.platform).accounts or ()
 
         def revoke(self, *, connection: ConnectionState) -> None:

@@ -5,10 +5,16 @@ might send them, and well-formed ones with hostile values), link tokens
 (random, and mutations of a genuine one) and form posts. The provider clients
 are the real ones, pointed at a closed local port, so their parsing of the
 callback runs for real and any network step fails fast as a provider error.
+
+And sequences of attempts against every limit (the store itself, credential
+posts to client links from several addresses, "Check now", password resets):
+whatever the order and timing, no more than the limit gets through, and the
+answer is never a server error.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -20,10 +26,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from connections import lifecycle
+from connections import attempts, lifecycle, services
 from connections import models as m
 
-from .conftest import People, logged_in, start_connect
+from .conftest import WRONG_PASSWORD, CannedProvider, People, logged_in, start_connect
 
 EXAMPLES = 150
 FUZZ = hsettings(
@@ -217,5 +223,181 @@ def test_generated_object_ids_are_not_found_never_a_crash(people: People, route:
     def run(pk: int) -> None:
         response = adviser.get(reverse(route, args=[pk]))
         assert response.status_code in ({200, 302} if pk in known else {404}), (pk, response.status_code)
+
+    run()
+
+
+# --- Sequences of attempts against the limits ---------------------------------------------------------
+
+SEQUENCES = hsettings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.mark.django_db
+@hsettings(max_examples=150, deadline=None)
+@given(
+    limit=st.integers(min_value=1, max_value=6),
+    window=st.sampled_from([1.0, 60.0, 900.0]),
+    steps=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=2),  # whose attempt
+            st.floats(min_value=0, max_value=1.5),  # time since the previous one, in windows
+            st.booleans(),  # handed back (it turned out not to count)?
+        ),
+        max_size=40,
+    ),
+)
+def test_generated_attempt_sequences_never_put_more_than_the_limit_in_any_window(
+    limit: int, window: float, steps: list[tuple[int, float, bool]]
+) -> None:
+    rule = attempts.Limit(name=f"fuzz-{uuid.uuid4().hex}", attempts=limit, window_seconds=window)
+    now = 1_800_000_000.0
+    kept: dict[int, list[float]] = {0: [], 1: [], 2: []}  # the attempts that count, per subject
+    for who, gap, give_back in steps:
+        now += gap * window
+        in_window = [t for t in kept[who] if t > now - window]
+        try:
+            taken = attempts.attempts_take(subjects=[(rule, f"subject-{who}")], now=now)
+        except attempts.LimitReached as refused:
+            retry_after = refused.retry_after
+        else:
+            retry_after = 0.0
+        if retry_after:
+            assert len(in_window) >= limit  # refused only when full
+            assert retry_after <= window
+            continue
+        assert len(in_window) < limit  # granted only when there was room
+        if give_back:
+            attempts.attempts_give_back(taken=taken)
+        else:
+            kept[who].append(now)
+    for times in kept.values():
+        for end in times:
+            assert sum(1 for t in times if end - window < t <= end) <= limit
+
+
+def _fresh_limits() -> None:
+    # Each generated sequence starts from nothing (the limits live in the test database here).
+    m.AttemptWindow.objects.all().delete()
+
+
+def test_generated_credential_posts_to_client_links_never_pass_a_limit(
+    people: People, canned: CannedProvider, settings: Any
+) -> None:
+    settings.CREDENTIAL_FAILURES_PER_ADDRESS = 7
+    per_link = 5
+    posts = st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=2),  # which link
+            st.integers(min_value=0, max_value=2),  # from which address
+            st.sampled_from(["wrong", "wrong", "wrong", "right", "incomplete", "junk", "get"]),
+        ),
+        max_size=25,
+    )
+
+    @SEQUENCES
+    @given(steps=posts)
+    def run(steps: list[tuple[int, int, str]]) -> None:
+        _fresh_limits()
+        links = [
+            services.client_link_create(
+                household=people.household,
+                client=people.client,
+                user=people.assigned,
+                provider_app=people.apps["coinify"],
+                platform="coinify",
+            )
+            for _ in range(3)
+        ]
+        paths = [created.url[created.url.index("/link/") :] for created in links]
+        _fresh_limits()  # the sends above are the adviser's, not the attacker's
+        addresses = [f"198.51.100.{i + 1}" for i in range(3)]
+        sent_per_link = [0, 0, 0]
+        failed_per_address = [0, 0, 0]
+        visitor = Client()
+        for which, where, what in steps:
+            before = canned.connects
+            form = {
+                "wrong": {"email": "linh@example.test", "password": WRONG_PASSWORD},
+                "right": {"email": "linh@example.test", "password": "the-right-one"},
+                "incomplete": {"email": "linh@example.test"},
+                "junk": {"junk": "x" * 50},
+                "get": {},
+            }[what]
+            if what == "get":
+                response = visitor.get(paths[which], REMOTE_ADDR=addresses[where])
+            else:
+                response = visitor.post(paths[which], form, REMOTE_ADDR=addresses[where])
+            assert response.status_code in {200, 400, 410, 429}, (what, response.status_code)
+            sent = canned.connects - before
+            sent_per_link[which] += sent
+            if sent and what != "right":
+                failed_per_address[where] += 1
+            if response.status_code == 429:
+                assert sent == 0
+                assert int(response["Retry-After"]) > 0
+        assert all(count <= per_link for count in sent_per_link), sent_per_link
+        assert all(count <= 7 for count in failed_per_address), failed_per_address
+
+    run()
+
+
+def test_generated_check_now_clicks_never_pass_the_per_user_limit(
+    people: People, canned: CannedProvider, settings: Any
+) -> None:
+    settings.CHECK_NOW_PER_MINUTE = 3
+    advisers = [logged_in(people.assigned), logged_in(people.firm_admin)]
+    url = reverse("connection_check", args=[people.connection.pk])
+
+    @SEQUENCES
+    @given(clicks=st.lists(st.tuples(st.integers(min_value=0, max_value=1), st.booleans()), max_size=15))
+    def run(clicks: list[tuple[int, bool]]) -> None:
+        _fresh_limits()
+        probes = [0, 0]
+        for who, htmx in clicks:
+            before = canned.probes
+            response = advisers[who].post(url, **({"HTTP_HX_REQUEST": "true"} if htmx else {}))
+            assert response.status_code in ({200, 429} if htmx else {302}), response.status_code
+            probes[who] += canned.probes - before
+            if response.status_code == 429:
+                assert canned.probes == before
+        assert probes == [min(3, sum(1 for who, _ in clicks if who == n)) for n in (0, 1)]
+
+    run()
+
+
+def test_generated_password_resets_answer_by_the_counts_alone(people: People, settings: Any) -> None:
+    """Whether an account has the address never changes the answer: only how often it was asked for."""
+    people.assigned.email = "assigned@harbour.test"
+    people.assigned.save()
+    emails = ["assigned@harbour.test", "ASSIGNED@harbour.test", "nobody@nowhere.test", "<script>@x.test"]
+    visitor = Client()
+
+    @SEQUENCES
+    @given(
+        asks=st.lists(
+            st.tuples(st.integers(min_value=0, max_value=len(emails) - 1), st.integers(min_value=0, max_value=2)),
+            max_size=20,
+        )
+    )
+    def run(asks: list[tuple[int, int]]) -> None:
+        _fresh_limits()
+        per_address = [0, 0, 0]
+        per_email: dict[str, int] = {}
+        for which, where in asks:
+            email = emails[which]
+            key = email.lower()
+            response = visitor.post(reverse("password_reset"), {"email": email}, REMOTE_ADDR=f"203.0.113.{where + 1}")
+            if "<" in email:  # not an address: the form refuses it before any limit
+                assert response.status_code == 200
+                continue
+            room = per_address[where] < 5 and per_email.get(key, 0) < 3
+            assert response.status_code == (302 if room else 429), (email, where, response.status_code)
+            if room:
+                per_address[where] += 1
+                per_email[key] = per_email.get(key, 0) + 1
 
     run()

@@ -1,4 +1,4 @@
-"""Production settings: ``check --deploy`` is clean, and the headers and cookies say what SECURITY.md says.
+"""Production settings: ``check --deploy`` is clean, the headers and cookies say what SECURITY.md says, mail leaves.
 
 Everything here runs in a subprocess with ``DEBUG=false`` and the required
 environment set, exactly as a deployment starts, so the production branch of
@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from cryptography.fernet import Fernet
@@ -77,7 +82,11 @@ print("PROBE" + json.dumps(out, default=str))
 @pytest.fixture(scope="module")
 def production_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("production")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "SECURE_", "SANDBOX_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "SECURE_", "SANDBOX_", "EMAIL_", "ANYMAIL_"))
+    }
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "portal.settings",
@@ -88,6 +97,7 @@ def production_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "ALLOWED_HOSTS": "portal.example.com",
             "DATABASE_URL": f"sqlite:///{tmp / 'production.sqlite3'}",
             "PORTAL_BASE_URL": "https://portal.example.com",
+            "EMAIL_URL": "smtp+tls://portal:mail-password@mail.example.com:587",
         }
     )
     env.pop("LOG_LEVEL", None)
@@ -172,19 +182,124 @@ def test_the_sandbox_is_off_in_production(probe: dict[str, Any]) -> None:
     assert probe["sandbox_status"] == 404
 
 
-def test_gunicorn_access_log_leaves_out_query_strings() -> None:
-    """A callback's query string carries the state, Dapi's access code and user secret: never in a log line.
+# --- Mail in production --------------------------------------------------------------------------
 
-    Gunicorn's default access log format prints the request line with its
-    query string (``%(r)s``); the Procfile must use a format with the path only
-    (``%(U)s``) and without the Referer header (``%(f)s``).
-    """
-    procfile = (PROJECT_DIR / "Procfile").read_text()
-    web = next(line for line in procfile.splitlines() if line.startswith("web:"))
-    if "--access-logfile" not in web:
-        return  # no access log, nothing to leak
-    assert "--access-logformat" in web, "gunicorn's default access log format includes query strings"
-    log_format = web.split("--access-logformat", 1)[1]
-    assert "%(U)s" in log_format
-    for leaky in ("%(r)s", "%(q)s", "%(f)s"):
-        assert leaky not in log_format
+# Backends that print, file, keep or drop mail: in production a password-reset
+# or client link would land in the server's output or disk instead of an inbox.
+MAIL_THAT_STAYS = [
+    ("EMAIL_URL", "consolemail://"),
+    ("EMAIL_URL", "filemail:///tmp/portal-mail"),
+    ("EMAIL_URL", "memorymail://"),
+    ("EMAIL_URL", "dummymail://"),
+    ("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"),
+    ("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend"),
+    ("EMAIL_BACKEND", "anymail.backends.console.EmailBackend"),
+    ("EMAIL_BACKEND", "anymail.backends.test.EmailBackend"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), MAIL_THAT_STAYS)
+def test_production_refuses_to_start_with_mail_that_never_leaves_the_server(
+    production_env: dict[str, str], variable: str, value: str
+) -> None:
+    # EMAIL_URL stays set to a real server: an EMAIL_BACKEND that overrides it is refused all the same.
+    result = _run(["manage.py", "check"], {**production_env, variable: value})
+
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "ImproperlyConfigured" in message
+    assert variable in message
+    assert "password-reset" in message
+
+
+def test_production_refuses_to_start_without_a_mail_server(production_env: dict[str, str]) -> None:
+    env = {k: v for k, v in production_env.items() if k != "EMAIL_URL"}
+
+    result = _run(["manage.py", "check"], env)
+
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "not set: EMAIL_URL." in message
+
+
+class _FakeMailgun(BaseHTTPRequestHandler):
+    """Mailgun's send endpoint as django-anymail calls it: records each message, answers "Queued"."""
+
+    received: list[dict[str, str]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.received.append({"path": self.path, "body": body.decode("utf-8", "replace")})
+        reply = json.dumps({"id": "<1@mail.example.com>", "message": "Queued. Thank you."}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+
+@pytest.fixture
+def fake_mailgun() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    received: list[dict[str, str]] = []
+    handler = type("Handler", (_FakeMailgun,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v3", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+RESET_PROBE = r"""
+import django
+django.setup()
+from django.core.management import call_command
+from django.test import Client, override_settings
+
+call_command("migrate", verbosity=0)
+from django.contrib.auth import get_user_model
+get_user_model().objects.create_user("adviser", "adviser@example.test", "correct-horse-battery-9")
+with override_settings(STORAGES={
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}):
+    reply = Client(HTTP_HOST="portal.example.com").post(
+        "/password-reset/", {"email": "adviser@example.test"}, secure=True
+    )
+print("PROBE", reply.status_code, reply.get("Location", ""))
+"""
+
+
+def test_production_mail_goes_out_through_a_django_anymail_backend(
+    production_env: dict[str, str], fake_mailgun: tuple[str, list[dict[str, str]]], tmp_path: Path
+) -> None:
+    """EMAIL_BACKEND names an anymail ESP, its settings come from ANYMAIL_*; a password reset reaches the ESP."""
+    api_url, received = fake_mailgun
+    env = {k: v for k, v in production_env.items() if k != "EMAIL_URL"}
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'mail.sqlite3'}",
+            "EMAIL_BACKEND": "anymail.backends.mailgun.EmailBackend",
+            "ANYMAIL_MAILGUN_API_KEY": "key-for-the-test",
+            "ANYMAIL_MAILGUN_API_URL": api_url,
+            "DEFAULT_FROM_EMAIL": "Connections portal <portal@mail.example.com>",
+        }
+    )
+
+    result = _run(["-c", RESET_PROBE], env)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PROBE 302 /password-reset/sent/" in result.stdout
+    assert len(received) == 1
+    assert received[0]["path"] == "/v3/mail.example.com/messages"
+    message = parse_qs(received[0]["body"])
+    assert message["to"] == ["adviser@example.test"]
+    link = re.search(r"https?://\S+/password-reset/\S+/\S+/", message["text"][0])
+    assert link is not None, message
+    # The link went to the mail provider, and nowhere into the server's own output.
+    assert link.group(0) not in result.stdout + result.stderr

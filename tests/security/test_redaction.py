@@ -10,11 +10,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import pytest
 from cryptography.fernet import Fernet
 from django.conf import settings
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -91,6 +92,75 @@ def test_json_bodies_have_every_secret_value_masked(payload: dict) -> None:
     for text in (json.dumps(payload), json.dumps(payload, separators=(",", ":")), repr(payload)):
         masked = redact(text)
         assert SECRET not in masked, text
+
+
+# Every kind a Credential can have (Credential.Kind, IssuedCredential.kind).
+CREDENTIAL_KINDS = ["access", "refresh", "offline", "permanent", "app", "api_key", "user_secret"]
+
+
+@pytest.mark.parametrize("kind", [*CREDENTIAL_KINDS, "access_token", "refresh_token"])
+@pytest.mark.parametrize(
+    "shape",
+    ["{name}={value}", '"{name}": "{value}"', "'{name}': '{value}'", '{{"{name}":"{value}"}}', "a=1&{name}={value}"],
+)
+def test_credential_kind_names_as_keys_are_masked(kind: str, shape: str) -> None:
+    text = shape.format(name=kind, value=SECRET)
+    masked = redact(text)
+    assert SECRET not in masked
+    assert kind in masked
+
+
+@pytest.mark.parametrize("kind", CREDENTIAL_KINDS)
+def test_a_credential_written_out_field_by_field_has_its_value_masked(kind: str) -> None:
+    for text in (
+        f"IssuedCredential(kind='{kind}', value='{SECRET}', issued_at=None)",
+        f"{{'kind': '{kind}', 'value': '{SECRET}'}}",
+        f"kind={kind} value={SECRET}",
+    ):
+        assert SECRET not in redact(text), text
+
+
+ENCODED_NAMES = ["accessCode", "state", "code", "userSecret", "refresh", "offline", "access_token", "clientSecret"]
+
+
+@pytest.mark.parametrize("name", ENCODED_NAMES)
+@pytest.mark.parametrize("times", [1, 2, 3])
+@pytest.mark.parametrize(
+    "shape", ["{name}={value}", "a=1&{name}={value}&b=2", '{{"{name}": "{value}"}}', "/x/?{name}={value}"]
+)
+def test_url_encoded_secret_pairs_are_masked(name: str, times: int, shape: str) -> None:
+    """``accessCode%3D…`` and ``%26state%3D…``: a callback URL inside a ``next=`` or a logged redirect."""
+    text = shape.format(name=name, value=SECRET)
+    for _ in range(times):
+        text = quote(text, safe="")
+    masked = redact(f"redirecting to /login/?next={text} for the adviser")
+    assert SECRET not in masked
+    assert name in masked
+    assert "for the adviser" in masked
+
+
+@pytest.mark.parametrize("times", [0, 1, 2])
+def test_a_callback_query_is_masked_whole_however_it_is_encoded(times: int) -> None:
+    """The identity and collection are not secret-named, but a callback's query string is masked whole."""
+    query = urlencode({"state": SECRET, "identity": "client-identity-7", "connectionID": "conn-42", "status": "ok"})
+    path = f"/connect/dapi/callback/?{query}"
+    for _ in range(times):
+        path = quote(path, safe="")
+    masked = redact(f'"GET {path} HTTP/1.1" 302' if times == 0 else f"next={path}&then=1")
+    for value in (SECRET, "client-identity-7", "conn-42"):
+        assert value not in masked
+    assert "callback" in masked
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_an_encoded_client_link_token_is_masked(times: int) -> None:
+    token = "q1Yx3bD0mVZ8m3nR5tq2w9y4Hc7Jk1Lp6Ts0Uv8Wx2E:1uBcDe:Zm9vYmFyYmF6cXV4"
+    path = f"/link/{token}/"
+    for _ in range(times):
+        path = quote(path, safe="")
+    masked = redact(f"/login/?next={path}")
+    assert token.split(":")[0] not in masked
+    assert "link" in masked
 
 
 def test_values_are_masked_whole_up_to_the_closing_quote() -> None:
@@ -177,6 +247,60 @@ def test_redact_is_idempotent_and_never_raises(text: str) -> None:
 def test_any_quoted_secret_value_is_masked(name: str, value: str, quote: str) -> None:
     text = f"{quote}{name}{quote}: {quote}{value}{quote}"
     assert value not in redact(text)
+
+
+# Names the filter must catch, and values as a provider or a browser might produce them.
+SECRET_NAMES = st.sampled_from(
+    [
+        *("access_token", "refreshToken", "clientSecret", "userSecret", "accessCode", "password", "state", "code"),
+        *CREDENTIAL_KINDS,
+    ]
+)
+ANY_VALUE = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_categories=("Cs",)), min_size=8, max_size=40
+)
+TOKEN_VALUE = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~:", min_size=8)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(name=SECRET_NAMES, value=ANY_VALUE, times=st.integers(min_value=0, max_value=3), before=st.booleans())
+def test_any_secret_pair_is_masked_however_often_it_was_url_encoded(
+    name: str, value: str, times: int, before: bool
+) -> None:
+    """A query with the pair, encoded ``times`` more times inside another URL's parameter."""
+    pairs = [("a", "1"), (name, value)] if before else [(name, value), ("b", "2")]
+    text = urlencode(pairs)
+    for _ in range(times):
+        text = quote(text, safe="")
+    line = f"-> /a/?next={text}&x=y"
+    assume(value not in f"{line.replace(text, '')} {REDACTED}")
+    masked = redact(line)
+    # What the value looks like at that depth is gone, and so is the value itself.
+    encoded = urlencode([(name, value)]).split("=", 1)[1]
+    for _ in range(times):
+        encoded = quote(encoded, safe="")
+    assert encoded not in masked
+    assert value not in masked
+    assert redact(masked) == masked
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(name=SECRET_NAMES, value=TOKEN_VALUE, times=st.integers(min_value=1, max_value=3))
+def test_any_secret_in_url_encoded_json_is_masked(name: str, value: str, times: int) -> None:
+    text = json.dumps({"kind": "grant", name: value, "expires_in": 1200})
+    assume(value not in f'body= {{"kind": "grant", "expires_in": 1200}} {REDACTED}')
+    for _ in range(times):
+        text = quote(text, safe="")
+    masked = redact(f"body={text}")
+    assert value not in masked
+    assert redact(masked) == masked
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.text(alphabet="%253DAaFf&=\"'state:code0123456789x", max_size=80))
+def test_redact_is_idempotent_on_percent_soup(text: str) -> None:
+    once = redact(text)
+    assert redact(once) == once
 
 
 # --- The filter on log records ------------------------------------------------------------------

@@ -121,6 +121,8 @@ def _scenery(firm: m.Firm, adviser: Any, base: str, nguyen: m.Client) -> None:
 @pytest.fixture
 def live_world(live_server: Any, settings: Any) -> LiveWorld:
     base = live_server.url
+    # The live server is the portal's public address: emailed links lead there.
+    settings.PORTAL_BASE_URL = base
     settings.SANDBOX_BASE_URL = f"{base}/sandbox"
     firm = FirmFactory(name="Harbour Wealth")
     adviser = MembershipFactory(
@@ -333,3 +335,22 @@ def test_adviser_connects_through_dapis_connect_page(live_world: LiveWorld, page
     connection = m.Connection.objects.get(provider="dapi", platform="bitstamp", client=world.client)
     assert connection.status == m.Status.ACTIVE
     assert set(connection.credentials.values_list("kind", flat=True)) >= {"permanent", "user_secret"}
+
+
+def test_check_now_past_its_limit_says_why_in_the_card(live_world: LiveWorld, page: Any, settings: Any) -> None:
+    """The 429 is swapped into the card like any answer: the adviser reads why, and when to try again."""
+    world = live_world
+    settings.CHECK_NOW_PER_MINUTE = 1
+    page.set_default_timeout(20_000)
+    _sign_in(page, world)
+    page.goto(f"{world.url}/households/{world.household.pk}/")
+    card = page.locator(f"#connection-{world.connection.pk}")
+    card.get_by_role("button", name=re.compile("^Check now")).click()
+    card.locator(".conn__checked").get_by_text("Checked just now").wait_for()
+
+    card.get_by_role("button", name=re.compile("^Check now")).click()
+
+    card.locator(".conn__checked").get_by_text("Not checked: you asked for 1 check in the last minute").wait_for()
+    assert "Try again in about 1 minute." in card.locator(".conn__checked").inner_text()
+    assert "Not checked" in page.locator("#live").inner_text()  # announced
+    assert page.locator(".messages").count() == 0

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.test import Client
 from django.urls import reverse
@@ -23,7 +24,7 @@ from .conftest import FakeProvider, World, sha256
 def _send_reconnect_link(adviser_client: Any, connection: m.Connection) -> str:
     response = adviser_client.post(reverse("connection_link_send", args=[connection.pk]))
     assert response.status_code == 302
-    match = re.search(r"http://testserver(/link/[^/\s]+/)", mail.outbox[-1].body)
+    match = re.search(rf"{re.escape(settings.PORTAL_BASE_URL)}(/link/[^/\s]+/)", mail.outbox[-1].body)
     assert match is not None
     return match.group(1)
 
@@ -157,7 +158,9 @@ def test_new_connection_link_with_a_credential_form(
         {"client": world.client.pk, "provider_app": world.coinify.pk, "platform": "coinify"},
     )
     assert response.status_code == 302
-    path = urlsplit(re.search(r"http://testserver(/link/\S+/)", mail.outbox[-1].body).group(0)).path
+    path = urlsplit(
+        re.search(rf"{re.escape(settings.PORTAL_BASE_URL)}(/link/\S+/)", mail.outbox[-1].body).group(0)
+    ).path
     visitor = Client()
     page = visitor.get(path)
     assert 'type="password"' in page.content.decode()
