@@ -207,7 +207,11 @@ def test_form_fields_say_which_pair_to_use(clock: FixedClock) -> None:
     assert not any(f.required for f in fields.values())
     assert fields["password"].secret
     assert fields["offline_token"].secret
-    assert "offline token" in fields["email"].help_text
+    # Email and password go together; the offline token is the other choice, and the form says so.
+    assert fields["email"].group == fields["password"].group != fields["offline_token"].group
+    form = make_client(clock).credential_form()
+    assert form.empty_message == "Enter either the email and password, or an offline token."
+    assert "offline token" in form.groups[fields["offline_token"].group].lower()
 
 
 # --- probe: 401 versus 403 --------------------------------------------------------------------
