@@ -246,6 +246,9 @@ RATE_LIMIT_REDIS_URL: str = env.str("RATE_LIMIT_REDIS_URL", default="") or env.s
 SANDBOX_BASE_URL: str = env.str("SANDBOX_BASE_URL", default=f"{PORTAL_BASE_URL}/sandbox").rstrip("/")
 PROVIDER_CONNECT_TIMEOUT: float = env.float("PROVIDER_CONNECT_TIMEOUT", default=3.05)
 PROVIDER_READ_TIMEOUT: float = env.float("PROVIDER_READ_TIMEOUT", default=10.0)
+# The whole of one provider call, however slowly the reply trickles in (the
+# read timeout bounds each read, not the call); connections.providers.http.
+PROVIDER_TOTAL_TIMEOUT: float = env.float("PROVIDER_TOTAL_TIMEOUT", default=30.0)
 
 # --- Security -----------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

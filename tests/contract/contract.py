@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -48,6 +49,13 @@ from .support import (
 )
 
 Expected = tuple[ErrorKind, FailureReason | None]
+
+# A trickled reply: one byte every TRICKLE_INTERVAL seconds, far inside any
+# read timeout, so only the call's total deadline (TOTAL_DEADLINE) can end it.
+TRICKLE_INTERVAL = 0.2
+TOTAL_DEADLINE = 1.0
+# What giving up may take beyond the deadline on a loaded machine.
+DEADLINE_SLACK = 0.5
 
 # Faults injected on the probe endpoint, for one request each. What the client
 # must make of them: a transient error, the request not repeated, and the next
@@ -325,6 +333,36 @@ class ProviderContract:
         expected = [(method, path, "latency") for method, path in self.probe_calls(connection)]
         calls = world.wait_for_calls(self.mount, len(expected))
         assert [(c.method, c.path, c.fault) for c in calls] == expected
+
+    def assert_gives_up_at_the_total_deadline(self, call: Callable[[], object], settings: Any) -> None:
+        """``call``, against a provider that trickles its reply, ends in time as a transient error."""
+        settings.PROVIDER_TOTAL_TIMEOUT = TOTAL_DEADLINE
+        started = time.monotonic()
+
+        with pytest.raises(ProviderError) as info:
+            call()
+
+        elapsed = time.monotonic() - started
+        assert info.value.kind == ErrorKind.TRANSIENT
+        assert info.value.outcome_unknown is True
+        assert self.display_name in info.value.message
+        assert f"within the call's {TOTAL_DEADLINE:g} s limit" in info.value.message
+        assert TOTAL_DEADLINE <= elapsed < TOTAL_DEADLINE + DEADLINE_SLACK
+
+    def test_a_probe_trickled_past_the_total_deadline_gives_up_within_it(
+        self, world: Sandbox, app: AppConfig, settings: Any
+    ) -> None:
+        client = self.client(app)
+        connection = self.connected(world, client)
+        world.fault(self.mount, path=self.probe_path, kind="trickle", interval=TRICKLE_INTERVAL, count=1)
+        world.clear_log()
+
+        self.assert_gives_up_at_the_total_deadline(lambda: client.probe(connection=connection), settings)
+
+        calls = world.calls(self.mount)
+        assert [(c.method, c.path, c.fault) for c in calls] == [
+            (method, path, "trickle") for method, path in self.probe_calls(connection)
+        ]
 
     def test_a_refused_connection_is_transient_and_the_request_never_sent(self, world: Sandbox, app: AppConfig) -> None:
         client = self.client(app)
