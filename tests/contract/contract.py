@@ -170,8 +170,11 @@ class ProviderContract:
     def connected(self, world: Sandbox, client: ProviderClient, *, username: str = "alice") -> ConnectionState:
         return connection_from(self.connect(world, client, username=username), platform=self.platform)
 
-    def client_at_port(self, app: AppConfig, client: ProviderClient, port: int) -> ProviderClient:
-        """``client``, app token and all, talking to a local ``port`` instead of the sandbox."""
+    def client_at_port(
+        self, app: AppConfig, client: ProviderClient, port: int, allow_hosts: Callable[..., None]
+    ) -> ProviderClient:
+        """``client``, app token and all, talking to a local ``port`` (allowed for the test) instead of the sandbox."""
+        allow_hosts(self.provider, app.environment, f"127.0.0.1:{port}")
         elsewhere = dataclasses.replace(app, base_url=f"http://127.0.0.1:{port}{urlsplit(app.base_url).path}")
         return self.client(elsewhere, app_token_cache=client.app_token_cache)
 
@@ -364,26 +367,28 @@ class ProviderContract:
             (method, path, "trickle") for method, path in self.probe_calls(connection)
         ]
 
-    def test_a_refused_connection_is_transient_and_the_request_never_sent(self, world: Sandbox, app: AppConfig) -> None:
+    def test_a_refused_connection_is_transient_and_the_request_never_sent(
+        self, world: Sandbox, app: AppConfig, allow_hosts: Callable[..., None]
+    ) -> None:
         client = self.client(app)
         connection = self.connected(world, client)
 
         with refusing_port() as port, pytest.raises(ProviderError) as info:
-            self.client_at_port(app, client, port).probe(connection=connection)
+            self.client_at_port(app, client, port, allow_hosts).probe(connection=connection)
 
         assert info.value.kind == ErrorKind.TRANSIENT
         assert info.value.outcome_unknown is False
         assert self.display_name in info.value.message
 
     def test_a_connect_timeout_is_transient_and_the_request_never_sent(
-        self, world: Sandbox, app: AppConfig, settings: Any
+        self, world: Sandbox, app: AppConfig, settings: Any, allow_hosts: Callable[..., None]
     ) -> None:
         client = self.client(app)
         connection = self.connected(world, client)
         settings.PROVIDER_CONNECT_TIMEOUT = 0.2
 
         with unanswered_port() as port, pytest.raises(ProviderError) as info:
-            self.client_at_port(app, client, port).probe(connection=connection)
+            self.client_at_port(app, client, port, allow_hosts).probe(connection=connection)
 
         assert info.value.kind == ErrorKind.TRANSIENT
         assert info.value.outcome_unknown is False

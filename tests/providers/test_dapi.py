@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import parse_qsl, urlsplit
@@ -47,7 +48,10 @@ def callback() -> dict[str, str]:
     return {"state": "st-1", **params}
 
 
-def test_connect_page_url_carries_app_key_state_and_redirect_uri(clock: FixedClock) -> None:
+def test_connect_page_url_carries_app_key_state_and_redirect_uri(
+    clock: FixedClock, allow_hosts: Callable[..., None]
+) -> None:
+    allow_hosts("dapi", "sandbox", "browser.test")
     client = make_client(clock, connect_url="http://browser.test/sandbox/dapi")
 
     start = client.start_authorization(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -216,7 +217,10 @@ def test_checksum_leaves_out_an_empty_collection_and_itself() -> None:
     assert authorization_checksum({**params, "collection": "", "checksum": "zzz"}, "tq-secret") == expected
 
 
-def test_authorize_url_carries_state_identity_collection_and_checksum(clock: FixedClock) -> None:
+def test_authorize_url_carries_state_identity_collection_and_checksum(
+    clock: FixedClock, allow_hosts: Callable[..., None]
+) -> None:
+    allow_hosts("turnqey", "sandbox", "browser.test")
     client = make_client(clock, connect_url="http://browser.test/sandbox/turnqey")
 
     start = client.start_authorization(
