@@ -55,7 +55,7 @@ Expected = tuple[ErrorKind, FailureReason | None]
 TRICKLE_INTERVAL = 0.2
 TOTAL_DEADLINE = 1.0
 # What giving up may take beyond the deadline on a loaded machine.
-DEADLINE_SLACK = 0.5
+DEADLINE_SLACK = 1.0
 
 # Faults injected on the probe endpoint, for one request each. What the client
 # must make of them: a transient error, the request not repeated, and the next

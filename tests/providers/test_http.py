@@ -352,7 +352,7 @@ def test_a_reply_trickled_slower_than_the_total_deadline_is_given_up_on(trickler
     assert info.value.kind == ErrorKind.TRANSIENT
     assert info.value.outcome_unknown is True
     assert "did not finish within the call's 0.5 s limit" in info.value.message
-    assert 0.5 <= elapsed < 1.0
+    assert 0.5 <= elapsed < 1.5  # the deadline, plus what a busy machine takes to notice
 
 
 def test_a_slow_reply_that_ends_inside_the_total_deadline_is_read_whole(trickler: str) -> None:
@@ -373,7 +373,7 @@ def test_a_retry_pause_that_would_outlast_the_total_deadline_is_not_waited(serve
     with pytest.raises(ProviderError) as info:
         http(total_timeout=1).request("GET", f"{server}/x", endpoint="thing")
 
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 1.5  # waiting out the 2 s would be the bug
     assert (info.value.status_code, info.value.retry_after) == (503, 2)
     assert _Script.seen == ["GET"]
 
