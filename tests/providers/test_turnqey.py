@@ -280,6 +280,50 @@ def test_successful_callback_yields_the_source_account_and_grouping(
     assert [a.external_id for a in grant.accounts or []] == ["acc-1", "acc-2"]
 
 
+def test_a_rewritten_collection_in_the_callback_is_not_what_the_grant_keeps(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, IDENTITY_URL, json=load_fixture("turnqey_accounts"))
+    elsewhere = "00000000-0000-4000-8000-000000000000"
+
+    grant = make_client(doc_clock).complete_authorization(
+        params=callback(collection=elsewhere), platform="coinbase", identity=IDENTITY
+    )
+
+    assert dict(grant.grouping) == {"collection": COLLECTION, "identity": IDENTITY}
+
+
+@pytest.mark.parametrize("status", ["expired", "revoked"])
+def test_success_in_the_callback_is_no_grant_while_turnqey_lists_no_active_account(
+    rsps: responses.RequestsMock, doc_clock: FixedClock, status: str
+) -> None:
+    body = load_fixture("turnqey_accounts")
+    for account in body["result"]["accounts"]:
+        account["status"] = status
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, IDENTITY_URL, json=body)
+
+    with pytest.raises(AuthorizationDenied) as info:
+        make_client(doc_clock).complete_authorization(params=callback(), platform="coinbase", identity=IDENTITY)
+
+    assert info.value.outcome == "error"
+    assert "does not list this authorization as active" in info.value.message
+
+
+def test_a_grant_holds_only_the_accounts_turnqey_lists_as_active(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    body = load_fixture("turnqey_accounts")
+    body["result"]["accounts"][0]["status"] = "expired"
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, IDENTITY_URL, json=body)
+
+    grant = make_client(doc_clock).complete_authorization(params=callback(), platform="coinbase", identity=IDENTITY)
+
+    assert [a.external_id for a in grant.accounts or []] == ["acc-2"]
+
+
 @pytest.mark.parametrize(("status", "outcome"), [("denied", "denied"), ("error", "error")])
 def test_declined_or_failed_callback_is_an_outcome_in_plain_words(
     doc_clock: FixedClock, status: str, outcome: str
