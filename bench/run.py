@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     worker_args = shlex.split(args.worker) if args.worker else procs.procfile_worker_args()
     port = args.port or procs.free_port(range(8200, 8210))
     sandbox_base = f"http://127.0.0.1:{port}/sandbox"
+    # Provider apps may call the sandbox only at its own address (connections.providers.endpoints):
+    # this process, and the worker and servers it starts, are told where it is.
+    os.environ["SANDBOX_BASE_URL"] = sandbox_base
+    from django.conf import settings
+
+    settings.SANDBOX_BASE_URL = sandbox_base
 
     def phase(name: str, work) -> None:
         log(f"{name} ...")

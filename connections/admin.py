@@ -6,6 +6,9 @@ Rules this module keeps:
   querysets defer them, which also spares a decryption per row) and never
   listed; ProviderApp's client secret is a write-only input that renders empty,
   where leaving it empty keeps the stored secret.
+- A ProviderApp's endpoints are held to the provider host rule
+  (``ProviderApp.clean``), and changing one clears the stored client secret
+  (``ProviderApp.save``); the page says so, and shows where calls go.
 - Status is decided by :mod:`connections.lifecycle` alone, so a connection's
   status, reason, deadlines and counters are read-only here. Accounts,
   credentials, authorization requests and client links are written by the
@@ -35,6 +38,7 @@ from django.utils.http import urlencode
 
 from . import models as m
 from . import services, wording
+from .providers.endpoints import origin_of, url_refusal
 
 admin.site.site_header = "Connections portal administration"
 admin.site.site_title = "Connections portal admin"
@@ -312,6 +316,8 @@ class ProviderAppAdminForm(forms.ModelForm):
         new_secret = self.cleaned_data.get("client_secret")
         if new_secret:
             self.instance.client_secret = new_secret
+            # Typed in with this change: an endpoint change keeps it (ProviderApp.save).
+            self.instance.secret_entered = True
         return super().save(commit=commit)
 
 
@@ -329,12 +335,14 @@ class ProviderAppAdmin(admin.ModelAdmin):
         "breaker_state",
         "credentials_rejected_at",
         "last_error_at",
+        "calls_go_to",
         "secret_set",
         "connection_count",
     )
     list_filter = ("provider", "environment", "is_enabled", "breaker_state")
     search_fields = ("name", "provider", "client_id", "base_url")
     readonly_fields = (
+        "calls_go_to",
         "health",
         "rate_tokens",
         "rate_updated_at",
@@ -350,7 +358,16 @@ class ProviderAppAdmin(admin.ModelAdmin):
     )
     fieldsets = (
         (None, {"fields": ("provider", "environment", "name", "is_enabled")}),
-        ("Endpoints", {"fields": ("base_url", "connect_url", "redirect_uri")}),
+        (
+            "Endpoints",
+            {
+                "fields": ("calls_go_to", "base_url", "connect_url", "redirect_uri"),
+                "description": (
+                    "Only the provider's own hosts are accepted (settings.PROVIDER_HOSTS). Changing any of these "
+                    "clears the stored client secret, which was given for the old endpoints: type it again below."
+                ),
+            },
+        ),
         ("App credentials", {"fields": ("client_id", "client_secret")}),
         ("Rate limit", {"fields": ("rate_limit_per_second", "rate_tokens", "rate_updated_at")}),
         (
@@ -399,6 +416,29 @@ class ProviderAppAdmin(admin.ModelAdmin):
         if not obj.is_enabled:
             return "Disabled"
         return "OK"
+
+    @admin.display(description="calls go to")
+    def calls_go_to(self, obj: m.ProviderApp) -> str:
+        """Where the app's requests (and, when it differs, its browsers) go, as scheme, host and port."""
+        if not obj.base_url:
+            return "—"
+        places = [("", obj.base_url)] + ([("browsers: ", obj.connect_url)] if obj.connect_url else [])
+        shown = []
+        for label, url in places:
+            origin = origin_of(url)
+            refused = url_refusal(url, provider=obj.provider, environment=obj.environment) is not None
+            shown.append(f"{label}{origin or 'no usable host'}" + (" (refused: nothing is sent)" if refused else ""))
+        return "; ".join(shown)
+
+    def save_model(self, request: HttpRequest, obj: m.ProviderApp, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if obj.secret_cleared:
+            self.message_user(
+                request,
+                f"{obj}: the endpoints changed, so the stored client secret was cleared (it was given for the old "
+                "ones). Type it again to use this app.",
+                messages.WARNING,
+            )
 
     @admin.display(description="secret set", boolean=True)
     def secret_set(self, obj: m.ProviderApp) -> bool:

@@ -319,6 +319,34 @@ RATE_LIMIT_REDIS_URL: str = env.str("RATE_LIMIT_REDIS_URL", default="") or env.s
 SANDBOX_BASE_URL: str = env.str("SANDBOX_BASE_URL", default=f"{PORTAL_BASE_URL}/sandbox").rstrip("/")
 PROVIDER_CONNECT_TIMEOUT: float = env.float("PROVIDER_CONNECT_TIMEOUT", default=3.05)
 PROVIDER_READ_TIMEOUT: float = env.float("PROVIDER_READ_TIMEOUT", default=10.0)
+# The whole of one provider call, however slowly the reply trickles in (the
+# read timeout bounds each read, not the call); connections.providers.http.
+PROVIDER_TOTAL_TIMEOUT: float = env.float("PROVIDER_TOTAL_TIMEOUT", default=30.0)
+
+# The hosts each provider's apps may call, and send browsers to, per
+# environment (connections.providers.endpoints): the ones the providers
+# document. Each list is replaced from the environment when
+# PROVIDER_HOSTS_<PROVIDER>_<ENVIRONMENT> is set (comma-separated `host` or
+# `host:port`): Bloquo hands out its production host on request
+# (PROVIDER_HOSTS_BLOQUO_PRODUCTION), and Dapi's docs name no host at all.
+# The sandbox's own host (SANDBOX_BASE_URL) is allowed while SANDBOX_ENABLED is on.
+_DOCUMENTED_PROVIDER_HOSTS: dict[str, dict[str, list[str]]] = {
+    "turnqey": {"production": ["api.turnqey.xyz"], "sandbox": ["sandbox.turnqey.xyz"]},
+    "coinify": {"production": ["app-api.coinify.com"], "sandbox": []},
+    "bloquo": {"production": [], "sandbox": ["staging-api.bloquo.io"]},
+    "dapi": {"production": [], "sandbox": []},
+}
+PROVIDER_HOSTS: dict[str, dict[str, list[str]]] = {
+    provider: {
+        environment: env.list(f"PROVIDER_HOSTS_{provider.upper()}_{environment.upper()}", default=hosts)
+        for environment, hosts in environments.items()
+    }
+    for provider, environments in _DOCUMENTED_PROVIDER_HOSTS.items()
+}
+# Production's rule for provider URLs: https only and never an internal address
+# (loopback, private, link-local, localhost...). Follows DEBUG, not the
+# environment, so a deployment cannot switch it off by accident.
+PROVIDER_URLS_STRICT: bool = not DEBUG
 
 # --- Security -----------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

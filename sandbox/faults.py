@@ -29,6 +29,13 @@ Per request it
        one field (the rule's ``field``, a dotted path such as
        ``result.accounts.0.balance``, or else the reply's main field: the token,
        the accounts list). The status stays, unless the rule sets one.
+   ``trickle``
+       the request is processed and its real reply (status, headers and a
+       true ``Content-Length``) is sent one byte of body at a time, ``interval``
+       seconds apart: each byte arrives well within any read timeout, while
+       the whole reply takes as long as its length times the interval. With
+       ``process`` false, the provider's own error (the rule's status, default
+       503) is trickled instead, and the request has no effect.
 
 4. writes one :class:`~sandbox.models.RequestLog` row: method, path beneath the
    mount, final status, Coinify grant type, the fault applied. Never a body,
@@ -39,7 +46,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import wraps
 from http import HTTPStatus
@@ -47,14 +54,14 @@ from http import HTTPStatus
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import clock, state
 from .models import Fault, Provider, RequestLog
 from .state import FaultRule
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 # Indirection so tests can observe sleeps instead of waiting for them.
 _sleep: Callable[[float], None] = time.sleep
@@ -125,9 +132,16 @@ def _remove_field(data: object, dotted: str) -> bool:
     return True
 
 
-def _corrupt(rule: FaultRule, response: HttpResponse | None) -> HttpResponse:
+def _body(response: HttpResponseBase) -> bytes:
+    """The whole body of a reply, streamed or not."""
+    if isinstance(response, StreamingHttpResponse):
+        return b"".join(bytes(chunk) for chunk in response.streaming_content)  # type: ignore[union-attr]
+    return bytes(response.content) if isinstance(response, HttpResponse) else b""
+
+
+def _corrupt(rule: FaultRule, response: HttpResponseBase | None) -> HttpResponse:
     status = rule.status or (response.status_code if response is not None else 200)
-    content = response.content if response is not None else b'{"status":true,"data":{}}'
+    content = _body(response) if response is not None else b'{"status":true,"data":{}}'
     if rule.kind == Fault.Kind.HTML:
         corrupted: HttpResponse = HttpResponse(
             HTML_ERROR_PAGE.format(status=status, phrase=_phrase(status)),
@@ -159,6 +173,25 @@ def _corrupt(rule: FaultRule, response: HttpResponse | None) -> HttpResponse:
     return corrupted
 
 
+def _trickled(rule: FaultRule, response: HttpResponseBase) -> StreamingHttpResponse:
+    """``response`` again, its body sent a byte at a time with ``interval_seconds`` between bytes."""
+    content = _body(response)
+    interval = rule.interval_seconds or 0
+
+    def drip() -> Iterator[bytes]:
+        for index in range(len(content)):
+            if index:
+                _sleep(interval)
+            yield content[index : index + 1]
+
+    trickled = StreamingHttpResponse(drip(), status=response.status_code)
+    for name, value in response.items():
+        trickled[name] = value
+    # The true length, so a client reads the reply as it would the real one.
+    trickled["Content-Length"] = str(len(content))
+    return trickled
+
+
 def _take(rule: FaultRule) -> bool:
     """Take one use of a rule; False once a counted rule is used up."""
     if not rule.counted:
@@ -172,7 +205,7 @@ def _take(rule: FaultRule) -> bool:
 
 def _outcome(
     rule: FaultRule | None, request: HttpRequest, view: View, provider: str, page: bool, args: tuple, kwargs: dict
-) -> HttpResponse:
+) -> HttpResponseBase:
     if rule is not None and rule.kind == Fault.Kind.TIMEOUT:
         _sleep(rule.hang_seconds or 0)
     response = view(request, *args, **kwargs) if rule is None or rule.process else None
@@ -186,6 +219,9 @@ def _outcome(
         return refused
     if rule.kind == Fault.Kind.TIMEOUT:
         return response if response is not None else _error_response(rule, provider, 504, page=page)
+    if rule.kind == Fault.Kind.TRICKLE:
+        real = response if response is not None else _error_response(rule, provider, rule.status or 503, page=page)
+        return _trickled(rule, real)
     return _corrupt(rule, response)
 
 
@@ -202,7 +238,7 @@ def provider_endpoint(
 
     def decorator(view: View) -> View:
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponseBase:
             provider = str(kwargs["ns"])
             # Logged as the moment the call arrived, as a provider counting calls
             # per second would count it (not when this simulator finished it).

@@ -86,6 +86,7 @@ class Fault(models.Model):
         TRUNCATED_JSON = "truncated_json", "Truncated JSON"
         HTML = "html", "HTML page"
         MISSING_FIELD = "missing_field", "Missing field"
+        TRICKLE = "trickle", "Trickle (one byte at a time)"
 
     provider = models.CharField(max_length=20, choices=Provider.choices)
     path_prefix = models.CharField(max_length=200, blank=True)
@@ -96,6 +97,8 @@ class Fault(models.Model):
     retry_after = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     hang_seconds = models.FloatField(null=True, blank=True)
+    # trickle: the pause before each byte of the reply after the first.
+    interval_seconds = models.FloatField(null=True, blank=True)
     field = models.CharField(max_length=200, blank=True)
     process = models.BooleanField()
     remaining = models.PositiveIntegerField(null=True, blank=True)

@@ -48,6 +48,7 @@ class FaultRule:
     retry_after: int | None
     latency_ms: int | None
     hang_seconds: float | None
+    interval_seconds: float | None
     field: str
     process: bool
     counted: bool
@@ -96,6 +97,7 @@ def _load(version: str) -> Snapshot:
             retry_after=f.retry_after,
             latency_ms=f.latency_ms,
             hang_seconds=f.hang_seconds,
+            interval_seconds=f.interval_seconds,
             field=f.field,
             process=f.process,
             counted=f.remaining is not None,

@@ -41,6 +41,7 @@ def bloquo_urls(prefix: str) -> list:
 dapi_urls = [
     path("connect", dapi.connect, name="dapi-connect"),
     path("v2/auth/ExchangeToken", dapi.exchange_token, name="dapi-exchange-token"),
+    path("v2/data/identity/get", dapi.identity_get, name="dapi-identity"),
     path("v2/data/accounts/get", dapi.accounts_get, name="dapi-accounts"),
     path("v2/users/DelinkUser", dapi.delink_user, name="dapi-delink"),
 ]

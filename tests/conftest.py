@@ -12,6 +12,7 @@ import ipaddress
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -144,6 +145,40 @@ def _fast_and_isolated(settings: object) -> None:
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
+
+
+# Where the test world's stand-in providers live (factories, mocked HTTP). The
+# name never resolves, so the network guard refuses any real call to it.
+TEST_PROVIDER_HOST = "provider.test"
+
+
+@pytest.fixture(autouse=True)
+def _providers_of_the_test_world(request: pytest.FixtureRequest, settings: Any) -> None:
+    """Every provider app may call the test world's hosts: ``provider.test``, and the live server's sandbox.
+
+    The host rule itself (connections.providers.endpoints) is tested with the
+    settings each of those tests sets; the rest of the suite lives in this world.
+    """
+    settings.PROVIDER_HOSTS = {
+        provider: {environment: [*hosts, TEST_PROVIDER_HOST] for environment, hosts in environments.items()}
+        for provider, environments in settings.PROVIDER_HOSTS.items()
+    }
+    if "live_server" in request.fixturenames:
+        # The sandbox is served by the live server, at whatever port it got.
+        settings.SANDBOX_BASE_URL = f"{request.getfixturevalue('live_server').url}/sandbox"
+
+
+@pytest.fixture
+def allow_hosts(settings: Any) -> Callable[..., None]:
+    """``allow_hosts(provider, environment, *hosts)``: let that provider's apps call these hosts too, for this test."""
+
+    def allow(provider: str, environment: str, *hosts: str) -> None:
+        listed = {name: dict(environments) for name, environments in settings.PROVIDER_HOSTS.items()}
+        listed.setdefault(provider, {})
+        listed[provider][environment] = [*listed[provider].get(environment, []), *hosts]
+        settings.PROVIDER_HOSTS = listed
+
+    return allow
 
 
 @pytest.fixture(autouse=True)

@@ -87,6 +87,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import ClassVar, Literal, Protocol
 
+from .endpoints import url_refusal
 from .errors import InvalidCredentialFields, ProviderError
 from .http import ProviderHttp
 
@@ -301,18 +302,36 @@ class ProviderClient:
         return self._clock()
 
     def api_url(self, path: str) -> str:
-        """``base_url`` + a path; an unset base URL is a ProviderApp problem."""
+        """``base_url`` + a path, once the base URL has passed :func:`~.endpoints.url_refusal`.
+
+        Every call a client makes is built here, so this is where a URL the
+        rule refuses (a host of someone else's, an internal address, plain
+        http in production) stops the call before anything is sent: an
+        ``app_credentials_invalid`` error naming the problem.
+        """
         base = self.app.base_url.strip().rstrip("/")
         if not base:
             raise ProviderError.app_credentials(f"{self.display_name}: no API base URL is configured for this app.")
+        self._refuse_unless_allowed(base, what="API base URL")
         return base + path
 
     def browser_url(self, path: str) -> str:
-        """``connect_url`` (or ``base_url``) + a path, for redirect flows."""
+        """``connect_url`` (or ``base_url``) + a path, for redirect flows; held to the same rule as ``api_url``.
+
+        The browser goes there carrying the authorization ``state``.
+        """
         base = (self.app.connect_url or self.app.base_url).strip().rstrip("/")
         if not base:
             raise ProviderError.app_credentials(f"{self.display_name}: no base URL is configured for this app.")
+        self._refuse_unless_allowed(base, what="browser URL" if self.app.connect_url else "API base URL")
         return base + path
+
+    def _refuse_unless_allowed(self, base: str, *, what: str) -> None:
+        refusal = url_refusal(base, provider=self.key, environment=self.app.environment)
+        if refusal is not None:
+            raise ProviderError.app_credentials(
+                f"{self.display_name}: nothing was sent, because the app's {what} {refusal}. Correct it in the admin."
+            )
 
     def issue(self, kind: str, value: str, *, lifetime: timedelta | None = None) -> IssuedCredential:
         issued_at = self.now()

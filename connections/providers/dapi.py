@@ -5,6 +5,13 @@ The browser goes to Dapi's Connect page and comes back with an access code
 secret. The callback exchanges the code at once for an access token that never
 expires; it stops working only when the user's link is delinked.
 
+Which Dapi user the connection belongs to (the id a reconnect must match)
+comes from Dapi's own answer to the token (identity), never from the
+callback's ``userID``: that one travels through the browser, and whoever is
+in the browser can rewrite it. Everything else the callback carries is proven
+server-side too: the code by the exchange (bound to its connection id), the
+user secret by every data call made with the token.
+
 Every assumption the docs leave open is a named constant or function below,
 marked ``[assumed]`` (docs/provider-assumptions.md pins them down).
 """
@@ -33,6 +40,11 @@ CONNECT_REDIRECT_URI = "redirectUri"
 # [doc] Exchange endpoint; [assumed] data and delink endpoints.
 EXCHANGE_PATH = "/v2/auth/ExchangeToken"
 ACCOUNTS_PATH = "/v2/data/accounts/get"
+# [assumed] Who a token belongs to: POST with the Bearer token and
+# {"appSecret", "userSecret"} (as accounts/get), answering
+# {"success": true, "identity": {"id": "<userID>", ...}}. Its id is the
+# connection's external account id: the same-account proof of a reconnect.
+IDENTITY_PATH = "/v2/data/identity/get"
 DELINK_PATH = "/v2/users/DelinkUser"
 
 # [doc] The access code must be exchanged within 30 minutes, once. Shown as
@@ -45,6 +57,7 @@ CALLBACK_STATE = "state"
 CALLBACK_ACCESS_CODE = "accessCode"
 CALLBACK_CONNECTION_ID = "connectionID"
 CALLBACK_USER_SECRET = "userSecret"
+# Sent by Dapi, and allowed through, but never trusted: the identity call says who the user is.
 CALLBACK_USER_ID = "userID"
 CALLBACK_TOKEN_ID = "tokenID"
 CALLBACK_ERROR = "error"
@@ -113,7 +126,11 @@ class DapiClient(ProviderClient):
         return AuthorizationStart(redirect_url=f"{self.browser_url(CONNECT_PATH)}?{query}")
 
     def complete_authorization(self, *, params: Mapping[str, str], platform: str, identity: str) -> Grant:
-        """Exchange the access code for the permanent token; read the accounts when Dapi answers."""
+        """Exchange the access code for the permanent token, ask Dapi whose it is, read the accounts.
+
+        ``external_account_id`` is the identity Dapi answers for the token; the
+        callback's ``userID`` is ignored (the browser can rewrite it).
+        """
         source = f"{platform_label(platform)} via Dapi"
         error = params.get(CALLBACK_ERROR, "")
         if error:
@@ -123,7 +140,7 @@ class DapiClient(ProviderClient):
                 raise AuthorizationDenied("denied", f"{source}: the client declined access{because}.")
             raise AuthorizationDenied("error", f"{source}: the authorization failed at Dapi{because}.")
         values: dict[str, str] = {}
-        for name in (CALLBACK_ACCESS_CODE, CALLBACK_CONNECTION_ID, CALLBACK_USER_SECRET, CALLBACK_USER_ID):
+        for name in (CALLBACK_ACCESS_CODE, CALLBACK_CONNECTION_ID, CALLBACK_USER_SECRET):
             value = (params.get(name) or "").strip()
             if not value:
                 raise AuthorizationDenied("error", f"{source}: Dapi's reply was missing {name}. Start again.")
@@ -132,6 +149,9 @@ class DapiClient(ProviderClient):
         access_token = self.exchange_token(
             access_code=values[CALLBACK_ACCESS_CODE], connection_id=values[CALLBACK_CONNECTION_ID], source=source
         )
+        # Without Dapi's word on whose token this is there is no grant: a
+        # transient failure here means starting again (the code is spent).
+        user_id = self.identity(access_token=access_token, user_secret=values[CALLBACK_USER_SECRET], source=source)
         credentials = [
             self.issue("permanent", access_token),
             self.issue("user_secret", values[CALLBACK_USER_SECRET]),
@@ -147,7 +167,7 @@ class DapiClient(ProviderClient):
             accounts = None
         return Grant(
             credentials=credentials,
-            external_account_id=values[CALLBACK_USER_ID],
+            external_account_id=user_id,
             grouping={"connectionID": values[CALLBACK_CONNECTION_ID]},
             accounts=accounts,
         )
@@ -162,6 +182,17 @@ class DapiClient(ProviderClient):
         )
         data = self._success(reply, source=source)
         return data.text("accessToken")
+
+    def identity(self, *, access_token: str, user_secret: str, source: str = "Dapi") -> str:
+        """[assumed] POST identity/get: the id of the Dapi user the token belongs to."""
+        reply = self.http.request(
+            "POST",
+            self.api_url(IDENTITY_PATH),
+            endpoint="identity",
+            headers=bearer(access_token),
+            json={"appSecret": self.app.client_secret, "userSecret": user_secret},
+        )
+        return self._success(reply, source=source).obj("identity").identifier("id")
 
     def _success(self, reply: HttpReply, *, source: str) -> JsonObject:
         """The body of a ``success: true`` reply; a mapped error for a typed failure."""

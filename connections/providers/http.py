@@ -4,27 +4,43 @@ Every request a provider client makes goes through :class:`ProviderHttp`
 (``client.http``): one pooled ``requests.Session`` per process with urllib3
 retries for idempotent methods only (GET, PUT, DELETE, HEAD on 502/503/504,
 honouring a short ``Retry-After``), connect and read timeouts from settings,
-no redirects followed, and status mapping: connection errors, timeouts, 3xx,
-429 and 5xx become ``transient`` :class:`ProviderError` s; every other reply
-comes back as an :class:`HttpReply` for the provider module to interpret.
+a total deadline on the whole call (:func:`total_timeout`), no redirects
+followed, and status mapping: connection errors, timeouts, 3xx, 429 and 5xx
+become ``transient`` :class:`ProviderError` s; every other reply comes back as
+an :class:`HttpReply` for the provider module to interpret.
+
+The total deadline. A read timeout bounds each read from the socket, not the
+call: a provider that sends one byte every few seconds would hold a worker
+for as long as it likes. So while :meth:`ProviderHttp.request` runs, every
+read of the reply (status line, headers and body alike, across urllib3's own
+retries) waits at most for what is left of the call's deadline, and a connect
+at most that long too; when it is spent, the read fails, urllib3 closes the
+connection, and the call is a ``transient`` error with ``outcome_unknown``.
 
 Secrets never appear in a message or a log line written here.
 """
 
 from __future__ import annotations
 
+import contextvars
+import http.client
 import http.cookiejar
+import io
 import json
 import logging
 import math
 import os
+import socket
 import threading
+import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -47,9 +63,132 @@ RETRY_AFTER_CAP_SECONDS = 3.0
 POOL_SIZE = 32
 DEFAULT_CONNECT_TIMEOUT = 3.05
 DEFAULT_READ_TIMEOUT = 10.0
-# Bounds a whole call, body included (a read timeout bounds each read only).
+# The whole call, retries included: longer than one slow but honest reply,
+# short enough that a trickling provider cannot hold a worker thread for long.
 DEFAULT_TOTAL_TIMEOUT = 30.0
 USER_AGENT = "adviser-connections-portal/1.0"
+
+
+# --- The total deadline ---------------------------------------------------------------
+
+# The monotonic moment the call in progress on this thread must be over by;
+# None outside ProviderHttp.request (a session used directly is not bounded).
+_call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("provider_call_deadline", default=None)
+
+
+class CallDeadlinePassed(socket.timeout):
+    """The call's total deadline passed before this read (or connect) could start.
+
+    A ``socket.timeout``, so urllib3 and requests report it as the read or
+    connect timeout it is and close the connection.
+    """
+
+
+def _time_left() -> float | None:
+    """Seconds left of the current call's deadline; None when no call is bounded."""
+    deadline = _call_deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's raw reader whose every read waits at most for what is left of the call's deadline.
+
+    Wrapped around the socket before the status line is read, so a reply
+    trickled byte by byte (in its headers or its body) ends when the deadline
+    does, not when the provider stops sending.
+    """
+
+    def __init__(self, raw: Any, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sock = sock
+        self._deadline = deadline
+        # What urllib3 set for each read (the read timeout): a read may wait
+        # that long, and never past the deadline.
+        self._per_read = sock.gettimeout()
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return int(self._raw.fileno())
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise CallDeadlinePassed("the call's total deadline passed")
+        self._sock.settimeout(left if self._per_read is None else min(self._per_read, left))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """http.client's response, reading through a :class:`_DeadlineReader` while a call is bounded."""
+
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        deadline = _call_deadline.get()
+        if deadline is not None:
+            # Nothing has been read yet, so the buffer is empty: detaching
+            # hands over the socket's reader without closing it.
+            raw = self.fp.detach()
+            self.fp = io.BufferedReader(_DeadlineReader(raw, sock, deadline))
+
+
+class _BoundedConnect:
+    """A connect (and its TLS handshake) waits at most for what is left of the call's deadline."""
+
+    timeout: Any
+
+    def connect(self) -> None:
+        left = _time_left()
+        if left is not None:
+            if left <= 0:
+                raise CallDeadlinePassed("the call's total deadline passed")
+            if isinstance(self.timeout, int | float):
+                self.timeout = min(self.timeout, left)
+        super().connect()  # type: ignore[misc]
+
+
+class _DeadlineHTTPConnection(_BoundedConnect, urllib3.connection.HTTPConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPSConnection(_BoundedConnect, urllib3.connection.HTTPSConnection):
+    response_class = _DeadlineResponse
+
+
+class _DeadlineHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_DEADLINE_POOLS: dict[str, type[urllib3.connectionpool.HTTPConnectionPool]] = {
+    "http": _DeadlineHTTPPool,
+    "https": _DeadlineHTTPSPool,
+}
+
+
+class ProviderAdapter(HTTPAdapter):
+    """requests' adapter whose connections honour the call's total deadline (see the module docstring)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _DEADLINE_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        # A SOCKS proxy brings connection classes of its own; an HTTP(S) proxy uses ours.
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _DEADLINE_POOLS
+        return manager
 
 
 class ProviderRetry(Retry):
@@ -80,6 +219,7 @@ class ProviderRetry(Retry):
         _pool: Any = None,
         _stacktrace: Any = None,
     ) -> ProviderRetry:
+        wait: float | None = None
         if response is not None and error is None and self.respect_retry_after_header:
             wait = self.get_retry_after(response)
             if wait is not None and wait > self.retry_after_cap:
@@ -87,7 +227,15 @@ class ProviderRetry(Retry):
                 raise urllib3.exceptions.MaxRetryError(
                     _pool, url or "", urllib3.exceptions.ResponseError("Retry-After beyond the cap")
                 )
-        return super().increment(method, url, response, error, _pool, _stacktrace)
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        left = _time_left()
+        if left is not None and max(wait or 0.0, retry.get_backoff_time()) >= left:
+            # The pause before the next attempt would outlast the call's
+            # deadline: stop now and hand up what we have (the reply, or the error).
+            raise urllib3.exceptions.MaxRetryError(
+                _pool, url or "", error or urllib3.exceptions.ResponseError("the call's total deadline would pass")
+            )
+        return retry
 
 
 def make_retry(
@@ -125,7 +273,7 @@ def make_session(*, retry: Retry | None = None, pool_size: int = POOL_SIZE) -> r
     # provider set for one user must never ride along with another user's call.
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-    adapter = HTTPAdapter(
+    adapter = ProviderAdapter(
         max_retries=retry if retry is not None else make_retry(),
         pool_connections=pool_size,
         pool_maxsize=pool_size,
@@ -190,7 +338,11 @@ def _setting(name: str, default: float) -> float:
 
 
 def total_timeout() -> float:
-    """The longest any one provider call may take, in seconds (``settings.PROVIDER_TOTAL_TIMEOUT``)."""
+    """The total deadline of one provider call, in seconds (``settings.PROVIDER_TOTAL_TIMEOUT``, read now).
+
+    It bounds the whole call (connect, sending, status line, headers, body and
+    urllib3's own retries), however the reply is paced.
+    """
     return _setting("PROVIDER_TOTAL_TIMEOUT", DEFAULT_TOTAL_TIMEOUT)
 
 
@@ -267,8 +419,10 @@ class ProviderHttp:
     ``retry_after`` from ``Retry-After``). Everything else comes back as an
     :class:`HttpReply` for the provider module to interpret.
 
-    Timeouts come from ``settings.PROVIDER_CONNECT_TIMEOUT`` and
-    ``PROVIDER_READ_TIMEOUT`` at call time unless given here.
+    Timeouts come from ``settings.PROVIDER_CONNECT_TIMEOUT``,
+    ``PROVIDER_READ_TIMEOUT`` and ``PROVIDER_TOTAL_TIMEOUT`` at call time
+    unless given here. The total one bounds the whole call, however slowly the
+    reply arrives (see the module docstring).
     """
 
     def __init__(
@@ -278,11 +432,13 @@ class ProviderHttp:
         session: requests.Session | None = None,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
+        total_timeout: float | None = None,
     ) -> None:
         self.provider = provider
         self._session = session
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.total_timeout = total_timeout
 
     def __repr__(self) -> str:
         return f"ProviderHttp(provider={self.provider!r})"
@@ -309,7 +465,12 @@ class ProviderHttp:
         """Send one request. ``endpoint`` is a short, secret-free label used in messages and logs."""
         where = f"{self.provider} ({endpoint})"
         connect_timeout, read_timeout = self.timeouts()
+        total = self.total_timeout or total_timeout()
+        deadline = time.monotonic() + total
+        bounded = _call_deadline.set(deadline)
         try:
+            # Not streamed: requests reads the whole body before returning, so
+            # every byte of the reply is read while the deadline is set.
             response = self.session.request(
                 method,
                 url,
@@ -320,22 +481,31 @@ class ProviderHttp:
                 allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
+            limit = f"{connect_timeout:g} s" if time.monotonic() < deadline else f"the call's {total:g} s limit"
             raise ProviderError.transient(
-                f"{where}: could not connect within {connect_timeout:g} s.", outcome_unknown=False
+                f"{where}: could not connect within {limit}.", outcome_unknown=False
             ) from None
-        except requests.exceptions.ReadTimeout:
-            raise ProviderError.transient(
-                f"{where}: no reply within {read_timeout:g} s; the request may have been received.",
-                outcome_unknown=True,
-            ) from None
-        except requests.exceptions.ConnectionError as exc:
-            before = _failed_before_sending(exc)
-            detail = "could not be reached" if before else "the connection failed before a reply arrived"
-            raise ProviderError.transient(f"{where}: {detail}.", outcome_unknown=not before) from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+            if time.monotonic() >= deadline:
+                raise ProviderError.transient(
+                    f"{where}: the reply did not finish within the call's {total:g} s limit; "
+                    "the request may have been received.",
+                    outcome_unknown=True,
+                ) from None
+            if isinstance(exc, requests.exceptions.ReadTimeout):
+                raise ProviderError.transient(
+                    f"{where}: no reply within {read_timeout:g} s; the request may have been received.",
+                    outcome_unknown=True,
+                ) from None
+            if isinstance(exc, requests.exceptions.ConnectionError):
+                before = _failed_before_sending(exc)
+                detail = "could not be reached" if before else "the connection failed before a reply arrived"
+                raise ProviderError.transient(f"{where}: {detail}.", outcome_unknown=not before) from None
             raise ProviderError.transient(
                 f"{where}: the request failed ({type(exc).__name__}).", outcome_unknown=True
             ) from None
+        finally:
+            _call_deadline.reset(bounded)
 
         status = response.status_code
         logger.debug("%s %s -> HTTP %s", where, method, status)

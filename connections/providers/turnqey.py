@@ -6,6 +6,12 @@ ahead of its ``expiresOn``. Connections hold no secret of their own: a
 connection is one (identity, platform) pair inside a household's collection,
 and its accounts are read with the app token.
 
+The callback comes back through the browser, and whoever is in the browser
+can rewrite it. So it may end a flow (``denied``, ``error``) but never builds
+a grant: the collection, the source account id and whether access is live
+all come from Turnqey's own answer (accounts by identity), and ``success``
+with no active account there is no grant.
+
 Every assumption the docs leave open is a named constant or function below,
 marked ``[assumed]`` (docs/provider-assumptions.md pins them down).
 """
@@ -54,6 +60,7 @@ IDENTITY_ACCOUNTS_PATH = "/v1/api/identities/{identity}/accounts"
 # [assumed] Callback query parameters Turnqey appends to the registered redirect URI.
 CALLBACK_STATE = "state"
 CALLBACK_IDENTITY = "identity"
+# Allowed through, never trusted: the grant reads the collection from Turnqey itself.
 CALLBACK_COLLECTION = "collection"
 CALLBACK_PLATFORM = "platform"
 CALLBACK_STATUS = "status"
@@ -287,7 +294,13 @@ class TurnqeyClient(ProviderClient):
         return AuthorizationStart(redirect_url=f"{self.browser_url(AUTHORIZE_PATH)}?{query}", checksum=checksum)
 
     def complete_authorization(self, *, params: Mapping[str, str], platform: str, identity: str) -> Grant:
-        """Callback → Grant: accounts of ``identity`` on ``platform``; the source account id must be there."""
+        """Callback → Grant, built from Turnqey's accounts of ``identity`` on ``platform``, never from the callback.
+
+        ``denied`` and ``error`` end the flow; ``success`` only sends the portal
+        to ask. The grant's collection, source account id and accounts are the
+        active ones Turnqey lists; none active is no grant (an ``error``
+        outcome), whatever the browser said.
+        """
         source = f"{platform_label(platform)} via Turnqey"
         status = params.get(CALLBACK_STATUS, "")
         description = clean_provider_text(params.get(CALLBACK_ERROR_DESCRIPTION, ""))
@@ -308,22 +321,28 @@ class TurnqeyClient(ProviderClient):
                 "error", f"{source}: Turnqey authorized {platform_label(returned_platform)} instead."
             )
 
-        collection = params.get(CALLBACK_COLLECTION, "")
+        # The callback's collection is not read: only Turnqey's answer says
+        # which collection the authorization lives in.
         mine = [a for a in self.accounts_by_identity(identity) if a.platform == platform and a.identity == identity]
-        if collection:
-            mine = [a for a in mine if a.collection == collection] or mine
         if not mine:
             raise ProviderError.transient(
                 f"{source}: Turnqey reported success but lists no accounts for this client yet. Try again shortly."
             )
+        active = [a for a in mine if a.account.status == ACCOUNT_ACTIVE]
+        if not active:
+            # "success" in the browser, but Turnqey says the access is expired or revoked.
+            raise AuthorizationDenied(
+                "error",
+                f"{source}: Turnqey does not list this authorization as active, so nothing was connected. "
+                "Ask the client to approve access again.",
+            )
         # A connection is one (identity, platform) pair: its accounts share one
         # holder at the platform, whose id a reconnect must return unchanged.
-        active = [a for a in mine if a.account.status == ACCOUNT_ACTIVE] or mine
         return Grant(
             credentials=(),
             external_account_id=active[0].source_account_id,
-            grouping={"collection": collection or active[0].collection, "identity": identity},
-            accounts=[a.account for a in mine],
+            grouping={"collection": active[0].collection, "identity": identity},
+            accounts=[a.account for a in active],
         )
 
     # --- lifecycle ---

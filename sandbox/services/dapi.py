@@ -83,6 +83,15 @@ def dapi_code_exchange(*, connection_id: str, access_code: str) -> str:
     return access_token
 
 
+def dapi_identity(connection: DapiConnection) -> dict[str, str]:
+    """The identity Dapi's ``identity/get`` answers for a linked connection (assumed shape).
+
+    ``id`` is the user id (the same the Connect page hands back as ``userID``);
+    the name is the login's, as the institution would show it.
+    """
+    return {"id": connection.user_id, "name": connection.username}
+
+
 # --- As a subject of the control API ------------------------------------------
 
 

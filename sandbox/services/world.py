@@ -54,6 +54,8 @@ FAULT_DEFAULT_PROCESS: dict[str, bool] = {
     Fault.Kind.TRUNCATED_JSON: True,
     Fault.Kind.HTML: True,
     Fault.Kind.MISSING_FIELD: True,
+    # The real reply, sent slowly: it took effect, as a reply lost on a slow line would have.
+    Fault.Kind.TRICKLE: True,
 }
 
 
@@ -84,6 +86,9 @@ def fault_create(data: dict[str, Any]) -> dict[str, Any]:
         raise SandboxError("A latency fault needs latency_ms.")
     if kind == Fault.Kind.TIMEOUT and hang_seconds is None:
         raise SandboxError("A timeout fault needs hang_seconds.")
+    interval = _number(data, "interval", minimum=0.001, integer=False)
+    if kind == Fault.Kind.TRICKLE and interval is None:
+        raise SandboxError("A trickle fault needs interval (seconds between bytes).")
     count = _number(data, "count", minimum=1)
     seconds = _number(data, "seconds", minimum=0, integer=False)
     process = data.get("process", FAULT_DEFAULT_PROCESS[kind])
@@ -106,6 +111,7 @@ def fault_create(data: dict[str, Any]) -> dict[str, Any]:
             retry_after=_number(data, "retry_after"),
             latency_ms=latency_ms,
             hang_seconds=hang_seconds,
+            interval_seconds=interval,
             field=field,
             process=process,
             remaining=count,
@@ -128,6 +134,7 @@ def fault_dict(fault: Fault) -> dict[str, Any]:
         "retry_after": fault.retry_after,
         "latency_ms": fault.latency_ms,
         "hang_seconds": fault.hang_seconds,
+        "interval": fault.interval_seconds,
         "field": fault.field,
         "process": fault.process,
         "remaining": fault.remaining,

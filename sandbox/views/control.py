@@ -78,15 +78,16 @@ snake_case throughout.
 ``GET /sandbox/_control/faults`` → ``{"faults": [rule, ...]}``
 ``POST /sandbox/_control/faults`` → 201 ``rule``
     ``{"provider", "kind", "path"?, "method"?, "grant_type"?, "status"?,
-    "retry_after"?, "latency_ms"?, "hang_seconds"?, "field"?, "process"?,
-    "count"?, "seconds"?}``. ``kind`` is ``status`` | ``latency`` |
-    ``timeout`` | ``truncated_json`` | ``html`` | ``missing_field``
+    "retry_after"?, "latency_ms"?, "hang_seconds"?, "interval"?, "field"?,
+    "process"?, "count"?, "seconds"?}``. ``kind`` is ``status`` | ``latency`` |
+    ``timeout`` | ``truncated_json`` | ``html`` | ``missing_field`` |
+    ``trickle`` (which needs ``interval``, the seconds between bytes)
     (:mod:`sandbox.faults` says what each does). ``path`` is a prefix of the
     path beneath the provider (``/auth``, ``/v1/api/token``); ``count``
     limits it to that many requests, ``seconds`` to that long from now;
     neither means until deleted. A rule reads back as ``{"id", "provider",
     "path", "method", "grant_type", "kind", "status", "retry_after",
-    "latency_ms", "hang_seconds", "field", "process", "remaining",
+    "latency_ms", "hang_seconds", "interval", "field", "process", "remaining",
     "expires_at", "active"}``.
 ``DELETE /sandbox/_control/faults`` (all) or ``/sandbox/_control/faults/<id>``
     → ``{"deleted": n}``.

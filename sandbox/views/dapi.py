@@ -8,8 +8,10 @@ Paths beneath ``/sandbox/dapi/`` (doc and docs/provider-assumptions.md):
   ``connectionID``, ``userSecret``, ``userID``, ``tokenID`` (or ``error`` =
   ``access_denied`` and ``error_description``);
 * ``POST /v2/auth/ExchangeToken`` ``{"appSecret","accessCode","connectionID"}``;
-* ``POST /v2/data/accounts/get`` and ``POST /v2/users/DelinkUser`` with
-  ``Authorization: Bearer`` and ``{"appSecret","userSecret"}``.
+* ``POST /v2/data/identity/get``, ``POST /v2/data/accounts/get`` and
+  ``POST /v2/users/DelinkUser`` with ``Authorization: Bearer`` and
+  ``{"appSecret","userSecret"}``; identity answers
+  ``{"success": true, "identity": {"id": <userID>, "name"}}``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..data import accounts_for
 from ..faults import provider_endpoint
 from ..models import App, DapiConnection, Provider, Token
 from ..services.common import SandboxError
-from ..services.dapi import dapi_connection_create
+from ..services.dapi import dapi_connection_create, dapi_identity
 from ..state import Snapshot
 from .common import json_response, one, origin, read_json, text_field, with_query
 
@@ -138,6 +140,16 @@ def _linked_connection(request: HttpRequest) -> DapiConnection | HttpResponse:
     if not hmac.compare_digest(connection.user_secret_digest, tokens.digest(user_secret)):
         return _failure(401, "INVALID_USER_SECRET", "The user secret is invalid.")
     return connection
+
+
+@provider_endpoint()
+@require_http_methods(["POST"])
+def identity_get(request: HttpRequest, ns: str) -> HttpResponse:
+    """Who the token belongs to, from the link itself: what the browser's callback cannot rewrite."""
+    connection = _linked_connection(request)
+    if isinstance(connection, HttpResponse):
+        return connection
+    return json_response({"success": True, "identity": dapi_identity(connection)}, primary="identity.id")
 
 
 @provider_endpoint()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -48,6 +49,13 @@ from .support import (
 )
 
 Expected = tuple[ErrorKind, FailureReason | None]
+
+# A trickled reply: one byte every TRICKLE_INTERVAL seconds, far inside any
+# read timeout, so only the call's total deadline (TOTAL_DEADLINE) can end it.
+TRICKLE_INTERVAL = 0.2
+TOTAL_DEADLINE = 1.0
+# What giving up may take beyond the deadline on a loaded machine.
+DEADLINE_SLACK = 1.0
 
 # Faults injected on the probe endpoint, for one request each. What the client
 # must make of them: a transient error, the request not repeated, and the next
@@ -162,8 +170,11 @@ class ProviderContract:
     def connected(self, world: Sandbox, client: ProviderClient, *, username: str = "alice") -> ConnectionState:
         return connection_from(self.connect(world, client, username=username), platform=self.platform)
 
-    def client_at_port(self, app: AppConfig, client: ProviderClient, port: int) -> ProviderClient:
-        """``client``, app token and all, talking to a local ``port`` instead of the sandbox."""
+    def client_at_port(
+        self, app: AppConfig, client: ProviderClient, port: int, allow_hosts: Callable[..., None]
+    ) -> ProviderClient:
+        """``client``, app token and all, talking to a local ``port`` (allowed for the test) instead of the sandbox."""
+        allow_hosts(self.provider, app.environment, f"127.0.0.1:{port}")
         elsewhere = dataclasses.replace(app, base_url=f"http://127.0.0.1:{port}{urlsplit(app.base_url).path}")
         return self.client(elsewhere, app_token_cache=client.app_token_cache)
 
@@ -326,26 +337,58 @@ class ProviderContract:
         calls = world.wait_for_calls(self.mount, len(expected))
         assert [(c.method, c.path, c.fault) for c in calls] == expected
 
-    def test_a_refused_connection_is_transient_and_the_request_never_sent(self, world: Sandbox, app: AppConfig) -> None:
+    def assert_gives_up_at_the_total_deadline(self, call: Callable[[], object], settings: Any) -> None:
+        """``call``, against a provider that trickles its reply, ends in time as a transient error."""
+        settings.PROVIDER_TOTAL_TIMEOUT = TOTAL_DEADLINE
+        started = time.monotonic()
+
+        with pytest.raises(ProviderError) as info:
+            call()
+
+        elapsed = time.monotonic() - started
+        assert info.value.kind == ErrorKind.TRANSIENT
+        assert info.value.outcome_unknown is True
+        assert self.display_name in info.value.message
+        assert f"within the call's {TOTAL_DEADLINE:g} s limit" in info.value.message
+        assert TOTAL_DEADLINE <= elapsed < TOTAL_DEADLINE + DEADLINE_SLACK
+
+    def test_a_probe_trickled_past_the_total_deadline_gives_up_within_it(
+        self, world: Sandbox, app: AppConfig, settings: Any
+    ) -> None:
+        client = self.client(app)
+        connection = self.connected(world, client)
+        world.fault(self.mount, path=self.probe_path, kind="trickle", interval=TRICKLE_INTERVAL, count=1)
+        world.clear_log()
+
+        self.assert_gives_up_at_the_total_deadline(lambda: client.probe(connection=connection), settings)
+
+        calls = world.calls(self.mount)
+        assert [(c.method, c.path, c.fault) for c in calls] == [
+            (method, path, "trickle") for method, path in self.probe_calls(connection)
+        ]
+
+    def test_a_refused_connection_is_transient_and_the_request_never_sent(
+        self, world: Sandbox, app: AppConfig, allow_hosts: Callable[..., None]
+    ) -> None:
         client = self.client(app)
         connection = self.connected(world, client)
 
         with refusing_port() as port, pytest.raises(ProviderError) as info:
-            self.client_at_port(app, client, port).probe(connection=connection)
+            self.client_at_port(app, client, port, allow_hosts).probe(connection=connection)
 
         assert info.value.kind == ErrorKind.TRANSIENT
         assert info.value.outcome_unknown is False
         assert self.display_name in info.value.message
 
     def test_a_connect_timeout_is_transient_and_the_request_never_sent(
-        self, world: Sandbox, app: AppConfig, settings: Any
+        self, world: Sandbox, app: AppConfig, settings: Any, allow_hosts: Callable[..., None]
     ) -> None:
         client = self.client(app)
         connection = self.connected(world, client)
         settings.PROVIDER_CONNECT_TIMEOUT = 0.2
 
         with unanswered_port() as port, pytest.raises(ProviderError) as info:
-            self.client_at_port(app, client, port).probe(connection=connection)
+            self.client_at_port(app, client, port, allow_hosts).probe(connection=connection)
 
         assert info.value.kind == ErrorKind.TRANSIENT
         assert info.value.outcome_unknown is False

@@ -11,7 +11,7 @@ from connections.providers.base import AppConfig, ConnectionState, Grant, Provid
 from connections.providers.bloquo import BloquoClient, decode_api_key
 from connections.providers.errors import ErrorKind, FailureReason, ProviderError
 
-from .contract import Expected, ProviderContract
+from .contract import TRICKLE_INTERVAL, Expected, ProviderContract
 from .support import MovableClock, Sandbox, check, connection_from, with_credentials
 
 TOKEN = ("POST", "/api/v1/auth/token")
@@ -137,6 +137,18 @@ class TestBloquoContract(ProviderContract):
             (*TOKEN, 200),
             (*ACCOUNTS, 200),
         ]
+
+    def test_a_token_request_trickled_past_the_total_deadline_gives_up_within_it(
+        self, world: Sandbox, app: AppConfig, settings: Any
+    ) -> None:
+        client = self.client(app)
+        connection = self.connected(world, client)
+        world.fault("bloquo", path=TOKEN[1], kind="trickle", interval=TRICKLE_INTERVAL, count=1)
+        world.clear_log()
+
+        self.assert_gives_up_at_the_total_deadline(lambda: client.renew(connection=connection), settings)
+
+        assert [(c.method, c.path, c.fault) for c in world.calls("bloquo")] == [(*TOKEN, "trickle")]
 
     def test_a_short_lived_token_is_renewed_before_the_probe(self, world: Sandbox, app: AppConfig) -> None:
         world.lifetimes("bloquo", access=60)

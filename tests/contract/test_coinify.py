@@ -11,7 +11,7 @@ import pytest
 from connections.providers.base import AppConfig, ConnectionState, Grant, ProviderClient
 from connections.providers.errors import ErrorKind, FailureReason, ProviderError
 
-from .contract import Expected, ProviderContract
+from .contract import TRICKLE_INTERVAL, Expected, ProviderContract
 from .support import Sandbox, check, connection_from, with_credentials
 
 PARTNER_ID = "5f51bfe2-d08a-4b43-9d5c-405fd2f2ede6"
@@ -145,6 +145,20 @@ class TestCoinifyContract(ProviderContract):
             ("POST", "/auth", "refresh_token", 200),
             ("GET", "/me", "", 200),
         ]
+
+    def test_a_refresh_trickled_past_the_total_deadline_gives_up_within_it(
+        self, world: Sandbox, app: AppConfig, settings: Any
+    ) -> None:
+        client = self.client(app)
+        connection = self.connected(world, client)
+        world.fault(
+            "coinify", path="/auth", grant_type="refresh_token", kind="trickle", interval=TRICKLE_INTERVAL, count=1
+        )
+        world.clear_log()
+
+        self.assert_gives_up_at_the_total_deadline(lambda: client.renew(connection=connection), settings)
+
+        assert [(c.method, c.path, c.grant_type, c.fault) for c in world.calls("coinify")] == [(*REFRESH, "trickle")]
 
     def test_a_revoked_refresh_token_cannot_renew_after_disconnect(self, world: Sandbox, app: AppConfig) -> None:
         client = self.client(app)

@@ -19,6 +19,7 @@ from .support import ConsentAnswer, Sandbox, browser_consent, consent_page
 APP_KEY = "dapi-contract-app"
 REDIRECT_URI = "https://portal.test/connect/dapi/callback/"
 EXCHANGE = ("POST", "/v2/auth/ExchangeToken")
+IDENTITY = ("POST", "/v2/data/identity/get")
 ACCOUNTS = ("POST", "/v2/data/accounts/get")
 DELINK = ("POST", "/v2/users/DelinkUser")
 
@@ -110,8 +111,22 @@ class TestDapiContract(ProviderContract):
             ("GET", "/connect", 200),
             ("POST", "/connect", 302),
             (*EXCHANGE, 200),
+            (*IDENTITY, 200),
             (*ACCOUNTS, 200),
         ]
+
+    def test_a_rewritten_user_id_in_the_callback_does_not_name_the_account(
+        self, world: Sandbox, app: AppConfig
+    ) -> None:
+        client = self.client(app)
+        alice = self.connect(world, client, username="alice")
+        bob_signs_in = self.approve(client, username="bob")
+        # Bob's browser claims to be Alice on the way back.
+        rewritten = {**bob_signs_in.params, "userID": alice.external_account_id}
+
+        grant = self.complete(client, ConsentAnswer(location=bob_signs_in.location, params=rewritten))
+
+        assert grant.external_account_id == bob_signs_in.params["userID"] != alice.external_account_id
 
     def test_a_declined_connect_is_reported_and_nothing_is_exchanged(self, world: Sandbox, app: AppConfig) -> None:
         client = self.client(app)

@@ -121,6 +121,8 @@ def test_a_real_beat_and_worker_renew_and_check_a_due_connection_with_no_manual_
         "CELERY_TASK_ALWAYS_EAGER": "false",
         "EMAIL_URL": "dummymail://",
         "LOG_LEVEL": "INFO",
+        # The live server's sandbox, which its provider apps may call.
+        "SANDBOX_BASE_URL": settings.SANDBOX_BASE_URL,
     }
     commands = {
         "worker": [

@@ -55,6 +55,8 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "RATE_LIMIT_REDIS_URL": "",
             "REDIS_URL": "",
             "CELERY_TASK_ALWAYS_EAGER": "true",
+            # The live server's sandbox, which its provider apps may call.
+            "SANDBOX_BASE_URL": settings.SANDBOX_BASE_URL,
             **extra,
         }
     )

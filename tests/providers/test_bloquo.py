@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -68,7 +69,11 @@ def test_connect_trades_the_pair_for_a_token_and_keeps_the_pair(
     assert [a.external_id for a in grant.accounts or []] == ["bq-acc-1", "bq-acc-2"]
 
 
-def test_staging_and_production_apps_use_their_own_base_urls(rsps: responses.RequestsMock, clock: FixedClock) -> None:
+def test_staging_and_production_apps_use_their_own_base_urls(
+    rsps: responses.RequestsMock, clock: FixedClock, allow_hosts: Callable[..., None]
+) -> None:
+    # Bloquo hands out its production host on request (PROVIDER_HOSTS_BLOQUO_PRODUCTION).
+    allow_hosts("bloquo", "production", "api.bloquo.example")
     production = "https://api.bloquo.example"
     mock_connect(rsps, STAGING_BASE_URL)
     mock_connect(rsps, production)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import parse_qsl, urlsplit
@@ -19,6 +20,7 @@ from .support import NOT_DECIMAL_STRINGS, FixedClock, app_config, credential, lo
 BASE = "http://provider.test/sandbox/dapi"
 EXCHANGE_URL = f"{BASE}/v2/auth/ExchangeToken"
 ACCOUNTS_URL = f"{BASE}/v2/data/accounts/get"
+IDENTITY_URL = f"{BASE}/v2/data/identity/get"
 DELINK_URL = f"{BASE}/v2/users/DelinkUser"
 APP_SECRET = "app_secret_value"  # the doc's own placeholder, so the doc's request body matches exactly
 DOC_CALLBACK = load_fixture("dapi_connect_success")
@@ -47,7 +49,10 @@ def callback() -> dict[str, str]:
     return {"state": "st-1", **params}
 
 
-def test_connect_page_url_carries_app_key_state_and_redirect_uri(clock: FixedClock) -> None:
+def test_connect_page_url_carries_app_key_state_and_redirect_uri(
+    clock: FixedClock, allow_hosts: Callable[..., None]
+) -> None:
+    allow_hosts("dapi", "sandbox", "browser.test")
     client = make_client(clock, connect_url="http://browser.test/sandbox/dapi")
 
     start = client.start_authorization(
@@ -68,13 +73,16 @@ def test_callback_exchanges_the_code_with_the_documented_request(
     rsps: responses.RequestsMock, clock: FixedClock
 ) -> None:
     rsps.add(responses.POST, EXCHANGE_URL, json=load_fixture("dapi_exchange_success"))
+    rsps.add(responses.POST, IDENTITY_URL, json=load_fixture("dapi_identity"))
     rsps.add(responses.POST, ACCOUNTS_URL, json=load_fixture("dapi_accounts"))
 
     grant = make_client(clock).complete_authorization(params=callback(), platform="binance", identity="x")
 
     assert request_json(rsps.calls[0].request) == load_fixture("dapi_exchange_request")
-    assert rsps.calls[1].request.headers["Authorization"] == f"Bearer {ACCESS_TOKEN}"
-    assert request_json(rsps.calls[1].request) == {"appSecret": APP_SECRET, "userSecret": USER_SECRET}
+    assert [call.request.url for call in rsps.calls[1:]] == [IDENTITY_URL, ACCOUNTS_URL]
+    for call in rsps.calls[1:]:
+        assert call.request.headers["Authorization"] == f"Bearer {ACCESS_TOKEN}"
+        assert request_json(call.request) == {"appSecret": APP_SECRET, "userSecret": USER_SECRET}
     kinds = {c.kind: c for c in grant.credentials}
     assert kinds["permanent"].value == ACCESS_TOKEN
     assert kinds["permanent"].expires_at is None
@@ -82,6 +90,55 @@ def test_callback_exchanges_the_code_with_the_documented_request(
     assert grant.external_account_id == "user_id_value"
     assert dict(grant.grouping) == {"connectionID": "connection_id_value"}
     assert [a.external_id for a in grant.accounts or []] == ["dp-acc-1"]
+
+
+def test_the_account_id_is_the_one_dapi_names_not_the_callbacks(
+    rsps: responses.RequestsMock, clock: FixedClock
+) -> None:
+    # The browser rewrote userID to another user's; Dapi's identity answer says whose token it is.
+    rsps.add(responses.POST, EXCHANGE_URL, json=load_fixture("dapi_exchange_success"))
+    rsps.add(responses.POST, IDENTITY_URL, json=load_fixture("dapi_identity"))
+    rsps.add(responses.POST, ACCOUNTS_URL, json=load_fixture("dapi_accounts"))
+
+    grant = make_client(clock).complete_authorization(
+        params={**callback(), "userID": "someone-elses-user-id"}, platform="binance", identity="x"
+    )
+
+    assert grant.external_account_id == "user_id_value"
+
+
+def test_a_callback_without_user_id_still_connects(rsps: responses.RequestsMock, clock: FixedClock) -> None:
+    rsps.add(responses.POST, EXCHANGE_URL, json=load_fixture("dapi_exchange_success"))
+    rsps.add(responses.POST, IDENTITY_URL, json=load_fixture("dapi_identity"))
+    rsps.add(responses.POST, ACCOUNTS_URL, json=load_fixture("dapi_accounts"))
+    params = callback()
+    del params["userID"]
+
+    grant = make_client(clock).complete_authorization(params=params, platform="binance", identity="x")
+
+    assert grant.external_account_id == "user_id_value"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"status": 502},
+        {"json": {"success": True, "identity": {"name": "no id"}}},
+        {"json": {"success": True}},
+    ],
+    ids=["server error", "identity without id", "no identity"],
+)
+def test_no_grant_without_dapis_word_on_whose_token_it_is(
+    rsps: responses.RequestsMock, clock: FixedClock, reply: dict[str, object]
+) -> None:
+    rsps.add(responses.POST, EXCHANGE_URL, json=load_fixture("dapi_exchange_success"))
+    rsps.add(responses.POST, IDENTITY_URL, **reply)
+
+    with pytest.raises(ProviderError) as info:
+        make_client(clock).complete_authorization(params=callback(), platform="binance", identity="x")
+
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert_no_secret_in(info.value, (APP_SECRET, ACCESS_TOKEN, USER_SECRET))
 
 
 def test_late_or_reused_access_code_is_expired(rsps: responses.RequestsMock, clock: FixedClock) -> None:
@@ -137,6 +194,7 @@ def test_callback_missing_the_code_is_an_error_outcome(rsps: responses.RequestsM
 def test_grant_survives_a_failed_first_probe(rsps: responses.RequestsMock, clock: FixedClock) -> None:
     # The code is spent once exchanged; the permanent token must not be lost to a hiccup.
     rsps.add(responses.POST, EXCHANGE_URL, json=load_fixture("dapi_exchange_success"))
+    rsps.add(responses.POST, IDENTITY_URL, json=load_fixture("dapi_identity"))
     rsps.add(responses.POST, ACCOUNTS_URL, status=502)
 
     grant = make_client(clock).complete_authorization(params=callback(), platform="binance", identity="x")

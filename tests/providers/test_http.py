@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 import requests
 import responses
 
 from connections.providers.errors import ErrorKind, ProviderError
-from connections.providers.http import ProviderHttp, make_retry, make_session, shared_session
+from connections.providers.http import ProviderHttp, make_retry, make_session, shared_session, total_timeout
 
 URL = "http://provider.test/thing"
 PORTS = range(8101, 8110)  # this suite's own port range
@@ -289,3 +291,96 @@ def test_real_redirect_is_not_followed(server: str) -> None:
 
     assert "redirect" in info.value.message
     assert _Script.seen == ["GET"]
+
+
+# --- the total deadline (real sockets) ------------------------------------------------------------
+
+
+class _Trickler(BaseHTTPRequestHandler):
+    """Answers 200 with a JSON body, a byte at a time: in the headers too when ``headers_too``."""
+
+    # Kept alive, like a provider's server: the connection is reused for the next call.
+    protocol_version = "HTTP/1.1"
+    pause = 0.05
+    headers_too = False
+    body = b'{"accounts": ["' + b"x" * 200 + b'"]}'
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(cls.body)}\r\n\r\n".encode()
+        )
+        slow = head + cls.body if cls.headers_too else cls.body
+        try:
+            if not cls.headers_too:
+                self.wfile.write(head)
+            for index in range(len(slow)):
+                self.wfile.write(slow[index : index + 1])
+                time.sleep(cls.pause)
+        except OSError:
+            return  # the client gave up: exactly what the deadline is for
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def trickler() -> Iterator[str]:
+    port = _free_port()
+    _Trickler.pause, _Trickler.headers_too = 0.05, False
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), _Trickler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_reply_trickled_slower_than_the_total_deadline_is_given_up_on(trickler: str, where: str) -> None:
+    # About 12 s of reply at one byte per 50 ms: every byte is far inside the
+    # read timeout, so only a deadline on the whole call can end it.
+    _Trickler.headers_too = where == "headers"
+    started = time.monotonic()
+
+    with pytest.raises(ProviderError) as info:
+        http(read_timeout=5, total_timeout=0.5).request("GET", f"{trickler}/accounts", endpoint="accounts")
+
+    elapsed = time.monotonic() - started
+    assert info.value.kind == ErrorKind.TRANSIENT
+    assert info.value.outcome_unknown is True
+    assert "did not finish within the call's 0.5 s limit" in info.value.message
+    assert 0.5 <= elapsed < 1.5  # the deadline, plus what a busy machine takes to notice
+
+
+def test_a_slow_reply_that_ends_inside_the_total_deadline_is_read_whole(trickler: str) -> None:
+    _Trickler.pause = 0.001
+    client = http(session=make_session(), total_timeout=5)
+
+    first = client.request("GET", f"{trickler}/accounts", endpoint="accounts")
+    # Again on the kept-alive connection: each reply gets its own deadline.
+    second = client.request("GET", f"{trickler}/accounts", endpoint="accounts")
+
+    assert first.json() == second.json() == {"accounts": ["x" * 200]}
+
+
+def test_a_retry_pause_that_would_outlast_the_total_deadline_is_not_waited(server: str) -> None:
+    _Script.script = [(503, {"Retry-After": "2"}, b"busy"), (200, {}, b"{}")]
+    started = time.monotonic()
+
+    with pytest.raises(ProviderError) as info:
+        http(total_timeout=1).request("GET", f"{server}/x", endpoint="thing")
+
+    assert time.monotonic() - started < 1.5  # waiting out the 2 s would be the bug
+    assert (info.value.status_code, info.value.retry_after) == (503, 2)
+    assert _Script.seen == ["GET"]
+
+
+def test_the_total_deadline_comes_from_settings_at_call_time(settings: Any) -> None:
+    settings.PROVIDER_TOTAL_TIMEOUT = 0.25
+    assert total_timeout() == 0.25
+
+    settings.PROVIDER_TOTAL_TIMEOUT = "not a number"
+    assert total_timeout() == 30.0

@@ -149,11 +149,17 @@ def test_bloquo_probe_and_renew_never_crash(body: bytes, token: bytes, status: i
 
 
 @FUZZ
-@given(exchange=bodies("dapi_exchange_success"), accounts=bodies("dapi_accounts"), status=statuses)
-def test_dapi_callback_never_crashes(exchange: bytes, accounts: bytes, status: int) -> None:
+@given(
+    exchange=bodies("dapi_exchange_success"),
+    identity=bodies("dapi_identity"),
+    accounts=bodies("dapi_accounts"),
+    status=statuses,
+)
+def test_dapi_callback_never_crashes(exchange: bytes, identity: bytes, accounts: bytes, status: int) -> None:
     base = "http://provider.test/dapi"
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add(responses.POST, f"{base}/v2/auth/ExchangeToken", body=exchange, status=status)
+        rsps.add(responses.POST, f"{base}/v2/data/identity/get", body=identity, status=status)
         rsps.add(responses.POST, f"{base}/v2/data/accounts/get", body=accounts, status=status)
         client = DapiClient(app_config("dapi", base_url=base), clock=FixedClock(NOW))
         params = {k: v for k, v in load_fixture("dapi_connect_success").items() if k != "success"}

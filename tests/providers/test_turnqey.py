@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -216,7 +217,10 @@ def test_checksum_leaves_out_an_empty_collection_and_itself() -> None:
     assert authorization_checksum({**params, "collection": "", "checksum": "zzz"}, "tq-secret") == expected
 
 
-def test_authorize_url_carries_state_identity_collection_and_checksum(clock: FixedClock) -> None:
+def test_authorize_url_carries_state_identity_collection_and_checksum(
+    clock: FixedClock, allow_hosts: Callable[..., None]
+) -> None:
+    allow_hosts("turnqey", "sandbox", "browser.test")
     client = make_client(clock, connect_url="http://browser.test/sandbox/turnqey")
 
     start = client.start_authorization(
@@ -274,6 +278,50 @@ def test_successful_callback_yields_the_source_account_and_grouping(
     assert dict(grant.grouping) == {"collection": COLLECTION, "identity": IDENTITY}
     assert list(grant.credentials) == []
     assert [a.external_id for a in grant.accounts or []] == ["acc-1", "acc-2"]
+
+
+def test_a_rewritten_collection_in_the_callback_is_not_what_the_grant_keeps(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, IDENTITY_URL, json=load_fixture("turnqey_accounts"))
+    elsewhere = "00000000-0000-4000-8000-000000000000"
+
+    grant = make_client(doc_clock).complete_authorization(
+        params=callback(collection=elsewhere), platform="coinbase", identity=IDENTITY
+    )
+
+    assert dict(grant.grouping) == {"collection": COLLECTION, "identity": IDENTITY}
+
+
+@pytest.mark.parametrize("status", ["expired", "revoked"])
+def test_success_in_the_callback_is_no_grant_while_turnqey_lists_no_active_account(
+    rsps: responses.RequestsMock, doc_clock: FixedClock, status: str
+) -> None:
+    body = load_fixture("turnqey_accounts")
+    for account in body["result"]["accounts"]:
+        account["status"] = status
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, IDENTITY_URL, json=body)
+
+    with pytest.raises(AuthorizationDenied) as info:
+        make_client(doc_clock).complete_authorization(params=callback(), platform="coinbase", identity=IDENTITY)
+
+    assert info.value.outcome == "error"
+    assert "does not list this authorization as active" in info.value.message
+
+
+def test_a_grant_holds_only_the_accounts_turnqey_lists_as_active(
+    rsps: responses.RequestsMock, doc_clock: FixedClock
+) -> None:
+    body = load_fixture("turnqey_accounts")
+    body["result"]["accounts"][0]["status"] = "expired"
+    rsps.add(responses.POST, TOKEN_URL, json=token_reply())
+    rsps.add(responses.GET, IDENTITY_URL, json=body)
+
+    grant = make_client(doc_clock).complete_authorization(params=callback(), platform="coinbase", identity=IDENTITY)
+
+    assert [a.external_id for a in grant.accounts or []] == ["acc-2"]
 
 
 @pytest.mark.parametrize(("status", "outcome"), [("denied", "denied"), ("error", "error")])

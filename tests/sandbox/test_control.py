@@ -412,6 +412,35 @@ def test_a_timeout_fault_with_process_loses_the_reply_of_a_refresh_that_happened
 
 
 @pytest.mark.usefixtures("coinify_user")
+def test_a_trickle_fault_sends_the_real_reply_one_byte_per_interval(
+    client: Client, control: ControlClient, sleeps: list[float]
+) -> None:
+    tokens = grant(client)
+    control.fault(provider="coinify", path="/auth", kind="trickle", interval=2, count=1)
+
+    trickled = refresh(client, tokens["refresh_token"])
+    chunks = list(trickled.streaming_content)
+
+    assert trickled.status_code == 200
+    assert trickled["Content-Length"] == str(len(b"".join(chunks)))
+    assert {len(chunk) for chunk in chunks} == {1}
+    # A pause before every byte but the first: the reply lasts its length times the interval.
+    assert sleeps == [2] * (len(chunks) - 1)
+    assert json.loads(b"".join(chunks))["refresh_token"]
+    # The refresh took effect, as a reply lost on a slow line would have.
+    assert refresh(client, tokens["refresh_token"]).json()["error_description"] == (
+        "Refresh token has already been used."
+    )
+    assert [r["fault"] for r in control.requests(provider="coinify")][-2:] == ["trickle", ""]
+
+
+def test_a_trickle_fault_needs_its_interval(control: ControlClient) -> None:
+    refused = control.post("faults", {"provider": "coinify", "kind": "trickle"}, expect=400)
+
+    assert "interval" in refused["error"]
+
+
+@pytest.mark.usefixtures("coinify_user")
 def test_a_truncated_json_fault_cuts_the_real_reply(client: Client, control: ControlClient) -> None:
     control.fault(provider="coinify", path="/auth", kind="truncated_json", count=1)
 

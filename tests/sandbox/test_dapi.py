@@ -21,6 +21,7 @@ from .conftest import DAPI_APP, ControlClient, assert_same_shape, doc_example
 EXAMPLES = doc_example("dapi.json")
 EXCHANGE_URL = "/sandbox/dapi/v2/auth/ExchangeToken"
 ACCOUNTS_URL = "/sandbox/dapi/v2/data/accounts/get"
+IDENTITY_URL = "/sandbox/dapi/v2/data/identity/get"
 DELINK_URL = "/sandbox/dapi/v2/users/DelinkUser"
 
 
@@ -235,6 +236,43 @@ def test_accounts_answer_with_the_permanent_token(client: Client) -> None:
     assert response.status_code == 200
     assert_same_shape(response.json(), EXAMPLES["accounts_response"])
     assert response.json()["success"] is True
+
+
+@pytest.mark.usefixtures("dapi_app")
+def test_identity_names_the_user_the_token_was_issued_for(client: Client) -> None:
+    layla, layla_token = linked(client, "layla")
+    omar, omar_token = linked(client, "omar")
+
+    mine = post_json(client, IDENTITY_URL, secrets_body(layla), layla_token)
+    theirs = post_json(client, IDENTITY_URL, secrets_body(omar), omar_token)
+
+    assert mine.status_code == theirs.status_code == 200
+    assert_same_shape(mine.json(), EXAMPLES["identity_response"])
+    assert mine.json()["identity"]["id"] == layla["userID"]
+    assert theirs.json()["identity"]["id"] == omar["userID"] != layla["userID"]
+
+
+@pytest.mark.usefixtures("dapi_app")
+def test_identity_is_the_links_own_whatever_user_secret_is_sent(client: Client) -> None:
+    _, layla_token = linked(client, "layla")
+    omar, _ = linked(client, "omar")
+
+    # Another user's secret with Layla's token: refused, never Omar's identity.
+    response = post_json(client, IDENTITY_URL, secrets_body(omar), layla_token)
+
+    assert response.status_code == 401
+    assert response.json()["type"] == "INVALID_USER_SECRET"
+
+
+@pytest.mark.usefixtures("dapi_app")
+def test_identity_of_a_delinked_token_is_refused(client: Client, control: ControlClient) -> None:
+    result, token = linked(client)
+    control.post("actions", {"provider": "dapi", "action": "delink", "user_id": result["userID"]})
+
+    response = post_json(client, IDENTITY_URL, secrets_body(result), token)
+
+    assert response.status_code == 401
+    assert response.json()["type"] == "TOKEN_DELINKED"
 
 
 @pytest.mark.usefixtures("dapi_app")

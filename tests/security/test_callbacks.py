@@ -8,6 +8,7 @@ are compared in constant time, and a ``next`` that leaves the site is ignored.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -206,9 +207,14 @@ def test_a_state_one_character_off_is_refused_and_the_genuine_one_still_works(
     assert callback(adviser, "turnqey", {"state": state, **TURNQEY_SUCCESS}).status_code == 302
 
 
-def test_the_authorize_checksum_is_recomputed_and_a_tampered_one_refused(people: People, client: Client) -> None:
+def test_the_authorize_checksum_is_recomputed_and_a_tampered_one_refused(
+    people: People, client: Client, allow_hosts: Callable[..., None]
+) -> None:
     """The sandbox plays Turnqey: it recomputes the checksum over what it received (constant-time compare)."""
     from connections.providers.turnqey import TurnqeyClient
+
+    # The sandbox answers Django's test client here, at testserver.
+    allow_hosts("turnqey", "sandbox", "testserver")
 
     client.post(
         "/sandbox/_control/apps",

@@ -15,6 +15,7 @@ answer is never a server error.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -81,9 +82,11 @@ def raw_query(names: list[str]) -> st.SearchStrategy[str]:
 
 
 @pytest.fixture
-def unreachable_providers(people: People, settings: Any) -> People:
+def unreachable_providers(people: People, settings: Any, allow_hosts: Callable[..., None]) -> People:
     """Real clients, a closed port: every network step fails at once as a provider error."""
     settings.PROVIDER_CONNECT_TIMEOUT = 0.5
+    for provider in m.Provider.values:
+        allow_hosts(provider, "sandbox", "127.0.0.1:9")
     m.ProviderApp.objects.update(base_url="http://127.0.0.1:9", connect_url="")
     lifecycle.clients_forget()
     for app in people.apps.values():

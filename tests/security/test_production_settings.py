@@ -75,6 +75,19 @@ with override_settings(STORAGES={
     out["signin_status"] = signed_in.status_code
     out["session_cookie"] = cookie(signed_in, settings.SESSION_COOKIE_NAME)
     out["sandbox_status"] = browser.get("/sandbox/_control/", secure=True).status_code
+
+# A provider app pointed at each of these, validated as the admin would (full_clean).
+from django.core.exceptions import ValidationError
+from connections.models import ProviderApp
+def base_url_errors(url):
+    try:
+        ProviderApp(provider="turnqey", environment="production", name="probe", base_url=url).full_clean()
+    except ValidationError as error:
+        return error.message_dict.get("base_url", [])
+    return []
+out["provider_url_errors"] = {url: base_url_errors(url) for url in (
+    "https://api.turnqey.xyz", "http://api.turnqey.xyz", "https://169.254.169.254/latest/meta-data",
+    "https://10.0.0.8", "https://127.0.0.1:8000", "https://localhost", "http://127.0.0.1:8000/sandbox/turnqey")}
 print("PROBE" + json.dumps(out, default=str))
 """
 
@@ -174,6 +187,17 @@ def test_csp_allows_no_inline_script_and_no_framing(probe: dict[str, Any]) -> No
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["Referrer-Policy"] in ("same-origin", "no-referrer")
     assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
+
+
+def test_production_refuses_provider_urls_over_http_or_to_internal_addresses(probe: dict[str, Any]) -> None:
+    errors = probe["provider_url_errors"]
+
+    assert errors.pop("https://api.turnqey.xyz") == []
+    assert any("does not use https" in e for e in errors.pop("http://api.turnqey.xyz"))
+    # The sandbox is off in production, so even its default URL is just another internal address.
+    assert any("does not use https" in e for e in errors.pop("http://127.0.0.1:8000/sandbox/turnqey"))
+    for url, messages in errors.items():
+        assert any("an internal address" in e for e in messages), url
 
 
 def test_the_sandbox_is_off_in_production(probe: dict[str, Any]) -> None:

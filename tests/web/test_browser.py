@@ -313,6 +313,8 @@ def test_adviser_connects_through_dapis_connect_page(live_world: LiveWorld, page
     page.set_default_timeout(20_000)
     dapi = m.ProviderApp.objects.get(provider="dapi")
     dapi.redirect_uri = f"{world.url}/connect/dapi/callback/"
+    # A changed endpoint forgets the app secret: the admin types one again with it.
+    dapi.client_secret = "dapi-browser-app-secret"
     dapi.save()
     call_command(
         "sandbox_register_app",

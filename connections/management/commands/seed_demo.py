@@ -344,7 +344,9 @@ class Command(BaseCommand):
         """One sandbox app per provider in the registry; credentials generated once, endpoints kept current.
 
         Each app gets the credentials its provider issues to a partner (the
-        client's ``partner_credentials``), generated on creation and kept.
+        client's ``partner_credentials``), generated on creation and kept; a
+        secret is replaced only when the endpoints move (a ProviderApp forgets
+        its secret then, so a new one is entered and registered).
         """
         provider_apps: dict[str, m.ProviderApp] = {}
         for provider, client_class in registry.PROVIDERS.items():
@@ -365,9 +367,15 @@ class Command(BaseCommand):
             created.add("provider apps", int(was_created))
             if not was_created and (app.base_url != base_url or app.redirect_uri != redirect_uri):
                 # PORTAL_BASE_URL or SANDBOX_BASE_URL changed since the last
-                # run: follow them, keep the id and secret.
+                # run: follow them, keep the id. The old secret is forgotten
+                # with the old endpoints; a new one is entered (and registered below).
                 app.base_url, app.redirect_uri = base_url, redirect_uri
-                app.save(update_fields=["base_url", "redirect_uri", "updated_at"])
+                fields = ["base_url", "redirect_uri", "updated_at"]
+                if "client_secret" in issued:
+                    app.client_secret = secrets.token_urlsafe(32)
+                    app.secret_entered = True
+                    fields.append("client_secret")
+                app.save(update_fields=fields)
                 created.add("provider app endpoints updated")
             provider_apps[provider] = app
         return provider_apps

@@ -1,0 +1,175 @@
+"""Where a provider app's calls and browsers may go: one rule, held on save and again before every call.
+
+A ProviderApp's URLs decide where the portal sends the app's client secret,
+its app token and every connection's tokens, where the worker opens
+connections, and where a browser is sent carrying an authorization ``state``.
+Whoever may edit the app could otherwise point them at a host of their own
+(and collect the secrets) or at an internal one (and make the worker call
+it). So a URL is accepted only when all of this holds:
+
+* it is a plain ``http(s)://host[:port][/path]``: printable ASCII without
+  spaces or backslashes, no user name or password, no query or fragment, so
+  no two URL parsers can disagree about which host it names;
+* its host is the sandbox's own (``SANDBOX_BASE_URL``'s host and port) while
+  ``SANDBOX_ENABLED`` is on: the portal's own simulator, enabled on purpose;
+* or, otherwise: with ``PROVIDER_URLS_STRICT`` on (production: ``DEBUG``
+  off) it uses ``https`` and names no internal address (loopback, private,
+  link-local such as the cloud metadata address ``169.254.169.254``,
+  ``localhost`` and other single-label or ``.internal``-style names, in any
+  spelling of an IP address); and its host is listed for the provider and
+  environment in ``settings.PROVIDER_HOSTS`` (a ``host`` entry allows the
+  scheme's default port, ``host:port`` that port only).
+
+:func:`url_refusal` states the rule. ``ProviderApp.clean()`` applies it to
+whatever admins, forms and scripts save, and ``ProviderClient.api_url`` and
+``browser_url`` apply it again to every URL a client builds, so a row written
+past validation still sends nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+SCHEMES = frozenset({"http", "https"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Names that only mean something inside a network: never a provider's.
+INTERNAL_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".intranet", ".lan", ".home.arpa", ".corp")
+# Printable ASCII, no space, no backslash: what every parser reads the same way.
+_PLAIN = re.compile(r"[!-\[\]-~]+")
+# Longest host named in a message: a refusal quotes it, and the text is stored and shown.
+HOST_SHOWN = 100
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a URL's requests go: scheme, host (lowercase) and port (the scheme's default when none)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = DEFAULT_PORTS.get(self.scheme) == self.port
+        return f"{self.scheme}://{host}" + ("" if default else f":{self.port}")
+
+
+def origin_of(url: str) -> Origin | None:
+    """The origin a URL's requests go to; ``None`` when it has none a request could use."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES or not parts.hostname:
+        return None
+    return Origin(scheme=scheme, host=parts.hostname.lower(), port=port or DEFAULT_PORTS[scheme])
+
+
+def allowed_hosts(provider: str, environment: str) -> list[str]:
+    """``settings.PROVIDER_HOSTS[provider][environment]``, read now (an unknown pair allows nothing)."""
+    hosts = getattr(settings, "PROVIDER_HOSTS", {}) or {}
+    listed = (hosts.get(provider) or {}).get(environment) or []
+    return [str(entry).strip().lower() for entry in listed if str(entry).strip()]
+
+
+def _entry_matches(entry: str, origin: Origin) -> bool:
+    try:
+        parts = urlsplit(f"//{entry}")
+        port = parts.port
+    except ValueError:
+        return False
+    if (parts.hostname or "") != origin.host:
+        return False
+    return origin.port == (port if port is not None else DEFAULT_PORTS[origin.scheme])
+
+
+def _sandbox_origin() -> Origin | None:
+    if not getattr(settings, "SANDBOX_ENABLED", False):
+        return None
+    return origin_of(str(getattr(settings, "SANDBOX_BASE_URL", "") or ""))
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address a host spells, in any form a resolver accepts (``10.1``, ``0x7f000001``...)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        # inet_aton reads the short, octal and hexadecimal forms that
+        # ip_address refuses but getaddrinfo (and so requests) would connect to.
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):
+        return None
+
+
+def is_internal(host: str) -> bool:
+    """True for a host that names this machine or a private network rather than a provider on the internet."""
+    name = host.lower().rstrip(".")
+    address = _address(name)
+    if address is None:
+        # A single-label name is resolved through the local search domains.
+        return "." not in name or name == "localhost" or name.endswith(INTERNAL_SUFFIXES)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+def _shown(host: str) -> str:
+    return host if len(host) <= HOST_SHOWN else host[: HOST_SHOWN - 1] + "…"
+
+
+def _listing(hosts: Sequence[str]) -> str:
+    return ", ".join(hosts) if hosts else "none yet"
+
+
+def url_refusal(url: str, *, provider: str, environment: str) -> str | None:
+    """Why the portal may not call (or send a browser to) ``url`` for this provider and environment.
+
+    ``None`` when it may. Otherwise plain words that complete "this URL ..."
+    ("points at evil.example, which is not ..."), naming the host but never
+    anything else the URL carries.
+    """
+    text = url.strip()
+    if not text:
+        return "is empty"
+    if not _PLAIN.fullmatch(text):
+        return "holds spaces, backslashes or characters outside plain ASCII"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (reading it validates the port)
+    except ValueError:
+        return "is not a URL the portal can call"
+    origin = origin_of(text)
+    if origin is None:
+        return "is not an http:// or https:// URL with a host"
+    if "@" in parts.netloc:
+        return "carries a user name or password"
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        return "carries a query or fragment (give the base URL only)"
+    if origin == _sandbox_origin():
+        return None
+    host = _shown(origin.host)
+    if getattr(settings, "PROVIDER_URLS_STRICT", False):
+        if origin.scheme != "https":
+            return "does not use https, which production requires"
+        if is_internal(origin.host):
+            return f"points at {host}, an internal address"
+    hosts = allowed_hosts(provider, environment)
+    if not any(_entry_matches(entry, origin) for entry in hosts):
+        variable = f"PROVIDER_HOSTS_{provider.upper()}_{environment.upper()}"
+        return (
+            f"points at {host}{'' if origin.port == DEFAULT_PORTS[origin.scheme] else f':{origin.port}'}, "
+            f"which is not a {provider.title()} {environment} host the portal may call "
+            f"(allowed: {_listing(hosts)}; set {variable} to change that)"
+        )
+    return None
