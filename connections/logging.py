@@ -19,7 +19,8 @@ What is masked (the value only; the name stays so the line still reads):
   shapes only, so "status code: 500" stays readable). Quoted values are
   masked up to their closing quote, spaces included;
 * the password in a URL's user-info (``scheme://user:password@host``);
-* the token of a client link in a path (``/link/<token>/``): Django logs the
+* the token of a client link or reconnect request in a path (``/link/<token>/``,
+  ``/r/<token>/``): Django logs the
   path of every 4xx response ("Gone: /link/…/"), and the path is the secret;
 * Fernet tokens (our own ciphertext, ``gAAAAA…``), JWT-shaped strings
   (``eyJ….….…``) and PEM private key blocks, whatever surrounds them.
@@ -73,6 +74,8 @@ _EXACT_KEY_VALUE = re.compile(
 _BEARER = re.compile(r"(?P<prefix>\bbearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<prefix>\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+(?=@)", re.IGNORECASE)
 _LINK_PATH = re.compile(r"(?P<prefix>/link/)(?!\[redacted\])[^/\s?#'\"<>]+")
+# A household reconnect request's emailed link (/r/<token>/) carries its token the same way.
+_REQUEST_PATH = re.compile(r"(?P<prefix>/r/)(?!\[redacted\])[^/\s?#'\"<>]+")
 _FERNET = re.compile(r"gAAAAA[A-Za-z0-9_-]{20,}={0,2}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL)
@@ -96,6 +99,7 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str] | str], ...]
     (_JWT, REDACTED),
     (_URL_PASSWORD, _keep_prefix),
     (_LINK_PATH, _keep_prefix),
+    (_REQUEST_PATH, _keep_prefix),
     (_KEY_VALUE, _masked_value),
     (_EXACT_KEY_VALUE, _masked_value),
     (_BEARER, _keep_prefix),

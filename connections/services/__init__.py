@@ -13,7 +13,8 @@ dropped: it is never stored, logged, put in an event or rendered back.
 
 Modules: ``authorizations`` (redirect flows and their callbacks),
 ``credentials`` (credential forms), ``checks`` (check now, disconnect),
-``client_links``; ``common`` holds what they share.
+``client_links``, ``reconnect_requests`` (household requests, reminders,
+delivery reports, bulk sends); ``common`` holds what they share.
 """
 
 from .authorizations import (
@@ -37,6 +38,23 @@ from .client_links import (
 )
 from .common import AUTHORIZATION_REQUEST_TTL, CLIENT_LINK_ACTOR, CLIENT_LINK_SALT, source_words
 from .credentials import CredentialsRejected, ReconnectMismatch, credentials_connect
+from .reconnect_requests import (
+    ReconnectRequestError,
+    ReconnectRequestResult,
+    RequestPlan,
+    reconnect_bulk_process,
+    reconnect_bulk_start,
+    reconnect_bulks_resume,
+    reconnect_reminders_send,
+    reconnect_request_delivery_record,
+    reconnect_request_open,
+    reconnect_request_plans,
+    reconnect_request_preview,
+    reconnect_request_resolve,
+    reconnect_request_stop,
+    reconnect_requests_create,
+    reconnect_requests_sync,
+)
 
 __all__ = [
     "AUTHORIZATION_REQUEST_TTL",
@@ -51,6 +69,9 @@ __all__ = [
     "ClientLinkError",
     "CredentialsRejected",
     "ReconnectMismatch",
+    "ReconnectRequestError",
+    "ReconnectRequestResult",
+    "RequestPlan",
     "authorization_complete",
     "authorization_start",
     "client_link_complete",
@@ -63,5 +84,17 @@ __all__ = [
     "connection_disconnect_now",
     "connections_check_enqueue",
     "credentials_connect",
+    "reconnect_bulk_process",
+    "reconnect_bulk_start",
+    "reconnect_bulks_resume",
+    "reconnect_reminders_send",
+    "reconnect_request_delivery_record",
+    "reconnect_request_open",
+    "reconnect_request_plans",
+    "reconnect_request_preview",
+    "reconnect_request_resolve",
+    "reconnect_request_stop",
+    "reconnect_requests_create",
+    "reconnect_requests_sync",
     "source_words",
 ]
