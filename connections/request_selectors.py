@@ -8,6 +8,7 @@ count does not grow with its rows.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 
 from django.db.models import Prefetch, QuerySet
@@ -79,7 +80,7 @@ def households_needing_client(*, user: User, now: dt.datetime | None = None) -> 
     return household_queryset_for(user=user).filter(pk__in=connections.values("household_id")).select_related("firm")
 
 
-def bulk_for(*, user: User, pk: object) -> BulkReconnectSend | None:
+def bulk_for(*, user: User, pk: uuid.UUID | str) -> BulkReconnectSend | None:
     """A bulk send the user may watch: their own, or any of their firm's for a firm admin."""
     membership = membership_for(user=user)
     if membership is None:

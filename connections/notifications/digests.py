@@ -224,15 +224,20 @@ def digest_for(
                     )
                 )
             continue
-        if problem.is_quiet(now) or announced is None or problem.recovering_since is not None:
+        if problem.is_quiet(now) or announced is None:
             continue
         if since < announced <= upto:
-            section = {Cause.BROKEN: digest.needs_reconnect, Cause.LAPSING: digest.lapsing_soon}.get(
-                problem.cause, digest.failing
-            )
+            # Told even if it is working again for now: a recovery counts only once it has held.
+            sections: dict[str, list[DigestItem]] = {
+                Cause.BROKEN: digest.needs_reconnect,
+                Cause.LAPSING: digest.lapsing_soon,
+            }
+            section = sections.get(problem.cause, digest.failing)
             section.append(_item(problem, at=announced))
         elif problem.snoozed_until is not None and since < problem.snoozed_until <= upto:
             digest.woke.append(_item(problem, at=problem.snoozed_until))
+        elif problem.recovering_since is not None:
+            pass  # working again for now; its recovery is told once it has held
         elif problem.cause == Cause.BROKEN:
             digest.still_broken.append(_item(problem, at=announced))
         elif problem.cause == Cause.LAPSING and problem.deadline is not None and problem.deadline > now:
@@ -342,7 +347,7 @@ def digests_send(*, now: dt.datetime | None = None) -> int:
 
 def _prefs(membership: Membership) -> NotificationSettings | None:
     try:
-        return membership.user.notification_settings  # type: ignore[attr-defined]  # reverse one-to-one
+        return membership.user.notification_settings
     except NotificationSettings.DoesNotExist:
         return None
 

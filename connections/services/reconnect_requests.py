@@ -98,7 +98,8 @@ def firm_policy(firm_id: int) -> FirmNotificationPolicy | None:
 
 def reminder_days(policy: FirmNotificationPolicy | None) -> list[float]:
     days = list(policy.reminder_days) if policy is not None and policy.reminder_days else []
-    return sorted(float(d) for d in (days or getattr(settings, "RECONNECT_REMINDER_DAYS", DEFAULT_REMINDER_DAYS)))
+    configured: list[float] = list(getattr(settings, "RECONNECT_REMINDER_DAYS", DEFAULT_REMINDER_DAYS))
+    return sorted(float(d) for d in (days or configured))
 
 
 def requests_per_hour(policy: FirmNotificationPolicy | None) -> int:
@@ -575,7 +576,7 @@ def reconnect_reminders_send(*, now: dt.datetime | None = None) -> int:
         if firm_id not in policies:
             policies[firm_id] = firm_policy(firm_id)
         due = [d for d in reminder_days(policies[firm_id]) if now >= request.created_at + dt.timedelta(days=d)]
-        open_items: list[ReconnectRequestItem] = request.open_items  # type: ignore[attr-defined]  # prefetched
+        open_items: list[ReconnectRequestItem] = request.open_items
         if len(due) <= request.reminders_sent or not open_items:
             continue
         # The claim: of two runs, exactly one moves the count and sends.
@@ -743,7 +744,7 @@ def _bulk_one(*, bulk: BulkReconnectSend, household: Household, now: dt.datetime
 def _bulk_resume_later(bulk: BulkReconnectSend) -> None:
     from .. import tasks
 
-    if tasks.send_reconnect_requests.app.conf.task_always_eager:
+    if bulk.resume_at is None or tasks.send_reconnect_requests.app.conf.task_always_eager:
         return  # run inline, an ETA means nothing: the reminders job carries it on (reconnect_bulks_resume)
     try:
         tasks.send_reconnect_requests.apply_async((str(bulk.pk),), eta=bulk.resume_at)

@@ -11,6 +11,7 @@ client link, which completes once. Everything works without JavaScript.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase
@@ -37,6 +38,12 @@ def _page(response: HttpResponseBase) -> HttpResponseBase:
     response["Cache-Control"] = "no-store"
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    item: ReconnectRequestItem
+    flow: str | None
 
 
 def _bind(request: HttpRequest, reconnect_request: ReconnectRequest) -> None:
@@ -99,8 +106,8 @@ def reconnect_request_page(request: HttpRequest, pk: Any) -> HttpResponseBase:
             "connection__provider_app__client_secret"
         )
     )
-    rows = [{"item": item, "flow": flow_of(item.connection.provider_app)} for item in items]
-    todo = [row for row in rows if row["item"].status == ReconnectRequestItem.ItemStatus.OPEN]
+    rows = [ItemRow(item=item, flow=flow_of(item.connection.provider_app)) for item in items]
+    todo = [row for row in rows if row.item.status == ReconnectRequestItem.ItemStatus.OPEN]
     context = {
         "req": reconnect_request,
         "firm": reconnect_request.household.firm,
@@ -109,7 +116,7 @@ def reconnect_request_page(request: HttpRequest, pk: Any) -> HttpResponseBase:
         "todo": todo,
         "done_count": len(rows) - len(todo),
         "finished": not todo,
-        "next_pk": todo[0]["item"].pk if todo else None,
+        "next_pk": todo[0].item.pk if todo else None,
     }
     return _page(render(request, "connections/request/page.html", context))
 

@@ -10,9 +10,11 @@ Every page previews the exact email and who gets what before anything goes.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.auth.models import User as AuthUser
 from django.http import Http404, HttpRequest, HttpResponseBase, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -98,7 +100,7 @@ def reconnect_requests_ask(request: HttpRequest) -> HttpResponseBase:
 
 @require_GET
 @member_required
-def reconnect_bulk(request: HttpRequest, pk: Any) -> HttpResponseBase:
+def reconnect_bulk(request: HttpRequest, pk: uuid.UUID) -> HttpResponseBase:
     """Progress of a bulk request. Reloads itself every few seconds (a Refresh header, no script) until done."""
     bulk = request_selectors.bulk_for(user=request.user, pk=pk)
     if bulk is None:
@@ -151,9 +153,9 @@ def connection_quiet(request: HttpRequest, pk: int) -> HttpResponseBase:
 @member_required
 def notification_settings(request: HttpRequest) -> HttpResponseBase:
     """How often this user gets the digest (hourly, daily at a local time, off) and their time zone."""
-    current = NotificationSettings.objects.filter(user=request.user).first() or NotificationSettings(
-        user=request.user  # type: ignore[misc]  # a signed-in user (member_required)
-    )
+    user = request.user
+    assert isinstance(user, AuthUser)  # member_required: signed in
+    current = NotificationSettings.objects.filter(user=user).first() or NotificationSettings(user=user)
     form = NotificationSettingsForm(request.POST or None, instance=current)
     if request.method == "POST" and form.is_valid():
         form.save()
