@@ -14,7 +14,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from .. import problems
-from ..services import reconnect_requests
+from ..services import reconnect_followup
 
 
 def reminders_run(*, now: datetime | None = None) -> dict[str, int]:
@@ -25,6 +25,6 @@ def reminders_run(*, now: datetime | None = None) -> dict[str, int]:
         "problems_announced": updated.announced,
         "problems_recovered": updated.recovered,
         "problems_escalated": updated.escalated,
-        "reminders_sent": reconnect_requests.reconnect_reminders_send(now=now),
-        "bulk_sends_resumed": reconnect_requests.reconnect_bulks_resume(now=now),
+        "reminders_sent": reconnect_followup.reconnect_reminders_send(now=now),
+        "bulk_sends_resumed": reconnect_followup.reconnect_bulks_resume(now=now),
     }

@@ -13,8 +13,10 @@ dropped: it is never stored, logged, put in an event or rendered back.
 
 Modules: ``authorizations`` (redirect flows and their callbacks),
 ``credentials`` (credential forms), ``checks`` (check now, disconnect),
-``client_links``, ``reconnect_requests`` (household requests, reminders,
-delivery reports, bulk sends); ``common`` holds what they share.
+``client_links``, ``reconnect_requests`` (household requests: who is
+asked about what, creating them, reading back what happened),
+``reconnect_client`` (the client's link, opening, stopping), ``reconnect_followup`` (reminders, delivery reports, bulk
+sends); ``common`` holds what they share.
 """
 
 from .authorizations import (
@@ -38,20 +40,20 @@ from .client_links import (
 )
 from .common import AUTHORIZATION_REQUEST_TTL, CLIENT_LINK_ACTOR, CLIENT_LINK_SALT, source_words
 from .credentials import CredentialsRejected, ReconnectMismatch, credentials_connect
-from .reconnect_requests import (
-    ReconnectRequestError,
-    ReconnectRequestResult,
-    RequestPlan,
+from .reconnect_client import reconnect_request_open, reconnect_request_resolve, reconnect_request_stop
+from .reconnect_followup import (
     reconnect_bulk_process,
     reconnect_bulk_start,
     reconnect_bulks_resume,
     reconnect_reminders_send,
     reconnect_request_delivery_record,
-    reconnect_request_open,
+)
+from .reconnect_requests import (
+    ReconnectRequestError,
+    ReconnectRequestResult,
+    RequestPlan,
     reconnect_request_plans,
     reconnect_request_preview,
-    reconnect_request_resolve,
-    reconnect_request_stop,
     reconnect_requests_create,
     reconnect_requests_sync,
 )
