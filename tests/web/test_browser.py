@@ -335,6 +335,26 @@ def test_adviser_connects_through_dapis_connect_page(live_world: LiveWorld, page
     assert set(connection.credentials.values_list("kind", flat=True)) >= {"permanent", "user_secret"}
 
 
+AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+
+
+def axe_violations(page: Any) -> list[str]:
+    """axe-core's WCAG 2.1 A and AA rules (and its best practices) on the page as it stands: "rule: count" each.
+
+    The page's context must allow the injected script (``bypass_csp``): the
+    portal's CSP rightly refuses any script it did not serve.
+    """
+    page.add_script_tag(path=str(AXE))
+    return page.evaluate(
+        """async () => {
+            const result = await axe.run(document, {
+                runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]},
+            });
+            return result.violations.map(v => `${v.id}: ${v.nodes.length} (${v.nodes[0].target})`);
+        }"""
+    )
+
+
 def _audit(page: Any) -> list[str]:
     """The checks of an accessibility audit that hold without running the page's script.
 
@@ -395,6 +415,22 @@ def test_client_fixes_every_connection_from_one_request_without_javascript(
     assert page.get_by_text("Reconnect request sent to Linh Nguyen").is_visible()
 
     url = re.search(r"https?://\S+/r/\S+/", mail.outbox[-1].body).group(0).replace(settings.PORTAL_BASE_URL, world.url)
+    # The audit first, in a browser that runs axe-core on each of the client's pages.
+    audit_context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB", bypass_csp=True)
+    try:
+        auditor = audit_context.new_page()
+        auditor.set_default_timeout(20_000)
+        auditor.goto(url)
+        assert axe_violations(auditor) == []
+        request_page = auditor.url
+        auditor.goto(f"{request_page}stop/")
+        assert axe_violations(auditor) == []
+        item = m.ReconnectRequestItem.objects.get()
+        auditor.goto(f"{request_page}fix/{item.pk}/")
+        assert axe_violations(auditor) == []
+    finally:
+        audit_context.close()
+
     visitor_context = browser.new_context(
         viewport={"width": 1280, "height": 900}, locale="en-GB", java_script_enabled=False
     )
@@ -424,3 +460,9 @@ def test_client_fixes_every_connection_from_one_request_without_javascript(
     assert world.connection.status == m.Status.ACTIVE
     page.reload()
     assert page.get_by_text("Done: the client fixed 1 of 1.").is_visible()
+
+
+def test_the_accessibility_audits_catch_what_they_check(page: Any) -> None:
+    page.set_content('<html><head><title>x</title></head><body><main><h1>x</h1><input id="q"></main></body></html>')
+    assert any(v.startswith("label:") for v in axe_violations(page))
+    assert _audit(page) == ["no lang on <html>", "unlabelled control q"]
