@@ -729,6 +729,82 @@ class AttemptWindowAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(getattr(request.user, "is_superuser", False))
+# --- Reconnect requests and notifications ---------------------------------------
+
+
+@admin.register(m.FirmNotificationPolicy)
+class FirmNotificationPolicyAdmin(admin.ModelAdmin):
+    """A firm's reminder days, escalation age and hourly limit for bulk requests."""
+
+    list_display = ("firm", "reminder_days", "escalate_after_days", "requests_per_hour")
+    list_select_related = ("firm",)
+    autocomplete_fields = ("firm",)
+
+
+@admin.register(m.NotificationSettings)
+class NotificationSettingsAdmin(admin.ModelAdmin):
+    list_display = ("user", "digest", "daily_at", "time_zone")
+    list_select_related = ("user",)
+    list_filter = ("digest",)
+    autocomplete_fields = ("user",)
+
+
+class ReconnectRequestItemInline(ReadOnlyInline):
+    model = m.ReconnectRequestItem
+    fields = ("connection", "status", "done_at")
+    readonly_fields = fields
+
+
+class ReconnectRequestEmailInline(ReadOnlyInline):
+    # The token's hash stays out of the admin, like a client link's.
+    model = m.ReconnectRequestEmail
+    fields = ("kind", "sent_at", "message_id", "delivery", "delivery_at")
+    readonly_fields = fields
+
+
+@admin.register(m.ReconnectRequest)
+class ReconnectRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """What was asked of which client, and how far it got. Written by the portal only."""
+
+    list_display = ("client", "household", "status", "delivery", "created_at", "reminders_sent", "expires_at")
+    list_filter = ("status", "delivery")
+    list_select_related = ("client", "household")
+    search_fields = ("client__name", "household__name", "sent_to")
+    date_hierarchy = "created_at"
+    inlines = (ReconnectRequestItemInline, ReconnectRequestEmailInline)
+    show_full_result_count = False
+
+
+@admin.register(m.ReconnectRequestItem)
+class ReconnectRequestItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("connection", "request", "status", "done_at")
+    list_select_related = ("connection", "request", "request__client")
+    list_filter = ("status",)
+
+
+@admin.register(m.ReconnectRequestEmail)
+class ReconnectRequestEmailAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("request", "kind", "sent_at", "delivery", "delivery_at")
+    list_select_related = ("request", "request__client")
+    list_filter = ("kind", "delivery")
+    exclude = ("token_hash",)
+
+
+@admin.register(m.BulkReconnectSend)
+class BulkReconnectSendAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "firm", "created_by", "status", "position", "sent", "skipped", "created_at")
+    list_select_related = ("firm", "created_by")
+    list_filter = ("status",)
+
+
+@admin.register(m.ConnectionProblem)
+class ConnectionProblemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Notification problems: derived from the connections' events by the jobs, never edited."""
+
+    list_display = ("connection", "cause", "opened_at", "announced_at", "closed_at", "resolution", "occurrences")
+    list_select_related = ("connection",)
+    list_filter = ("cause", "resolution")
+    date_hierarchy = "opened_at"
 
 
 # --- Users: show their firm membership ------------------------------------------

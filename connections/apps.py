@@ -7,4 +7,7 @@ class ConnectionsConfig(AppConfig):
     verbose_name = "Client connections"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        from . import (
+            checks,  # noqa: F401 - registers the system checks
+            delivery,  # noqa: F401 - receives the email provider's delivery reports
+        )

@@ -9,7 +9,7 @@ from django import forms
 from django.http import QueryDict
 
 from . import wording
-from .models import Client, Household, ProviderApp, Status
+from .models import Client, Household, NotificationSettings, ProviderApp, Status
 from .providers import registry
 from .providers.base import CredentialForm, ProviderClient
 from .selectors import provider_app_options
@@ -191,12 +191,17 @@ class HouseholdFilterForm(forms.Form):
 MAX_PARAM_LENGTH = 2048
 MAX_QUERY_STRING = 8192
 
-# The parameters each provider's callback may carry, as its client declares them
-# (``callback_parameters``); a provider that declares none has no callback.
-# Anything else, a parameter given twice, or an oversized value is refused with 400.
-CALLBACK_PARAMETERS: Mapping[str, frozenset[str]] = {
-    key: cls.callback_parameters for key, cls in registry.PROVIDERS.items() if cls.callback_parameters
-}
+
+
+def callback_parameters(provider: str) -> frozenset[str]:
+    """The parameters ``provider``'s callback may carry, as its client declares them (empty: no callback).
+
+    Read from the registry at each call, never copied at import: the registry
+    is the one provider seam. Anything else, a parameter given twice, or an
+    oversized value is refused with 400.
+    """
+    client_class = registry.PROVIDERS.get(provider)
+    return client_class.callback_parameters if client_class is not None else frozenset()
 
 
 class CallbackParametersInvalid(Exception):
@@ -208,7 +213,7 @@ def callback_params_clean(*, provider: str, query: QueryDict, query_string: str)
 
     Never echoes a value in the error: parameters can carry codes and secrets.
     """
-    allowed = CALLBACK_PARAMETERS[provider]
+    allowed = callback_parameters(provider)
     if len(query_string) > MAX_QUERY_STRING:
         raise CallbackParametersInvalid("The reply is too long.")
     params: dict[str, str] = {}
@@ -223,3 +228,64 @@ def callback_params_clean(*, provider: str, query: QueryDict, query_string: str)
     if not params.get("state"):
         raise CallbackParametersInvalid("The reply has no state.")
     return params
+
+
+# --- Notifications: digest preferences, snoozes, the client's "stop" -----------------------------
+
+
+class NotificationSettingsForm(forms.ModelForm):
+    """How often a user gets the digest, at what local time, in which time zone."""
+
+    class Meta:
+        model = NotificationSettings
+        fields = ["digest", "daily_at", "time_zone"]
+        labels = {"digest": "Digest", "daily_at": "Daily digest at (your local time)", "time_zone": "Time zone"}
+        widgets = {
+            "digest": forms.RadioSelect,
+            "daily_at": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        }
+        help_texts = {"time_zone": 'A zone name such as "Europe/London" or "America/New_York".'}
+
+    def clean_time_zone(self) -> str:
+        import zoneinfo
+
+        name = (self.cleaned_data.get("time_zone") or "").strip()
+        if name not in zoneinfo.available_timezones():
+            raise forms.ValidationError('Not a time zone this portal knows; try a name like "Europe/London".')
+        return name
+
+
+class SnoozeForm(forms.Form):
+    """Snooze a connection's problem (1 day, 1 week, until a date), mute the connection, or wake it."""
+
+    ACTIONS = (
+        ("day", "Snooze 1 day"),
+        ("week", "Snooze 1 week"),
+        ("until", "Snooze until"),
+        ("mute", "Mute until it works again"),
+        ("wake", "Wake now"),
+    )
+    action = forms.ChoiceField(choices=ACTIONS)
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="Until")
+
+    def clean(self) -> dict[str, Any]:
+        from django.utils import timezone
+
+        cleaned = super().clean() or {}
+        if cleaned.get("action") == "until":
+            until = cleaned.get("until")
+            if until is None:
+                self.add_error("until", "Choose the date to snooze until.")
+            elif until <= timezone.localdate():
+                self.add_error("until", "Choose a date after today.")
+        return cleaned
+
+
+class RequestStopForm(forms.Form):
+    """The client's answer on the "stop" page."""
+
+    reason = forms.ChoiceField(
+        choices=[("not_me", wording.REQUEST_STOP_REASONS["not_me"]), ("stop", wording.REQUEST_STOP_REASONS["stop"])],
+        widget=forms.RadioSelect,
+        label="What should we tell your adviser?",
+    )

@@ -25,9 +25,10 @@ What is masked (the value only; the name stays so the line still reads):
   ``%26state%3D…``, ``%2522offline%2522%253A…``), as they appear inside a
   ``next=`` parameter or a logged redirect;
 * the password in a URL's user-info (``scheme://user:password@host``);
-* the token of a client link in a path (``/link/<token>/``, or encoded,
-  ``%2Flink%2F<token>``): Django logs the path of every 4xx response ("Gone:
-  /link/…/"), and the path is the secret;
+* the token of a client link or a reconnect request in a path
+  (``/link/<token>/``, ``/r/<token>/``, or encoded, ``%2Flink%2F<token>``):
+  Django logs the path of every 4xx response ("Gone: /link/…/"), and the
+  path is the secret;
 * the whole query string of a provider callback (``/connect/<provider>/callback/?…``,
   plain or encoded): it carries the state, Dapi's access code and user secret,
   and the client's identities;
@@ -124,7 +125,7 @@ _BEARER = re.compile(r"(?P<prefix>\bbearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNOREC
 _URL_PASSWORD = re.compile(r"(?P<prefix>\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+(?=@)", re.IGNORECASE)
 _SLASH = rf"(?:/|{_ENC}2F)"
 _LINK_PATH = re.compile(
-    rf"(?P<prefix>{_SLASH}link{_SLASH})(?!\[redacted\])(?:(?!{_ENC}(?:2F|3F|23))[^/\s?#'\"<>])+", re.IGNORECASE
+    rf"(?P<prefix>{_SLASH}(?:link|r){_SLASH})(?!\[redacted\])(?:(?!{_ENC}(?:2F|3F|23))[^/\s?#'\"<>])+", re.IGNORECASE
 )
 # A provider callback's query, whole: it carries the state, Dapi's access code
 # and user secret, and the client's identities. Plain (a request line), or

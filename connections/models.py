@@ -671,3 +671,16 @@ class PeriodicJobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} at {self.slot_start:%Y-%m-%d %H:%M:%S}"
+
+
+# Reconnect requests and notification hygiene live in their own module (this one
+# is past a reader's size); importing them here registers them with the app.
+from .request_models import (  # noqa: E402, F401
+    BulkReconnectSend,
+    ConnectionProblem,
+    FirmNotificationPolicy,
+    NotificationSettings,
+    ReconnectRequest,
+    ReconnectRequestEmail,
+    ReconnectRequestItem,
+)

@@ -50,6 +50,7 @@ from .models import (
     ClientLink,
     Connection,
     ConnectionEvent,
+    ConnectionProblem,
     Credential,
     Household,
     Membership,
@@ -150,8 +151,13 @@ def deadline_is_near(*, deadline: dt.datetime, basis: dt.datetime, now: dt.datet
 ATTENTION_CANDIDATES = Q(status__in=[Status.NEEDS_RECONNECT, Status.DEGRADED]) | Q(reconnect_by__isnull=False)
 
 
-def needs_attention_queryset(*, user: User, now: dt.datetime | None = None) -> QuerySet[Connection]:
+def needs_attention_queryset(
+    *, user: User, now: dt.datetime | None = None, quiet: bool = False
+) -> QuerySet[Connection]:
     """Connections that need a person, most urgent first.
+
+    Snoozed and muted ones (an open ``ConnectionProblem`` muted, or snoozed
+    until later) are left out; ``quiet=True`` lists only those instead.
 
     Included: ``needs_reconnect`` (broken now), a ``reconnect_by`` deadline that
     is near (:func:`deadline_is_near`: breaks soon unless someone acts), and
@@ -180,8 +186,14 @@ def needs_attention_queryset(*, user: User, now: dt.datetime | None = None) -> Q
         | deadline_near
         | Q(status=Status.DEGRADED, degraded_since__lte=now - degraded_for)
     )
+    hushed = Exists(
+        ConnectionProblem.objects.filter(
+            Q(muted_at__isnull=False) | Q(snoozed_until__gt=now), connection=OuterRef("pk"), closed_at__isnull=True
+        )
+    )
     return (
         connections.filter(attention)
+        .filter(hushed if quiet else ~hushed)
         .annotate(
             urgency=Case(
                 When(status=Status.NEEDS_RECONNECT, then=Value(0)),
@@ -317,7 +329,8 @@ def household_page(*, user: User, household: Household, link_limit: int = 20) ->
     )
     links = list(
         client_link_queryset_for(user=user)
-        .filter(household=household)
+        # A reconnect request's per-connection links are shown with the request, not here.
+        .filter(household=household, reconnect_item__isnull=True)
         .select_related("client", "connection", "provider_app")
         .defer(*NO_SECRETS)
         .order_by("-created_at")[:link_limit]

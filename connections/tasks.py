@@ -14,7 +14,11 @@ Task names (for django-celery-beat and ``celery call``):
 * ``connections.send_digests`` (hourly): one email per adviser with news;
 * ``connections.housekeeping`` (every 5 minutes): expire stale authorization
   requests and client links, record deadline warnings;
-* ``connections.refresh_app_tokens`` (every 5 minutes): keep app tokens fresh.
+* ``connections.refresh_app_tokens`` (every 5 minutes): keep app tokens fresh;
+* ``connections.send_reminders`` (every 15 minutes): keep problems current,
+  follow up reconnect requests and remind clients, resume throttled bulk sends;
+* ``connections.send_reconnect_requests(bulk_id)``: a bulk "ask the clients to
+  reconnect", within the firm's hourly limit.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from celery import shared_task
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from . import jobs, lifecycle, wording
+from . import jobs, lifecycle, services, wording
 
 logger = logging.getLogger("connections.tasks")
 
@@ -132,3 +136,18 @@ def refresh_app_tokens() -> dict[str, str]:
         if not mine:
             return {}
         return jobs.app_tokens_refresh()
+
+
+@shared_task(name="connections.send_reminders", ignore_result=True)
+def send_reminders() -> dict[str, int]:
+    with jobs.periodic_job("send_reminders") as mine:
+        if not mine:
+            return {}
+        return jobs.reminders_run()
+
+
+@shared_task(name="connections.send_reconnect_requests", ignore_result=True)
+def send_reconnect_requests(bulk_id: str) -> int:
+    """Send a bulk request's next households, as far as the firm's hourly limit allows. Returns how many sent."""
+    bulk = services.reconnect_bulk_process(bulk_id=str(bulk_id))
+    return bulk.sent if bulk is not None else 0

@@ -41,4 +41,18 @@ urlpatterns = [
     path("connections/<int:pk>/send-link/", views.connection_link_send, name="connection_link_send"),
     path("connect/<slug:provider>/callback/", views.connect_callback, name="connect_callback"),
     path("link/<str:token>/", views.client_link, name="client_link"),
+    # Household reconnect requests and notification hygiene.
+    path(
+        "households/<int:pk>/reconnect-request/",
+        views.household_reconnect_request,
+        name="household_reconnect_request",
+    ),
+    path("reconnect-requests/ask/", views.reconnect_requests_ask, name="reconnect_requests_ask"),
+    path("reconnect-requests/bulk/<uuid:pk>/", views.reconnect_bulk, name="reconnect_bulk"),
+    path("connections/<int:pk>/quiet/", views.connection_quiet, name="connection_quiet"),
+    path("settings/notifications/", views.notification_settings, name="notification_settings"),
+    path("r/<str:token>/", views.reconnect_request_open, name="reconnect_request_open"),
+    path("requests/<uuid:pk>/", views.reconnect_request_page, name="reconnect_request_page"),
+    path("requests/<uuid:pk>/fix/<int:item_pk>/", views.reconnect_request_item, name="reconnect_request_item"),
+    path("requests/<uuid:pk>/stop/", views.reconnect_request_stop, name="reconnect_request_stop"),
 ]

@@ -143,6 +143,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "csp",
     "axes",
+    "anymail",
     "connections",
 ]
 if SANDBOX_ENABLED:
@@ -289,6 +290,13 @@ EMAIL_BACKEND: str = env.str("EMAIL_BACKEND", default="").strip() or str(EMAIL_C
 ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
 if not DEBUG:
     _refuse_email_that_is_not_sent(EMAIL_BACKEND)
+# The ESP's delivery reports (anymail's tracking webhooks, /anymail/<esp>/tracking/) must carry HTTP basic
+# auth "user:password" from ANYMAIL_WEBHOOK_SECRET. Without one the webhooks are not mounted at all (anymail
+# would accept unauthenticated posts); development generates one into var/.
+if DEBUG and not ANYMAIL.get("WEBHOOK_SECRET"):
+    ANYMAIL["WEBHOOK_SECRET"] = _development_secret(
+        "dev_anymail_webhook_secret", lambda: f"anymail:{secrets.token_urlsafe(24)}"
+    )
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Connections portal <portal@localhost>")
 
 # --- Celery -------------------------------------------------------------------
@@ -312,6 +320,14 @@ CELERY_TASK_ALWAYS_EAGER: bool = env.bool("CELERY_TASK_ALWAYS_EAGER", default=Fa
 # otherwise in the ProviderApp row. Lifecycle tunables (LIFECYCLE_*,
 # BREAKER_*) have defaults in connections/lifecycle.py and throttling.py.
 RATE_LIMIT_REDIS_URL: str = env.str("RATE_LIMIT_REDIS_URL", default="") or env.str("REDIS_URL", default="")
+
+# --- Reconnect requests and notifications --------------------------------------
+# Defaults; a firm's FirmNotificationPolicy (admin) overrides the last three for that firm.
+RECONNECT_REQUEST_MAX_AGE_DAYS: float = env.float("RECONNECT_REQUEST_MAX_AGE_DAYS", default=7)
+RECONNECT_REMINDER_DAYS: list[float] = [float(d) for d in env.list("RECONNECT_REMINDER_DAYS", default=["2", "5"])]
+RECONNECT_REQUESTS_PER_FIRM_PER_HOUR: int = env.int("RECONNECT_REQUESTS_PER_FIRM_PER_HOUR", default=100)
+# A recovery is announced once it has held this long (or for two successful checks).
+NOTIFICATIONS_RECOVERY_HOLD_SECONDS: float = env.float("NOTIFICATIONS_RECOVERY_HOLD_SECONDS", default=3600)
 
 # --- Sandbox and providers ----------------------------------------------------
 # Where provider clients reach the sandbox when it runs inside the portal. A

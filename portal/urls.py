@@ -15,5 +15,9 @@ urlpatterns = [
     path("", include("connections.urls")),
 ]
 
+# Delivery reports from the email provider (django-anymail), only when their basic-auth secret is set.
+if settings.ANYMAIL.get("WEBHOOK_SECRET"):
+    urlpatterns.append(path("anymail/", include("anymail.urls")))
+
 if settings.SANDBOX_ENABLED:
     urlpatterns.append(path("sandbox/", include("sandbox.urls")))

@@ -27,6 +27,7 @@ JOB_SLOT_SECONDS: dict[str, int] = {
     "housekeeping": 300,
     "refresh_app_tokens": 300,
     "send_digests": 3600,
+    "send_reminders": 900,
 }
 
 

@@ -18,7 +18,10 @@ and user, "Check now" and client-link sends per user. A limit reached raises
 
 Modules: ``authorizations`` (redirect flows and their callbacks),
 ``credentials`` (credential forms), ``checks`` (check now, disconnect),
-``client_links``; ``common`` holds what they share.
+``client_links``, ``reconnect_requests`` (household requests: who is
+asked about what, creating them, reading back what happened),
+``reconnect_client`` (the client's link, opening, stopping), ``reconnect_followup`` (reminders, delivery reports, bulk
+sends); ``common`` holds what they share.
 """
 
 from .authorizations import (
@@ -43,6 +46,23 @@ from .client_links import (
 )
 from .common import AUTHORIZATION_REQUEST_TTL, CLIENT_LINK_ACTOR, CLIENT_LINK_SALT, Throttled, source_words
 from .credentials import CredentialsRejected, ReconnectMismatch, credentials_connect
+from .reconnect_client import reconnect_request_open, reconnect_request_resolve, reconnect_request_stop
+from .reconnect_followup import (
+    reconnect_bulk_process,
+    reconnect_bulk_start,
+    reconnect_bulks_resume,
+    reconnect_reminders_send,
+    reconnect_request_delivery_record,
+)
+from .reconnect_requests import (
+    ReconnectRequestError,
+    ReconnectRequestResult,
+    RequestPlan,
+    reconnect_request_plans,
+    reconnect_request_preview,
+    reconnect_requests_create,
+    reconnect_requests_sync,
+)
 
 __all__ = [
     "AUTHORIZATION_REQUEST_TTL",
@@ -58,6 +78,9 @@ __all__ = [
     "ClientLinkLocked",
     "CredentialsRejected",
     "ReconnectMismatch",
+    "ReconnectRequestError",
+    "ReconnectRequestResult",
+    "RequestPlan",
     "Throttled",
     "authorization_complete",
     "authorization_start",
@@ -71,5 +94,17 @@ __all__ = [
     "connection_disconnect_now",
     "connections_check_enqueue",
     "credentials_connect",
+    "reconnect_bulk_process",
+    "reconnect_bulk_start",
+    "reconnect_bulks_resume",
+    "reconnect_reminders_send",
+    "reconnect_request_delivery_record",
+    "reconnect_request_open",
+    "reconnect_request_plans",
+    "reconnect_request_preview",
+    "reconnect_request_resolve",
+    "reconnect_request_stop",
+    "reconnect_requests_create",
+    "reconnect_requests_sync",
     "source_words",
 ]

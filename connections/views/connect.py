@@ -17,10 +17,10 @@ from django.views.decorators.http import require_GET, require_http_methods
 from .. import services
 from ..addresses import limit_subject
 from ..forms import (
-    CALLBACK_PARAMETERS,
     CallbackParametersInvalid,
     CredentialsForm,
     SourceForm,
+    callback_parameters,
     callback_params_clean,
 )
 from ..models import ClientLink, Connection, Household, ProviderApp
@@ -214,7 +214,7 @@ def connect_callback(request: HttpRequest, provider: str) -> HttpResponseBase:
     the provider (mix-up defence), the session and user binding, single use
     and expiry. Unknown, repeated or oversized parameters are a 400.
     """
-    if provider not in CALLBACK_PARAMETERS:
+    if not callback_parameters(provider):
         raise Http404("No callback for this provider.")
     try:
         try:

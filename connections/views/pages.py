@@ -8,7 +8,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from .. import selectors
+from .. import request_selectors, selectors, services
 from ..forms import (
     HouseholdFilterForm,
 )
@@ -64,11 +64,19 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
 @require_GET
 @member_required
 def attention_list(request: HttpRequest) -> HttpResponseBase:
-    """Every connection that needs attention, most urgent first, paginated."""
-    page = Paginator(selectors.needs_attention_queryset(user=request.user), ATTENTION_PER_PAGE).get_page(
-        request.GET.get("page")
+    """Every connection that needs attention, most urgent first, paginated; ``?show=quiet``: the snoozed and muted."""
+    quiet = request.GET.get("show") == "quiet"
+    rows = selectors.needs_attention_queryset(user=request.user, quiet=quiet).prefetch_related(
+        request_selectors.open_problems_prefetch()
     )
-    context = {"page": page, "now": timezone.now()}
+    page = Paginator(rows, ATTENTION_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "now": timezone.now(),
+        "quiet": quiet,
+        "quiet_actions": [("day", "1 day"), ("week", "1 week"), ("mute", "Mute until it works again")],
+        "needing_client": 0 if quiet else request_selectors.households_needing_client(user=request.user).count(),
+    }
     return allow_provider_form_actions(render(request, "connections/attention_list.html", context))
 
 
@@ -93,8 +101,17 @@ def connection_list(request: HttpRequest) -> HttpResponseBase:
 @member_required
 def household_detail(request: HttpRequest, pk: int) -> HttpResponseBase:
     household = scoped_household(request, pk)
+    # Read back what the client did (and what recovered meanwhile) before showing the requests.
+    services.reconnect_requests_sync(
+        requests=household.reconnect_requests.filter(status__in=services.reconnect_requests.TRACKED)
+    )
     page = selectors.household_page(user=request.user, household=household)
-    context = {"household": household, "page": page, "now": timezone.now()}
+    context = {
+        "household": household,
+        "page": page,
+        "now": timezone.now(),
+        "requests": request_selectors.household_requests(user=request.user, household=household),
+    }
     return allow_provider_form_actions(render(request, "connections/household_detail.html", context))
 
 

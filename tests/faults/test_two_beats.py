@@ -21,7 +21,7 @@ from django.core import mail
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from connections import jobs, tasks
+from connections import jobs, services, tasks
 from connections import models as m
 from connections.management.commands.setup_periodic_tasks import DEFAULT_SCHEDULES
 from connections.providers.base import IssuedCredential, ProviderClient
@@ -43,12 +43,14 @@ JOBS: dict[str, tuple[Any, str]] = {
     "connections.housekeeping": (tasks.housekeeping, "housekeeping_run"),
     "connections.send_digests": (tasks.send_digests, "digests_send"),
     "connections.refresh_app_tokens": (tasks.refresh_app_tokens, "app_tokens_refresh"),
+    "connections.send_reminders": (tasks.send_reminders, "reminders_run"),
 }
 SLOT_NAMES = {
     "connections.sweep": "sweep",
     "connections.housekeeping": "housekeeping",
     "connections.send_digests": "send_digests",
     "connections.refresh_app_tokens": "refresh_app_tokens",
+    "connections.send_reminders": "send_reminders",
 }
 
 
@@ -70,6 +72,8 @@ class World:
             return m.ConnectionEvent.objects.filter(kind=m.ConnectionEvent.Kind.LINK_EXPIRED).count()
         if task == "connections.send_digests":
             return len(mail.outbox)
+        if task == "connections.send_reminders":
+            return m.ReconnectRequestEmail.objects.filter(kind=m.ReconnectRequestEmail.Kind.REMINDER).count()
         return self.app_token_calls
 
 
@@ -149,6 +153,8 @@ def world(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> World:
         created_at=frozen.now - timedelta(days=8),
         expires_at=frozen.now - timedelta(days=1),
     )
+    # A reconnect request three days old, unfinished: due for its first reminder.
+    services.reconnect_requests_create(households=[household], user=adviser, now=frozen.now - timedelta(days=3))
     mail.outbox.clear()
     return frozen
 

@@ -43,6 +43,8 @@ class FakeWorld:
         self.revoke_script: list[Step] = []
         self.app_token_script: list[Step] = []
         self.renewable = True
+        # The refresh token's end of life: a hard deadline, or one that rolls forward at every renewal.
+        self.refresh_rolls = False
         self.has_app_token = True
         self.calls: dict[str, int] = {"renew": 0, "probe": 0, "revoke": 0, "app_token": 0}
         self.refresh_tokens_used: list[str] = []
@@ -95,6 +97,9 @@ class FakeClient(ProviderClient):
             return None
         refresh = connection.credentials.get("refresh")
         return refresh.expires_at if refresh is not None else None
+
+    def deadline_rolls(self, connection: ConnectionState) -> bool:
+        return self.world.refresh_rolls
 
     def renew(self, *, connection: ConnectionState) -> Sequence[IssuedCredential]:
         world = self.world

@@ -20,6 +20,7 @@ from connections.models import (
     ProviderApp,
     Status,
 )
+from connections.notifications import DIGEST_SETTLE_SECONDS
 from connections.providers.base import IssuedCredential
 from connections.providers.errors import FailureReason, ProviderError
 from tests.factories import (
@@ -80,26 +81,22 @@ def _make_news(setup: dict[str, Any], world: FakeWorld) -> None:
 def test_each_adviser_gets_one_digest_with_their_households_news(firm_setup: dict[str, Any], world: FakeWorld) -> None:
     _make_news(firm_setup, world)
     sent = jobs.digests_send(now=_later())
-    assert sent == 3
+    # Bob's connection was degraded for an hour before the check that brought it back: it was never
+    # announced, so its recovery is no news either, and Bob gets no digest.
+    assert sent == 2
     by_recipient = {message.to[0]: message for message in mail.outbox}
-    assert set(by_recipient) == {"alice@example.test", "bob@example.test", "boss@example.test"}
+    assert set(by_recipient) == {"alice@example.test", "boss@example.test"}
 
     alice = by_recipient["alice@example.test"].body
     assert "NEED RECONNECTING" in alice
     assert "Coinbase via Coinify: access was revoked at Coinbase" in alice
     assert "WILL LAPSE SOON" in alice
     assert "Kraken via Coinify" in alice
-    assert "RECOVERED" not in alice
     assert "Gemini" not in alice
     assert by_recipient["alice@example.test"].subject == "Client connections: 1 need reconnecting, 1 will lapse soon"
 
-    bob = by_recipient["bob@example.test"].body
-    assert "RECOVERED" in bob
-    assert "Gemini via Coinify" in bob
-    assert "NEED RECONNECTING" not in bob
-
     boss = by_recipient["boss@example.test"].body
-    for section in ("NEED RECONNECTING", "WILL LAPSE SOON", "RECOVERED"):
+    for section in ("NEED RECONNECTING", "WILL LAPSE SOON"):
         assert section in boss
     for message in mail.outbox:
         assert "access-" not in message.body
@@ -107,11 +104,36 @@ def test_each_adviser_gets_one_digest_with_their_households_news(firm_setup: dic
 
 
 @pytest.mark.django_db
+def test_a_recovery_is_told_once_it_has_held_to_whoever_was_told_of_the_problem(
+    firm_setup: dict[str, Any], world: FakeWorld
+) -> None:
+    failing = firm_setup["recovered"]  # degraded for an hour: the rules call that actionable
+
+    def settled() -> Any:
+        # Digests look at what is older than their settle time; run each one just past it.
+        return timezone.now() + timedelta(seconds=DIGEST_SETTLE_SECONDS)
+
+    assert jobs.digests_send(now=settled()) == 2  # bob and the firm admin
+    bob = next(m for m in mail.outbox if m.to == ["bob@example.test"]).body
+    assert "PROVIDER FAILING FOR OVER AN HOUR" in bob
+    assert "Gemini via Coinify" in bob
+    mail.outbox.clear()
+
+    connection_check(connection_id=failing.pk, force=True)  # back
+    assert jobs.digests_send(now=settled()) == 0  # not held yet: nothing to say
+    connection_check(connection_id=failing.pk, force=True)  # a second good check: it held
+    assert jobs.digests_send(now=settled()) == 2
+    bob = next(m for m in mail.outbox if m.to == ["bob@example.test"]).body
+    assert "RECOVERED" in bob
+    assert "Gemini via Coinify: connected and up to date again" in bob
+
+
+@pytest.mark.django_db
 def test_nothing_is_sent_twice_and_new_news_comes_alone(firm_setup: dict[str, Any], world: FakeWorld) -> None:
     _make_news(firm_setup, world)
     # The news is a few minutes old by the time the digest runs.
     ConnectionEvent.objects.update(created_at=timezone.now() - timedelta(minutes=5))
-    assert jobs.digests_send() == 3
+    assert jobs.digests_send() == 2  # alice and the firm admin (bob's news solved itself)
     mail.outbox.clear()
     assert jobs.digests_send() == 0
     assert mail.outbox == []
@@ -120,12 +142,15 @@ def test_nothing_is_sent_twice_and_new_news_comes_alone(firm_setup: dict[str, An
     connection_check(connection_id=firm_setup["lapsing"].pk, force=True)
     assert jobs.digests_send(now=_later()) == 2  # alice and the firm admin
     alice = next(m for m in mail.outbox if m.to == ["alice@example.test"]).body
-    assert "Kraken via Coinify: the authorization expired" in alice
-    assert "Coinbase" not in alice
+    news, told_before = alice.split("STILL TO DO (told before)")
+    assert "Kraken via Coinify: the authorization expired" in news
+    assert "Coinbase" not in news
+    assert "Coinbase via Coinify" in told_before  # still broken, listed beside the news
 
 
 @pytest.mark.django_db
-def test_no_digest_when_nothing_happened(firm_setup: dict[str, Any]) -> None:
+def test_no_digest_when_nothing_happened(firm_setup: dict[str, Any], world: FakeWorld) -> None:
+    connection_check(connection_id=firm_setup["recovered"].pk, force=True)  # every connection is fine
     assert jobs.digests_send(now=_later()) == 0
     assert mail.outbox == []
     moved = Membership.objects.filter(digest_sent_up_to__isnull=False).count()
@@ -133,7 +158,7 @@ def test_no_digest_when_nothing_happened(firm_setup: dict[str, Any]) -> None:
 
 
 @pytest.mark.django_db
-def test_connection_that_broke_and_recovered_in_one_window_is_only_reported_recovered(
+def test_connection_that_broke_and_recovered_before_any_digest_is_never_mentioned(
     firm_setup: dict[str, Any], world: FakeWorld
 ) -> None:
     connection = firm_setup["revoked"]
@@ -141,9 +166,7 @@ def test_connection_that_broke_and_recovered_in_one_window_is_only_reported_reco
     connection_check(connection_id=connection.pk, force=True)
     connection_check(connection_id=connection.pk, force=True)
     jobs.digests_send(now=_later())
-    alice = next(m for m in mail.outbox if m.to == ["alice@example.test"]).body
-    assert "RECOVERED" in alice
-    assert "NEED RECONNECTING" not in alice
+    assert not [m for m in mail.outbox if m.to == ["alice@example.test"]]
 
 
 # --- Deadline warnings ---------------------------------------------------------------------

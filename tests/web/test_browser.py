@@ -356,3 +356,134 @@ def test_check_now_past_its_limit_says_why_in_the_card(live_world: LiveWorld, pa
     assert "Try again in about 1 minute." in card.locator(".conn__checked").inner_text()
     assert "Not checked" in page.locator("#live").inner_text()  # announced
     assert page.locator(".messages").count() == 0
+AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+
+
+def axe_violations(page: Any) -> list[str]:
+    """axe-core's WCAG 2.1 A and AA rules (and its best practices) on the page as it stands: "rule: count" each.
+
+    The page's context must allow the injected script (``bypass_csp``): the
+    portal's CSP rightly refuses any script it did not serve.
+    """
+    page.add_script_tag(path=str(AXE))
+    return page.evaluate(
+        """async () => {
+            const result = await axe.run(document, {
+                runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]},
+            });
+            return result.violations.map(v => `${v.id}: ${v.nodes.length} (${v.nodes[0].target})`);
+        }"""
+    )
+
+
+def _audit(page: Any) -> list[str]:
+    """The checks of an accessibility audit that hold without running the page's script.
+
+    A language, one main landmark, one h1, a title; every visible form control
+    with a label; every button and link with a name; no duplicate ids; images
+    with alt text. (Playwright's own queries, so they work with JavaScript off.)
+    """
+    problems: list[str] = []
+    if not page.locator("html[lang]").count():
+        problems.append("no lang on <html>")
+    if page.locator("main").count() != 1:
+        problems.append("not exactly one <main>")
+    if page.locator("h1").count() != 1:
+        problems.append("not exactly one <h1>")
+    if not page.title().strip():
+        problems.append("no title")
+    for control in page.locator("input:not([type=hidden]), select, textarea").all():
+        control_id = control.get_attribute("id") or ""
+        labelled = (
+            (control_id and page.locator(f'label[for="{control_id}"]').count())
+            or control.get_attribute("aria-label")
+            or control.get_attribute("aria-labelledby")
+        )
+        if not labelled:
+            problems.append(f"unlabelled control {control_id or control.get_attribute('name')}")
+    for element in page.locator("button, a[href]").all():
+        if not (element.inner_text().strip() or element.get_attribute("aria-label")):
+            problems.append(f"nameless {element.evaluate('e => e.outerHTML')[:80]}")
+    ids = [i for i in page.locator("[id]").evaluate_all("els => els.map(e => e.id)") if i]
+    if len(ids) != len(set(ids)):
+        problems.append("duplicate ids")
+    if page.locator("img:not([alt])").count():
+        problems.append("image without alt")
+    return problems
+
+
+def test_client_fixes_every_connection_from_one_request_without_javascript(
+    live_world: LiveWorld, browser: Any, page: Any
+) -> None:
+    world = live_world
+    page.set_default_timeout(20_000)
+    _control(
+        world.url, "actions", {"provider": "turnqey", "action": "revoke", "source_account_id": world.source_account_id}
+    )
+    from connections import lifecycle
+
+    lifecycle.connection_check(connection_id=world.connection.pk, force=True)
+    world.connection.refresh_from_db()
+    assert world.connection.status == m.Status.NEEDS_RECONNECT
+
+    # The adviser: household page, preview of the exact email, send.
+    _sign_in(page, world)
+    page.goto(f"{world.url}/households/{world.household.pk}/")
+    page.get_by_role("link", name="Ask the client to reconnect").click()
+    assert page.get_by_role("heading", name="The email, exactly as sent").is_visible()
+    assert page.get_by_text("Coinbase via Turnqey").first.is_visible()
+    page.get_by_role("button", name="Send 1 request").click()
+    assert page.get_by_text("Reconnect request sent to Linh Nguyen").is_visible()
+
+    url = re.search(r"https?://\S+/r/\S+/", mail.outbox[-1].body).group(0).replace(settings.PORTAL_BASE_URL, world.url)
+    # The audit first, in a browser that runs axe-core on each of the client's pages.
+    audit_context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB", bypass_csp=True)
+    try:
+        auditor = audit_context.new_page()
+        auditor.set_default_timeout(20_000)
+        auditor.goto(url)
+        assert axe_violations(auditor) == []
+        request_page = auditor.url
+        auditor.goto(f"{request_page}stop/")
+        assert axe_violations(auditor) == []
+        item = m.ReconnectRequestItem.objects.get()
+        auditor.goto(f"{request_page}fix/{item.pk}/")
+        assert axe_violations(auditor) == []
+    finally:
+        audit_context.close()
+
+    visitor_context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="en-GB", java_script_enabled=False
+    )
+    try:
+        visitor = visitor_context.new_page()
+        visitor.set_default_timeout(20_000)
+        visitor.goto(url)
+        assert visitor.get_by_role("heading", name="Reconnect your accounts").is_visible()
+        assert "/r/" not in visitor.url  # the token left the address bar
+        assert _audit(visitor) == []
+        _screenshot(visitor, "reconnect-request.png")
+        # Keyboard only: the first Reconnect button is reachable and works with Enter.
+        button = visitor.get_by_role("button", name="Reconnect Coinbase via Turnqey")
+        button.focus()
+        button.press("Enter")
+        visitor.wait_for_url(re.compile(r"/sandbox/turnqey/authorize"))
+        visitor.get_by_role("button", name="Approve").click()
+        visitor.get_by_role("link", name="Back to your list").click()
+        assert visitor.get_by_role("heading", name="Thank you, everything is reconnected").is_visible()
+        assert _audit(visitor) == []
+        visitor.goto(f"{world.url}/requests/{m.ReconnectRequest.objects.get().pk}/stop/")
+        assert _audit(visitor) == []
+    finally:
+        visitor_context.close()
+
+    world.connection.refresh_from_db()
+    assert world.connection.status == m.Status.ACTIVE
+    page.reload()
+    assert page.get_by_text("Done: the client fixed 1 of 1.").is_visible()
+
+
+def test_the_accessibility_audits_catch_what_they_check(page: Any) -> None:
+    page.set_content('<html><head><title>x</title></head><body><main><h1>x</h1><input id="q"></main></body></html>')
+    assert any(v.startswith("label:") for v in axe_violations(page))
+    assert _audit(page) == ["no lang on <html>", "unlabelled control q"]

@@ -57,6 +57,14 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
         crontab={"minute": "0", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
         expire_seconds=3000,
     ),
+    DefaultSchedule(
+        name="Connections: reconnect request reminders",
+        task="connections.send_reminders",
+        description="Follows up clients' reconnect requests (reminders, closing what recovered), keeps "
+        "notification problems current and resumes throttled bulk requests.",
+        every_seconds=900,
+        expire_seconds=850,
+    ),
 )
 
 

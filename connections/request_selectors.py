@@ -1,0 +1,109 @@
+"""Reads for reconnect requests, bulk sends and quiet problems, scoped like every other page.
+
+Everything derives from :func:`selectors.household_queryset_for`, so another
+firm's request or bulk send is a 404. List reads prefetch, so a page's query
+count does not grow with its rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
+
+from . import wording
+from .models import (
+    BulkReconnectSend,
+    Connection,
+    ConnectionProblem,
+    Household,
+    ReconnectRequest,
+    ReconnectRequestItem,
+)
+from .selectors import NO_SECRETS, User, household_queryset_for, membership_for
+from .services.reconnect_requests import needing_client
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """One request as the adviser reads it."""
+
+    request: ReconnectRequest
+    items: list[ReconnectRequestItem]
+    done: int
+    words: str
+
+    @property
+    def bounced(self) -> bool:
+        return self.request.delivery in (ReconnectRequest.Delivery.BOUNCED, ReconnectRequest.Delivery.COMPLAINED)
+
+
+def request_rows(requests: list[ReconnectRequest]) -> list[RequestRow]:
+    rows = []
+    for request in requests:
+        items = list(request.items.all())
+        done = sum(1 for item in items if item.status == ReconnectRequestItem.ItemStatus.DONE)
+        words = wording.request_status_words(
+            status=request.status,
+            delivery=request.delivery,
+            done=done,
+            total=len(items),
+            pause_reason=request.pause_reason,
+        )
+        rows.append(RequestRow(request=request, items=items, done=done, words=words))
+    return rows
+
+
+def household_requests(*, user: User, household: Household, limit: int = 10) -> list[RequestRow]:
+    """The household's latest reconnect requests with their items. Three queries."""
+    requests = list(
+        ReconnectRequest.objects.filter(household__in=household_queryset_for(user=user), household=household)
+        .select_related("client", "created_by")
+        .prefetch_related(
+            Prefetch(
+                "items",
+                queryset=ReconnectRequestItem.objects.select_related("connection").order_by("position", "id"),
+            )
+        )
+        .order_by("-created_at")[:limit]
+    )
+    return request_rows(requests)
+
+
+def households_needing_client(*, user: User, now: dt.datetime | None = None) -> QuerySet[Household]:
+    """The user's households with a connection only the client can fix (the attention list's first two ranks)."""
+    now = now or timezone.now()
+    connections = needing_client(Connection.objects.filter(household__in=household_queryset_for(user=user)), now=now)
+    return household_queryset_for(user=user).filter(pk__in=connections.values("household_id")).select_related("firm")
+
+
+def bulk_for(*, user: User, pk: uuid.UUID | str) -> BulkReconnectSend | None:
+    """A bulk send the user may watch: their own, or any of their firm's for a firm admin."""
+    membership = membership_for(user=user)
+    if membership is None:
+        return None
+    bulks = BulkReconnectSend.objects.filter(firm_id=membership.firm_id)
+    if not membership.is_firm_admin:
+        bulks = bulks.filter(created_by_id=user.pk)
+    return bulks.filter(pk=pk).first()
+
+
+def open_problems_prefetch() -> Prefetch:
+    """Each connection's open problems (``open_problems``), for showing why it is quiet."""
+    return Prefetch(
+        "problems", queryset=ConnectionProblem.objects.filter(closed_at__isnull=True), to_attr="open_problems"
+    )
+
+
+__all__ = [
+    "NO_SECRETS",
+    "RequestRow",
+    "bulk_for",
+    "household_requests",
+    "households_needing_client",
+    "open_problems_prefetch",
+    "request_rows",
+]

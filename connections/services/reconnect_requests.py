@@ -1,0 +1,469 @@
+"""Household reconnect requests: one email and one link per client, covering every connection that needs them.
+
+A request holds one item per connection; each item carries a
+:class:`~connections.models.ClientLink` that is never emailed on its own: the
+request's pages run that link's flow (the existing per-provider flows), and
+:func:`client_link_claim` makes the item complete exactly once. Which items
+are done, and which connections recovered without the client, is read back
+from the links and the connections (:func:`reconnect_requests_sync`), so
+nothing in the lifecycle calls into requests.
+
+Tokens: each email (the request and every reminder) carries its own signed
+256-bit token; only the SHA-256 of its random part is stored
+(:class:`~connections.models.ReconnectRequestEmail`). A token is shown to
+nobody but the client, in that email.
+
+The client's side (the emailed link, opening, stopping) is in
+:mod:`.reconnect_client`; reminders, delivery reports and bulk sends are in
+:mod:`.reconnect_followup`.
+
+Settings: ``RECONNECT_REQUEST_MAX_AGE_DAYS`` (7), ``RECONNECT_REMINDER_DAYS``
+([2, 5]) and ``RECONNECT_REQUESTS_PER_FIRM_PER_HOUR`` (100), each overridden
+per firm by :class:`~connections.models.FirmNotificationPolicy`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+from django.conf import settings
+from django.core import signing
+from django.db import IntegrityError, transaction
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils import timezone
+
+from .. import lifecycle, notifications, wording
+from ..lifecycle.claims import deadline_near_q
+from ..models import (
+    BulkReconnectSend,
+    Client,
+    ClientLink,
+    Connection,
+    ConnectionEvent,
+    Credential,
+    Firm,
+    FirmNotificationPolicy,
+    Household,
+    ReconnectRequest,
+    ReconnectRequestEmail,
+    ReconnectRequestItem,
+    Status,
+)
+from .common import User, actor_user, sha256_hex
+
+logger = logging.getLogger("connections.requests")
+
+REQUEST_SALT = "connections.reconnect-request"
+DEFAULT_MAX_AGE_DAYS = 7
+DEFAULT_REMINDER_DAYS = (2, 5)
+DEFAULT_REQUESTS_PER_FIRM_PER_HOUR = 100
+OPEN = (
+    ReconnectRequest.RequestStatus.SENT,
+    ReconnectRequest.RequestStatus.OPENED,
+    ReconnectRequest.RequestStatus.PARTLY_DONE,
+)
+# Still followed up by sync (items drop out as connections recover), but not reminded.
+TRACKED = (*OPEN, ReconnectRequest.RequestStatus.PAUSED)
+UNDELIVERABLE = (
+    ReconnectRequest.Delivery.BOUNCED,
+    ReconnectRequest.Delivery.COMPLAINED,
+    ReconnectRequest.Delivery.FAILED,
+)
+
+
+class ReconnectRequestError(Exception):
+    """A request link that cannot be used. ``gone`` is true for one that was valid once (410)."""
+
+    def __init__(self, message: str, *, gone: bool = False, request: ReconnectRequest | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.gone = gone
+        self.request = request
+
+
+# --- Settings ---------------------------------------------------------------------------------
+
+
+def request_max_age() -> dt.timedelta:
+    return dt.timedelta(days=float(getattr(settings, "RECONNECT_REQUEST_MAX_AGE_DAYS", DEFAULT_MAX_AGE_DAYS)))
+
+
+def firm_policy(firm_id: int) -> FirmNotificationPolicy | None:
+    return FirmNotificationPolicy.objects.filter(firm_id=firm_id).first()
+
+
+def reminder_days(policy: FirmNotificationPolicy | None) -> list[float]:
+    days = list(policy.reminder_days) if policy is not None and policy.reminder_days else []
+    configured: list[float] = list(getattr(settings, "RECONNECT_REMINDER_DAYS", DEFAULT_REMINDER_DAYS))
+    return sorted(float(d) for d in (days or configured))
+
+
+def requests_per_hour(policy: FirmNotificationPolicy | None) -> int:
+    if policy is not None:
+        return policy.requests_per_hour
+    return int(getattr(settings, "RECONNECT_REQUESTS_PER_FIRM_PER_HOUR", DEFAULT_REQUESTS_PER_FIRM_PER_HOUR))
+
+
+# --- Which connections need the client --------------------------------------------------------------
+
+
+def needing_client(connections: QuerySet[Connection], *, now: dt.datetime) -> QuerySet[Connection]:
+    """Of ``connections``, those only the client can fix now: needs reconnect, or a hard deadline the rules call near.
+
+    The same conditions as the attention list's first two ranks
+    (``selectors.needs_attention_queryset``); a provider that is merely failing
+    is not the client's to fix.
+    """
+    tunables = lifecycle.tunables()
+    refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
+        "issued_at"
+    )[:1]
+    aliases, near = deadline_near_q(now=now, tunables=tunables)
+    return (
+        connections.filter(Q(status=Status.NEEDS_RECONNECT) | Q(reconnect_by__isnull=False))
+        .alias(deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")))
+        .alias(**aliases)
+        .filter(Q(status=Status.NEEDS_RECONNECT) | (near & Q(status__in=[Status.ACTIVE, Status.DEGRADED])))
+    )
+
+
+# --- Planning and preview ------------------------------------------------------------------------
+
+
+@dataclass
+class RequestPlan:
+    """What asking one client would do: which connections, to which address, or why not."""
+
+    household: Household
+    client: Client
+    connections: list[Connection] = field(default_factory=list)
+    existing: ReconnectRequest | None = None
+
+    @property
+    def sources(self) -> list[str]:
+        return [c.source_display for c in self.connections]
+
+    @property
+    def blocker(self) -> str:
+        """Why no email would go to this client ("" when one would)."""
+        if not self.client.email:
+            return f"{self.client.name} has no email address; add one first."
+        if self.existing is not None:
+            return (
+                f"Already asked on {timezone.localtime(self.existing.created_at):%d %b %Y}; "
+                "reminders follow by themselves."
+            )
+        return ""
+
+
+def reconnect_request_plans(*, households: Sequence[Household], now: dt.datetime | None = None) -> list[RequestPlan]:
+    """One plan per client of ``households`` with a connection that needs them. A fixed number of queries."""
+    now = now or timezone.now()
+    household_ids = [h.pk for h in households]
+    by_pk = {h.pk: h for h in households}
+    connections = list(
+        needing_client(Connection.objects.filter(household_id__in=household_ids), now=now)
+        .select_related("client", "provider_app")
+        .defer("provider_app__client_secret")
+        .order_by("household_id", "client__name", "client_id", "platform", "id")
+    )
+    existing = {
+        r.client_id: r
+        for r in ReconnectRequest.objects.filter(household_id__in=household_ids, status__in=OPEN).only(
+            "id", "client_id", "created_at", "household_id", "status"
+        )
+    }
+    plans: dict[int, RequestPlan] = {}
+    for connection in connections:
+        plan = plans.get(connection.client_id)
+        if plan is None:
+            plan = plans[connection.client_id] = RequestPlan(
+                household=by_pk[connection.household_id],
+                client=connection.client,
+                existing=existing.get(connection.client_id),
+            )
+        plan.connections.append(connection)
+    return list(plans.values())
+
+
+def reconnect_request_preview(
+    *, plan: RequestPlan, user: User | None, now: dt.datetime | None = None
+) -> notifications.RequestEmail:
+    """The exact email ``plan`` would send, with a placeholder where the client's own link goes."""
+    now = now or timezone.now()
+    return notifications.reconnect_request_email_build(
+        firm_name=plan.household.firm.name,
+        client_name=plan.client.name,
+        to=plan.client.email,
+        sources=plan.sources,
+        url=notifications.PREVIEW_URL,
+        stop_url=notifications.PREVIEW_URL,
+        expires_at=now + request_max_age(),
+        adviser_name=wording.person_name(user) if actor_user(user) is not None else "",
+    )
+
+
+# --- Creating and sending --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconnectRequestResult:
+    """What asking one client did: ``outcome`` is "sent", "updated" (an open request took new items) or "skipped"."""
+
+    household: Household
+    client: Client
+    outcome: str
+    note: str = ""
+    request: ReconnectRequest | None = None
+    url: str = ""
+
+    def __repr__(self) -> str:  # the URL carries the token
+        return f"ReconnectRequestResult(client={self.client.pk}, outcome={self.outcome!r})"
+
+
+def _signer() -> signing.TimestampSigner:
+    return signing.TimestampSigner(salt=REQUEST_SALT)
+
+
+def _absolute(path: str) -> str:
+    # Always the portal's configured origin, never a request's Host header.
+    return urljoin(settings.PORTAL_BASE_URL.rstrip("/") + "/", path.lstrip("/"))
+
+
+def _new_token() -> tuple[str, str]:
+    """(the token for the URL, the hash to store)."""
+    raw = secrets.token_urlsafe(32)
+    return _signer().sign(raw), sha256_hex(raw)
+
+
+def reconnect_requests_create(
+    *,
+    households: Sequence[Household],
+    user: User | None = None,
+    actor_label: str = "",
+    bulk: BulkReconnectSend | None = None,
+    send_email: bool = True,
+    now: dt.datetime | None = None,
+) -> list[ReconnectRequestResult]:
+    """Ask every client of ``households`` whose connections need them to reconnect: one request and email each.
+
+    Covers each connection that needs reconnecting or has a hard deadline
+    within the warning window. A client with an open request gets the new
+    connections added to it (the next reminder lists them) and no second
+    email; a client without an email address is skipped, with the reason.
+    The rows are written in one transaction per client and the email goes
+    out when it commits (``send_email=False`` leaves the sending to the
+    caller, who gets the link in ``url``). ``user`` is who asks (``None`` for
+    the API, with ``actor_label``). The caller has checked that ``user`` may
+    act on these households.
+    """
+    now = now or timezone.now()
+    results: list[ReconnectRequestResult] = []
+    for plan in reconnect_request_plans(households=households, now=now):
+        if not plan.client.email:
+            results.append(ReconnectRequestResult(plan.household, plan.client, "skipped", plan.blocker))
+            continue
+        if plan.existing is not None:
+            added = _items_add(request=plan.existing, connections=plan.connections, user=user, now=now)
+            note = plan.blocker if not added else f"Added {added} to the open request; the next reminder lists them."
+            outcome = "updated" if added else "skipped"
+            results.append(ReconnectRequestResult(plan.household, plan.client, outcome, note, plan.existing))
+            continue
+        try:
+            results.append(
+                _request_create(
+                    plan=plan, user=user, actor_label=actor_label, bulk=bulk, send_email=send_email, now=now
+                )
+            )
+        except IntegrityError:
+            # Another request for this client was created meanwhile (a double click, two tabs).
+            results.append(ReconnectRequestResult(plan.household, plan.client, "skipped", "Already asked just now."))
+    return results
+
+
+def _request_create(
+    *,
+    plan: RequestPlan,
+    user: User | None,
+    actor_label: str,
+    bulk: BulkReconnectSend | None,
+    send_email: bool,
+    now: dt.datetime,
+) -> ReconnectRequestResult:
+    token, token_hash = _new_token()
+    with transaction.atomic():
+        request = ReconnectRequest.objects.create(
+            household=plan.household,
+            client=plan.client,
+            created_by=actor_user(user),
+            actor_label=actor_label,
+            bulk=bulk,
+            sent_to=plan.client.email,
+            created_at=now,
+            status_changed_at=now,
+            expires_at=now + request_max_age(),
+        )
+        _items_add(request=request, connections=plan.connections, user=user, now=now)
+        email_row = ReconnectRequestEmail.objects.create(request=request, token_hash=token_hash, sent_at=now)
+        url = _absolute(reverse("reconnect_request_open", args=[token]))
+        if send_email:
+            email = _email_for(request=request, sources=plan.sources, token=token, reminder=False)
+            transaction.on_commit(lambda: _deliver(email_row=email_row, email=email))
+    return ReconnectRequestResult(plan.household, plan.client, "sent", request=request, url=url)
+
+
+def _items_add(
+    *, request: ReconnectRequest, connections: Iterable[Connection], user: User | None, now: dt.datetime
+) -> int:
+    """Add the connections not yet in ``request`` (each with its own never-emailed link). Returns how many."""
+    covered = set(request.items.values_list("connection_id", flat=True))
+    position = len(covered)
+    added = 0
+    for connection in connections:
+        if connection.pk in covered:
+            continue
+        link = ClientLink.objects.create(
+            # The random part of a token nobody is ever given: the link is reached only through the request.
+            token_hash=sha256_hex(secrets.token_urlsafe(32)),
+            household_id=request.household_id,
+            client_id=request.client_id,
+            connection=connection,
+            provider_app_id=connection.provider_app_id,
+            platform=connection.platform,
+            sent_to=request.sent_to,
+            created_by=actor_user(user),
+            created_at=now,
+            sent_at=now,
+            expires_at=request.expires_at,
+        )
+        ReconnectRequestItem.objects.create(request=request, connection=connection, client_link=link, position=position)
+        lifecycle.event_record(
+            connection=connection,
+            kind=ConnectionEvent.Kind.LINK_SENT,
+            message=wording.request_included(email=request.sent_to, expires_at=request.expires_at),
+            actor=actor_user(user),
+            actor_label=request.actor_label,
+            created_at=now,
+        )
+        position += 1
+        added += 1
+    return added
+
+
+def _email_for(
+    *, request: ReconnectRequest, sources: list[str], token: str, reminder: bool
+) -> notifications.RequestEmail:
+    firm = Firm.objects.only("name").get(pk=request.household.firm_id)
+    adviser = request.created_by
+    return notifications.reconnect_request_email_build(
+        firm_name=firm.name,
+        client_name=request.client.name,
+        to=request.sent_to,
+        sources=sources,
+        url=_absolute(reverse("reconnect_request_open", args=[token])),
+        stop_url=_absolute(reverse("reconnect_request_open", args=[token]) + "?then=stop"),
+        expires_at=request.expires_at,
+        adviser_name=wording.person_name(adviser) if adviser is not None else "",
+        reminder=reminder,
+    )
+
+
+def _deliver(*, email_row: ReconnectRequestEmail, email: notifications.RequestEmail) -> bool:
+    """Send one request email; remember the ESP's id, or mark the request undeliverable."""
+    try:
+        message_id = notifications.reconnect_request_email_send(email=email)
+    except Exception:
+        logger.exception("Reconnect request %s: the email could not be sent.", email_row.request_id)
+        now = timezone.now()
+        ReconnectRequestEmail.objects.filter(pk=email_row.pk).update(
+            delivery=ReconnectRequest.Delivery.FAILED, delivery_at=now
+        )
+        ReconnectRequest.objects.filter(pk=email_row.request_id).update(
+            delivery=ReconnectRequest.Delivery.FAILED, delivery_at=now
+        )
+        return False
+    if message_id:
+        ReconnectRequestEmail.objects.filter(pk=email_row.pk).update(message_id=message_id)
+    return True
+
+
+# --- Following up ---------------------------------------------------------------------------------
+
+
+def reconnect_requests_sync(
+    *, requests: Iterable[ReconnectRequest] | None = None, now: dt.datetime | None = None
+) -> int:
+    """Read back what happened: items done (their link completed), dropped (the connection no longer needs
+    the client: it recovered by itself or the adviser fixed it), and each request's status from them.
+
+    ``requests`` default to every open or paused one. Returns how many requests changed status.
+    """
+    now = now or timezone.now()
+    if requests is None:
+        rows = list(ReconnectRequest.objects.filter(status__in=TRACKED))
+    else:
+        rows = [r for r in requests if r.status in TRACKED]
+    if not rows:
+        return 0
+    items = list(ReconnectRequestItem.objects.filter(request_id__in=[r.pk for r in rows]).select_related("client_link"))
+    open_items = [i for i in items if i.status == ReconnectRequestItem.ItemStatus.OPEN]
+    needed = set(
+        needing_client(Connection.objects.filter(pk__in=[i.connection_id for i in open_items]), now=now).values_list(
+            "pk", flat=True
+        )
+    )
+    for item in open_items:
+        link = item.client_link
+        if link.status == ClientLink.LinkStatus.COMPLETED:
+            item.status, item.done_at = ReconnectRequestItem.ItemStatus.DONE, link.completed_at or now
+        elif item.connection_id not in needed:
+            item.status, item.done_at = ReconnectRequestItem.ItemStatus.DROPPED, now
+            # The client must not be sent into a flow for a connection that works.
+            ClientLink.objects.filter(
+                pk=link.pk, status__in=[ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED]
+            ).update(status=ClientLink.LinkStatus.CANCELLED)
+        else:
+            continue
+        ReconnectRequestItem.objects.filter(pk=item.pk, status=ReconnectRequestItem.ItemStatus.OPEN).update(
+            status=item.status, done_at=item.done_at
+        )
+    by_request: dict[object, list[ReconnectRequestItem]] = defaultdict(list)
+    for item in items:
+        by_request[item.request_id].append(item)
+    changed = 0
+    for request in rows:
+        status = _status_from(request, by_request[request.pk], now=now)
+        if status == request.status:
+            continue
+        closing = status not in TRACKED
+        updated = ReconnectRequest.objects.filter(pk=request.pk, status=request.status).update(
+            status=status, status_changed_at=now, **({"closed_at": now} if closing else {})
+        )
+        if updated:
+            request.status, request.status_changed_at = status, now
+            if closing:
+                request.closed_at = now
+            changed += 1
+    return changed
+
+
+def _status_from(request: ReconnectRequest, items: list[ReconnectRequestItem], *, now: dt.datetime) -> str:
+    statuses = {i.status for i in items}
+    done = ReconnectRequestItem.ItemStatus.DONE in statuses
+    if ReconnectRequestItem.ItemStatus.OPEN not in statuses:
+        return ReconnectRequest.RequestStatus.DONE if done else ReconnectRequest.RequestStatus.RESOLVED
+    if request.status == ReconnectRequest.RequestStatus.PAUSED:
+        return request.status
+    if request.expires_at <= now:
+        return ReconnectRequest.RequestStatus.EXPIRED
+    if done:
+        return ReconnectRequest.RequestStatus.PARTLY_DONE
+    return request.status

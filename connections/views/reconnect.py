@@ -1,0 +1,170 @@
+"""The adviser's side of reconnect requests and notification hygiene.
+
+"Ask the client to reconnect" from a household page (sent at once) or from
+the attention list (one, several or every household that needs it: sent in
+the background within the firm's hourly limit, with a progress page);
+snoozing and muting a connection's problem; the user's digest settings.
+Every page previews the exact email and who gets what before anything goes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.models import User as AuthUser
+from django.http import Http404, HttpRequest, HttpResponseBase, QueryDict
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from .. import problems, request_selectors, selectors, services
+from ..forms import NotificationSettingsForm, SnoozeForm
+from ..models import Household, NotificationSettings
+from .common import household_url, member_required, safe_next, scoped_connection, scoped_household
+
+# A preview lists everyone; it shows the exact email of this many of them in full.
+PREVIEW_EMAILS = 3
+BULK_PROGRESS_REFRESH_SECONDS = 5
+
+
+def _preview_context(request: HttpRequest, households: list[Household]) -> dict[str, Any]:
+    plans = services.reconnect_request_plans(households=households)
+    sendable = [plan for plan in plans if not plan.blocker]
+    return {
+        "plans": plans,
+        "sendable": sendable,
+        "emails": [
+            services.reconnect_request_preview(plan=plan, user=request.user) for plan in sendable[:PREVIEW_EMAILS]
+        ],
+        "more_emails": max(len(sendable) - PREVIEW_EMAILS, 0),
+        "limit": services.reconnect_requests.requests_per_hour(
+            services.reconnect_requests.firm_policy(households[0].firm_id) if households else None
+        ),
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@member_required
+def household_reconnect_request(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """Preview (GET), then send (POST) one request per client of this household whose connections need them."""
+    household = scoped_household(request, pk)
+    if request.method == "POST":
+        results = services.reconnect_requests_create(households=[household], user=request.user)
+        for result in results:
+            if result.outcome == "sent":
+                messages.success(request, f"Reconnect request sent to {result.client.name} ({result.client.email}).")
+            else:
+                messages.info(request, f"{result.client.name}: {result.note}")
+        if not results:
+            messages.info(request, "Nothing in this household needs the client now.")
+        return redirect(household_url(household))
+    context = {
+        "household": household,
+        "households": [household],
+        "bulk": False,
+        **_preview_context(request, [household]),
+    }
+    return render(request, "connections/reconnect_preview.html", context)
+
+
+def _chosen_households(request: HttpRequest, values: QueryDict) -> list[Household]:
+    """The chosen households (or, with ``all``, every one) among the user's that need the client now."""
+    scoped = request_selectors.households_needing_client(user=request.user)
+    if values.get("all"):
+        return list(scoped.order_by("name", "id"))
+    ids = {int(v) for v in values.getlist("household") if v.isdigit() and len(v) < 19}
+    return list(scoped.filter(pk__in=ids).order_by("name", "id"))
+
+
+@require_http_methods(["GET", "POST"])
+@member_required
+def reconnect_requests_ask(request: HttpRequest) -> HttpResponseBase:
+    """From the attention list: preview asking the chosen households (or all that need it); POST sends them."""
+    source = request.POST if request.method == "POST" else request.GET
+    households = _chosen_households(request, source)
+    if request.method == "POST":
+        if not households:
+            messages.info(request, "None of the chosen households needs the client any more.")
+            return redirect("attention_list")
+        bulk = services.reconnect_bulk_start(user=request.user, households=households)
+        return redirect("reconnect_bulk", pk=bulk.pk)
+    context = {"households": households, "bulk": True, "everything": bool(source.get("all"))}
+    if households:
+        context.update(_preview_context(request, households))
+    return render(request, "connections/reconnect_preview.html", context, status=200 if households else 400)
+
+
+@require_GET
+@member_required
+def reconnect_bulk(request: HttpRequest, pk: uuid.UUID) -> HttpResponseBase:
+    """Progress of a bulk request. Reloads itself every few seconds (a Refresh header, no script) until done."""
+    bulk = request_selectors.bulk_for(user=request.user, pk=pk)
+    if bulk is None:
+        raise Http404("No such bulk request.")
+    response = render(request, "connections/reconnect_bulk.html", {"bulk": bulk, "now": timezone.now()})
+    if bulk.status != bulk.BulkStatus.DONE:
+        response["Refresh"] = str(BULK_PROGRESS_REFRESH_SECONDS)
+    return response
+
+
+@require_POST
+@member_required
+def connection_quiet(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """Snooze a connection's problem for a day, a week or until a date; mute it; or wake it."""
+    connection = scoped_connection(request, pk)
+    back = safe_next(request, reverse("attention_list"))
+    form = SnoozeForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(str(e) for field in form.errors.values() for e in field)
+        messages.error(request, f"Not snoozed: {errors}")
+        return redirect(back)
+    now = timezone.now()
+    action = form.cleaned_data["action"]
+    name = f"{connection.source_display} for {connection.client.name}"
+    if action == "wake":
+        problems.connection_wake(connection=connection)
+        messages.success(request, f"{name} is back in the attention list and digests.")
+        return redirect(back)
+    if action == "mute":
+        quietened = problems.connection_mute(connection=connection, user=request.user, now=now)
+        words = f"{name} is muted until it works again."
+    else:
+        if action == "day":
+            until = now + dt.timedelta(days=1)
+        elif action == "week":
+            until = now + dt.timedelta(days=7)
+        else:
+            day = form.cleaned_data["until"]
+            until = dt.datetime.combine(day, dt.time.min, tzinfo=timezone.get_current_timezone())
+        quietened = problems.problem_snooze(connection=connection, until=until, user=request.user, now=now)
+        words = f"{name} is snoozed until {timezone.localtime(until):%d %b %Y, %H:%M}."
+    if not quietened:
+        messages.info(request, f"{name} has nothing to snooze: it does not need attention now.")
+    else:
+        messages.success(request, f"{words} Find it under “Snoozed and muted”.")
+    return redirect(back)
+
+
+@require_http_methods(["GET", "POST"])
+@member_required
+def notification_settings(request: HttpRequest) -> HttpResponseBase:
+    """How often this user gets the digest (hourly, daily at a local time, off) and their time zone."""
+    user = request.user
+    assert isinstance(user, AuthUser)  # member_required: signed in
+    current = NotificationSettings.objects.filter(user=user).first() or NotificationSettings(user=user)
+    form = NotificationSettingsForm(request.POST or None, instance=current)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Digest settings saved.")
+        return redirect("notification_settings")
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request,
+        "connections/notification_settings.html",
+        {"form": form, "membership": selectors.membership_for(user=request.user)},
+        status=status,
+    )

@@ -1,0 +1,372 @@
+"""Household reconnect requests through the web UI and the jobs, with the fake provider seam.
+
+What the adviser previews is what the client gets; a connection that recovers
+without the client drops out (and a request with nothing left closes, unreminded);
+reminders follow the firm's intervals on a controlled clock; the ESP's bounce
+report marks the request; the client's "stop" pauses it; a bulk send of 200
+households keeps to the firm's hourly limit and shows its progress.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core import mail
+from django.test import Client as Browser
+from django.urls import reverse
+from django.utils import timezone
+
+from connections import jobs, lifecycle, services
+from connections import models as m
+from tests.e2e.support import Clock
+from tests.factories import ClientFactory, ConnectionFactory, HouseholdFactory
+from tests.web.conftest import World
+
+from .conftest import emails_to, open_request, request_path
+
+# Transactional: request emails go out when their rows commit, as in production.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    controlled = Clock(timezone.now().replace(microsecond=0))
+    monkeypatch.setattr(timezone, "now", controlled.now)
+    return controlled
+
+
+def _broken(world: World, platform: str, **fields: Any) -> m.Connection:
+    return ConnectionFactory(
+        client=world.client,
+        provider_app=fields.pop("provider_app", world.turnqey),
+        platform=platform,
+        status=m.Status.NEEDS_RECONNECT,
+        reason=m.Reason.REVOKED,
+        next_check_at=None,
+        **fields,
+    )
+
+
+def _ask(world: World) -> m.ReconnectRequest:
+    results = services.reconnect_requests_create(households=[world.household], user=world.adviser)
+    assert [r.outcome for r in results] == ["sent"], results
+    request = results[0].request
+    assert request is not None
+    return request
+
+
+# --- Asking -------------------------------------------------------------------------------------
+
+
+def test_the_preview_shows_the_exact_email_and_sending_it_asks_once(adviser_client: Any, world: World) -> None:
+    _broken(world, "gemini")
+    _broken(world, "kraken", provider_app=world.coinify)
+    url = reverse("household_reconnect_request", args=[world.household.pk])
+
+    preview = adviser_client.get(url)
+    text = preview.content.decode()
+    assert preview.status_code == 200
+    assert "linh@example.test" in text
+    assert "Gemini via Turnqey" in text
+    assert "Kraken via Coinify" in text
+    assert "Harbour Wealth: please reconnect 2 accounts" in text  # the subject, as sent
+    assert mail.outbox == []
+
+    sent = adviser_client.post(url)
+    assert sent.status_code == 302
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].subject == "Harbour Wealth: please reconnect 2 accounts"
+    again = adviser_client.post(url)
+    assert again.status_code == 302
+    assert len(mail.outbox) == 1  # one open request per client: no second email
+    page = adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode()
+    assert "Sent, not opened yet." in page
+    assert "/r/" not in page  # the client's token is in their email only
+
+
+def test_healthy_connections_and_another_firms_households_are_never_asked(adviser_client: Any, world: World) -> None:
+    # world.connection is active: nothing needs the client.
+    assert services.reconnect_requests_create(households=[world.household], user=world.adviser) == []
+    foreign = adviser_client.get(reverse("household_reconnect_request", args=[world.foreign_household.pk]))
+    assert foreign.status_code == 404
+    other = adviser_client.get(reverse("household_reconnect_request", args=[world.other_household.pk]))
+    assert other.status_code == 404
+    ConnectionFactory(
+        client=world.foreign_connection.client,
+        provider_app=world.turnqey,
+        status=m.Status.NEEDS_RECONNECT,
+        reason=m.Reason.REVOKED,
+        next_check_at=None,
+    )
+    chosen = adviser_client.get(reverse("reconnect_requests_ask"), {"household": world.foreign_household.pk})
+    assert chosen.status_code == 400
+    assert mail.outbox == []
+
+
+def test_a_connection_that_recovers_by_itself_drops_out_and_an_empty_request_closes_unreminded(
+    world: World,
+    fake_provider: Any,
+    clock: Clock,
+) -> None:
+    gemini, kraken = _broken(world, "gemini"), _broken(world, "kraken")
+    request = _ask(world)
+
+    # The provider came back: a check (the adviser's Check now) finds Gemini working again.
+    lifecycle.connection_check(connection_id=gemini.pk, force=True)
+    clock.advance(timedelta(days=2, minutes=1))
+    jobs.reminders_run()
+
+    items = {item.connection_id: item.status for item in request.items.all()}
+    assert items == {gemini.pk: "dropped", kraken.pk: "open"}
+    reminder = emails_to("linh@example.test")[-1]
+    assert reminder.subject.startswith("Reminder:")
+    assert "Kraken" in reminder.body
+    assert "Gemini" not in reminder.body
+    assert m.ClientLink.objects.get(reconnect_item__connection=gemini).status == "cancelled"
+
+    # The adviser reconnects Kraken themselves: nothing is left for the client.
+    lifecycle.connection_check(connection_id=kraken.pk, force=True)
+    sent = len(mail.outbox)
+    clock.advance(timedelta(days=3))
+    jobs.reminders_run()
+    request.refresh_from_db()
+    assert request.status == m.ReconnectRequest.RequestStatus.RESOLVED
+    assert len(mail.outbox) == sent  # no reminder for healthy connections
+
+
+def test_reminders_follow_the_intervals_on_a_controlled_clock(world: World, clock: Clock) -> None:
+    _broken(world, "gemini")
+    request = _ask(world)
+    start = clock.now()
+
+    def reminders_at(moment: datetime) -> int:
+        clock.move_to(moment)
+        return jobs.reminders_run()["reminders_sent"]
+
+    assert reminders_at(start + timedelta(days=1, hours=23)) == 0
+    assert reminders_at(start + timedelta(days=2)) == 1
+    assert reminders_at(start + timedelta(days=2, hours=1)) == 0
+    assert reminders_at(start + timedelta(days=4, hours=23)) == 0
+    assert reminders_at(start + timedelta(days=5)) == 1
+    assert reminders_at(start + timedelta(days=6)) == 0  # two intervals, two reminders
+    assert reminders_at(start + timedelta(days=8)) == 0  # expired after 7 days
+    request.refresh_from_db()
+    assert request.reminders_sent == 2
+    assert request.status == m.ReconnectRequest.RequestStatus.EXPIRED
+    assert len(emails_to("linh@example.test")) == 3
+
+
+def test_a_firm_sets_its_own_reminder_days_and_a_missed_run_sends_one_reminder(world: World, clock: Clock) -> None:
+    m.FirmNotificationPolicy.objects.create(firm=world.firm, reminder_days=[1, 3])
+    _broken(world, "gemini")
+    request = _ask(world)
+    clock.advance(timedelta(days=3, hours=1))  # the job was down through both reminder days
+    assert jobs.reminders_run()["reminders_sent"] == 1
+    request.refresh_from_db()
+    assert request.reminders_sent == 2
+    assert len(emails_to("linh@example.test")) == 2
+
+
+def test_each_reminder_carries_its_own_link_and_the_first_still_works(world: World, clock: Clock) -> None:
+    _broken(world, "gemini")
+    _ask(world)
+    clock.advance(timedelta(days=2))
+    jobs.reminders_run()
+    first, reminder = emails_to("linh@example.test")
+    assert request_path(first) != request_path(reminder)
+    for message in (first, reminder):
+        page, _ = open_request(Browser(), message)
+        assert "Gemini via Turnqey" in page.content.decode()
+
+
+def test_the_request_pages_serve_only_the_browser_that_opened_the_link(world: World) -> None:
+    _broken(world, "gemini")
+    request = _ask(world)
+    stranger = Browser().get(reverse("reconnect_request_page", args=[request.pk]))
+    assert stranger.status_code == 403
+    assert "open the link from your email" in stranger.content.decode()
+    tampered = Browser().get(request_path(mail.outbox[0])[:-3] + "xx/")
+    assert tampered.status_code == 400
+    assert Browser().get("/r/not-a-token/").status_code == 400
+
+
+def test_the_client_can_say_this_is_not_me_which_pauses_the_request_and_tells_the_adviser(
+    world: World,
+    clock: Clock,
+) -> None:
+    _broken(world, "gemini")
+    request = _ask(world)
+    browser = Browser()
+    landing = browser.get(request_path(mail.outbox[0]) + "?then=stop")
+    assert landing.status_code == 302
+    assert browser.get(landing["Location"]).status_code == 200
+    stopped = browser.post(landing["Location"], {"reason": "not_me"})
+    assert "We have stopped this request" in stopped.content.decode()
+    request.refresh_from_db()
+    assert (request.status, request.pause_reason) == ("paused", "not_me")
+    note = emails_to("alice@example.test")
+    assert len(note) == 1
+    assert "This is not me" in note[0].body
+    clock.advance(timedelta(days=3))
+    assert jobs.reminders_run()["reminders_sent"] == 0
+
+
+# --- Delivery reports ------------------------------------------------------------------------------
+
+
+def _basic_auth() -> str:
+    return "Basic " + base64.b64encode(settings.ANYMAIL["WEBHOOK_SECRET"].encode()).decode()
+
+
+def test_a_bounce_reported_through_anymails_tracking_webhook_marks_the_request(
+    adviser_client: Any,
+    world: World,
+    settings: Any,
+    clock: Clock,
+) -> None:
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    _broken(world, "gemini")
+    request = _ask(world)
+    message_id = request.emails.get().message_id
+    assert message_id != ""  # the ESP's id, kept to match its reports
+    bounce = {
+        "RecordType": "Bounce",
+        "Type": "HardBounce",
+        "TypeCode": 1,
+        "MessageID": message_id,
+        "Email": "linh@example.test",
+        "BouncedAt": "2026-12-01T10:00:00Z",
+        "Description": "The server was unable to deliver your message.",
+    }
+    url = "/anymail/postmark/tracking/"
+
+    refused = Browser().post(url, json.dumps(bounce), content_type="application/json")
+    assert refused.status_code == 400  # no basic auth: anymail refuses it
+    request.refresh_from_db()
+    assert request.delivery == ""
+
+    accepted = Browser().post(
+        url, json.dumps(bounce), content_type="application/json", HTTP_AUTHORIZATION=_basic_auth()
+    )
+    assert accepted.status_code == 200
+    request.refresh_from_db()
+    assert request.delivery == m.ReconnectRequest.Delivery.BOUNCED
+    page = adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode()
+    assert "The email bounced: check the client&#x27;s address." in page
+    clock.advance(timedelta(days=3))
+    assert jobs.reminders_run()["reminders_sent"] == 0  # nobody reminds an address that bounces
+
+
+# --- Bulk ---------------------------------------------------------------------------------------------
+
+
+def test_every_household_is_asked_in_two_clicks_within_the_firms_hourly_limit(
+    client: Any,
+    world: World,
+    clock: Clock,
+    django_assert_max_num_queries: Any,
+) -> None:
+    client.force_login(world.firm_admin)
+    for n in range(200):
+        household = HouseholdFactory(firm=world.firm, name=f"Household {n:03d}")
+        person = ClientFactory(household=household)
+        ConnectionFactory(
+            client=person,
+            provider_app=world.turnqey,
+            status=m.Status.NEEDS_RECONNECT,
+            reason=m.Reason.EXPIRED,
+            next_check_at=None,
+        )
+    attention = client.get(reverse("attention_list")).content.decode()
+    assert "Ask all 200 households to reconnect" in attention
+
+    # Click one: the preview, in a fixed number of queries however many households it lists.
+    with django_assert_max_num_queries(20):
+        preview = client.get(reverse("reconnect_requests_ask"), {"all": "1"})
+    assert preview.status_code == 200
+    assert "Send 200 requests" in preview.content.decode()
+    assert mail.outbox == []
+
+    # Click two: sent in the background (eager here); the hour's limit holds the second hundred back.
+    started = client.post(reverse("reconnect_requests_ask"), {"all": "1"})
+    assert started.status_code == 302
+    bulk = m.BulkReconnectSend.objects.get()
+    assert (bulk.sent, bulk.position, bulk.status) == (100, 100, "throttled")
+    assert len(mail.outbox) == 100
+    progress = client.get(started["Location"])
+    assert progress["Refresh"] == "5"
+    assert "100 of 200 households done" in progress.content.decode()
+
+    clock.advance(timedelta(minutes=30))
+    jobs.reminders_run()
+    assert len(mail.outbox) == 100  # still within the hour
+    clock.advance(timedelta(minutes=31))
+    jobs.reminders_run()
+    bulk.refresh_from_db()
+    assert (bulk.sent, bulk.status) == (200, "done")
+    assert len({message.to[0] for message in mail.outbox}) == 200
+    done = client.get(started["Location"])
+    assert "Refresh" not in done
+    assert "Reconnect requests sent" in done.content.decode()
+
+
+# --- Scope, query counts and secrets -----------------------------------------------------------
+
+
+def test_another_firms_bulk_send_is_a_404_and_an_advisers_own_is_theirs(
+    client: Any,
+    world: World,
+) -> None:
+    _broken(world, "gemini")
+    bulk = services.reconnect_bulk_start(user=world.adviser, households=[world.household])
+    client.force_login(world.adviser)
+    assert client.get(reverse("reconnect_bulk", args=[bulk.pk])).status_code == 200
+    client.force_login(m.Membership.objects.get(user__username="mallory").user)
+    assert client.get(reverse("reconnect_bulk", args=[bulk.pk])).status_code == 404
+    client.force_login(world.other_adviser)
+    assert client.get(reverse("reconnect_bulk", args=[bulk.pk])).status_code == 404
+
+
+def test_the_household_pages_query_count_does_not_grow_with_its_requests(
+    adviser_client: Any,
+    world: World,
+    django_assert_num_queries: Any,
+) -> None:
+    url = reverse("household_detail", args=[world.household.pk])
+
+    def ask_another_client(n: int) -> None:
+        person = ClientFactory(household=world.household, name=f"Person {n}")
+        ConnectionFactory(
+            client=person, provider_app=world.turnqey, status="needs_reconnect", reason="revoked", next_check_at=None
+        )
+        services.reconnect_requests_create(households=[world.household], user=world.adviser)
+
+    ask_another_client(1)
+    adviser_client.get(url)
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as one:
+        assert adviser_client.get(url).status_code == 200
+    for n in range(2, 6):
+        ask_another_client(n)
+    with django_assert_num_queries(len(one)):
+        page = adviser_client.get(url)
+    assert page.content.decode().count("Sent, not opened yet.") == 5
+
+
+def test_a_request_links_token_is_masked_in_logs(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    _broken(world, "gemini")
+    path = request_path(_ask(world) and mail.outbox[0])
+    token = path.split("/")[2]
+    with caplog.at_level("WARNING", logger="django.request"):
+        Browser().get(path[:-2] + "x/")  # tampered: a 400, which Django logs with its path
+    from connections.logging import redact
+
+    assert token not in redact(f"Bad Request: {path}")
+    assert token[:-2] not in " ".join(redact(r.getMessage()) for r in caplog.records)
