@@ -107,7 +107,11 @@ INSTALLED_APPS = [
     "django_htmx",
     "csp",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "connections",
+    "mfa",
 ]
 if SANDBOX_ENABLED:
     INSTALLED_APPS.append("sandbox")
@@ -119,6 +123,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed its second factor.
+    "django_otp.middleware.OTPMiddleware",
+    # A signed-in user with a second factor still to give (or to set up) goes nowhere else.
+    "mfa.middleware.SecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -191,6 +199,17 @@ AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # no banner on every process start
 AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
 AXES_SENSITIVE_PARAMETERS = ["password", "password1", "password2", "client_secret", "offline_token"]
+
+# --- Second factor (django-otp) ------------------------------------------------
+# Staff (Django admin users) always need a second factor in production; in
+# development the demo admin can sign in with a password alone.
+MFA_REQUIRED_FOR_STAFF: bool = env.bool("MFA_REQUIRED_FOR_STAFF", default=not DEBUG)
+# The issuer shown in authenticator apps beside the user name.
+OTP_TOTP_ISSUER: str = env.str("OTP_TOTP_ISSUER", default="Adviser portal")
+# A wrong code makes the next try wait 1, 2, 4, 8 ... seconds (django-otp's
+# throttling, per device, reset by a right code), like axes for passwords.
+OTP_TOTP_THROTTLE_FACTOR = 1
+OTP_STATIC_THROTTLE_FACTOR = 1
 
 # --- Internationalisation -----------------------------------------------------
 LANGUAGE_CODE = "en-gb"

@@ -9,6 +9,7 @@ from connections.health import healthz
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("account/security/", include("mfa.urls")),
     path("", include("connections.urls")),
 ]
 
