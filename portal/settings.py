@@ -112,6 +112,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_static",
     "connections",
     "mfa",
+    "reports",
 ]
 if SANDBOX_ENABLED:
     INSTALLED_APPS.append("sandbox")
@@ -125,6 +126,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # request.user.is_verified(): whether this session passed its second factor.
     "django_otp.middleware.OTPMiddleware",
+    # Who and from which address, for audit rows written by signal receivers.
+    "reports.middleware.AuditContextMiddleware",
     # A signed-in user with a second factor still to give (or to set up) goes nowhere else.
     "mfa.middleware.SecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -210,6 +213,11 @@ OTP_TOTP_ISSUER: str = env.str("OTP_TOTP_ISSUER", default="Adviser portal")
 # throttling, per device, reset by a right code), like axes for passwords.
 OTP_TOTP_THROTTLE_FACTOR = 1
 OTP_STATIC_THROTTLE_FACTOR = 1
+
+# Models of other apps whose every change goes into the audit trail (label ->
+# words), when their app is installed: the integrations API's keys and webhook
+# endpoints. Only which fields changed is recorded, never their values.
+AUDIT_WATCHED_MODELS: dict[str, str] = {"api.ApiKey": "API key", "api.WebhookEndpoint": "webhook endpoint"}
 
 # --- Internationalisation -----------------------------------------------------
 LANGUAGE_CODE = "en-gb"
@@ -338,5 +346,8 @@ LOGGING = {
         "django.server": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # WeasyPrint narrates every step of every PDF at INFO.
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
     },
 }

@@ -10,6 +10,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("account/security/", include("mfa.urls")),
+    path("reports/", include("reports.urls")),
     path("", include("connections.urls")),
 ]
 
