@@ -54,14 +54,10 @@ def client_address(request: HttpRequest | None) -> str | None:
 
 
 def request_user(request: HttpRequest | None) -> AuthUser | None:
+    # request.user is a lazy object; isinstance sees the user it wraps.
     user = getattr(request, "user", None) if request is not None else None
     if isinstance(user, AuthUser) and user.is_authenticated:
         return user
-    # request.user is a lazy object around the real user.
-    if user is not None and getattr(user, "is_authenticated", False):
-        wrapped = getattr(user, "_wrapped", None)
-        if isinstance(wrapped, AuthUser):
-            return wrapped
     return None
 
 

@@ -40,7 +40,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from connections import wording
-from connections.models import ClientLink, Connection, ConnectionEvent, Household, Membership
+from connections.models import ClientLink, Connection, ConnectionEvent, Firm, Household, Membership
 from mfa import signals as mfa_signals
 
 from . import audit
@@ -148,15 +148,41 @@ def _totp_saved(sender: Any, instance: TOTPDevice, created: bool, **kwargs: Any)
 
 def _totp_deleted(sender: Any, instance: TOTPDevice, **kwargs: Any) -> None:
     if instance.confirmed:
-        audit.record(
+        user = instance.user
+        _record_after_commit(
             Action.MFA_REMOVED,
-            actor=_acting_user() or instance.user,
-            firm=audit.firm_of(instance.user),
-            obj=instance.user,
+            actor_id=(_acting_user() or user).pk,
+            firm_id=getattr(audit.firm_of(user), "pk", None),
+            obj=user,
             object_type="user",
-            message=f"{wording.person_name(instance.user)}'s authenticator app was removed as a second factor.",
+            message=f"{wording.person_name(user)}'s authenticator app was removed as a second factor.",
             details={"device": instance.persistent_id},
         )
+
+
+def _record_after_commit(action: str, *, actor_id: int | None, firm_id: int | None, **fields: Any) -> None:
+    """A deletion's row, written once the deletion commits.
+
+    The device or membership may be going because its user or firm is being
+    deleted: a row written now would point at rows the same transaction
+    removes. After commit, the actor and firm are linked only if they still
+    exist (the words in the row say who and what either way).
+    """
+    request = audit.current_request()
+
+    def write() -> None:
+        actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id is not None else None
+        firm = Firm.objects.filter(pk=firm_id).first() if firm_id is not None else None
+        audit.record(
+            action,
+            request=request,
+            ambient=False,
+            actor=actor if isinstance(actor, AuthUser) else None,
+            firm=firm,
+            **fields,
+        )
+
+    transaction.on_commit(write)
 
 
 def _static_saved(sender: Any, instance: StaticDevice, created: bool, **kwargs: Any) -> None:
@@ -210,9 +236,12 @@ def _membership_saved(sender: Any, instance: Membership, created: bool, **kwargs
 
 
 def _membership_deleted(sender: Any, instance: Membership, **kwargs: Any) -> None:
-    audit.record(
+    actor = _acting_user()
+    _record_after_commit(
         Action.MEMBER_REMOVED,
-        firm=instance.firm,
+        actor_id=actor.pk if actor is not None else None,
+        firm_id=instance.firm_id,
+        actor_name=wording.person_name(actor) if actor is not None else "",
         obj=instance.user,
         object_type="user",
         message=f"{wording.person_name(instance.user)} is no longer a member of {instance.firm.name}.",

@@ -406,3 +406,20 @@ def test_access_review_lists_every_member_with_role_households_sign_in_and_secon
     page = client.get(reverse("reports:access")).content.decode()
     assert "Okoro Household" in page
     assert "mallory" not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_user_or_a_whole_firm_commits_and_stays_on_the_record(world: World) -> None:
+    enrolled(world.adviser)
+    mallory = m.Membership.objects.get(user__username="mallory")
+    foreign_firm = mallory.firm
+
+    world.adviser.delete()  # their membership and devices go with them
+    foreign_firm.delete()  # and mallory's membership with it
+
+    removed = {e.object_repr: e for e in AuditEntry.objects.filter(action=Action.MEMBER_REMOVED)}
+    assert set(removed) == {"alice", "mallory"}
+    assert removed["alice"].firm == world.firm
+    assert removed["mallory"].firm is None  # the firm is gone; the words stay
+    assert "Elsewhere Capital" in removed["mallory"].message
+    assert AuditEntry.objects.filter(action=Action.MFA_REMOVED, object_repr="alice").count() == 1
