@@ -1,6 +1,6 @@
 """``make bench``: the portal and the engine at scale, measured against their targets.
 
-    python -m bench.run [--quick] [--only pages,sweep,checks,storm] [--worker "ARGS"] [--port 8200]
+    python -m bench.run [--quick] [--only pages,exports,sweep,checks,storm] [--worker "ARGS"] [--port 8200]
                         [--checks N] [--ceiling-calls N] [--storm-rate R] [--output PATH]
     make bench BENCH_ARGS="--only checks --checks 3000"
 
@@ -14,6 +14,8 @@ Phases (``--only`` picks some; ``memory`` means sweep and checks):
 
 * ``pages``: dashboard and household page for advisers with 200 and 2,000
   households in a firm of 100,000 connections (:mod:`bench.pages`);
+* ``exports``: the connections CSV streamed at 1,000 and 100,000 rows, memory flat
+  (:mod:`bench.exports`);
 * ``sweep``: 1% of 100,000 and then 1,000,000 connections due (:mod:`bench.sweep`);
 * ``checks``: 20,000 checks through a real worker against the sandbox server
   with 50 ms latency, the raw ceiling, the worker's peak memory (:mod:`bench.load`);
@@ -44,7 +46,7 @@ from pathlib import Path
 
 from .env import bench_env_setup
 
-PHASES = ("pages", "sweep", "checks", "storm")
+PHASES = ("pages", "exports", "sweep", "checks", "storm")
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         from .pages import run_pages
 
         phase("pages", lambda: run_pages(world, results, requests=sizes.page_requests, log=log))
+
+    if "exports" in args.phases:
+        from .exports import run_exports
+
+        phase("exports", lambda: run_exports(world, results, log=log))
 
     if "sweep" in args.phases:
         from .sweep import run_sweep_big, run_sweep_small

@@ -70,6 +70,13 @@ class TimeStamped(models.Model):
 class Firm(TimeStamped):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
+    # Firm oversight settings, set by the firm's admins (reports/ and mfa/ read them).
+    mfa_required = models.BooleanField(
+        default=False, help_text="Every member must sign in with a second factor (an authenticator app)."
+    )
+    freshness_window_hours = models.PositiveSmallIntegerField(
+        default=24, help_text="A connection's data counts as fresh when it is at most this many hours old."
+    )
 
     class Meta:
         ordering = ["name"]

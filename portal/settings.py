@@ -144,7 +144,12 @@ INSTALLED_APPS = [
     "csp",
     "axes",
     "anymail",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "connections",
+    "mfa",
+    "reports",
 ]
 if SANDBOX_ENABLED:
     INSTALLED_APPS.append("sandbox")
@@ -156,6 +161,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed its second factor.
+    "django_otp.middleware.OTPMiddleware",
+    # Who and from which address, for audit rows written by signal receivers.
+    "reports.middleware.AuditContextMiddleware",
+    # A signed-in user with a second factor still to give (or to set up) goes nowhere else.
+    "mfa.middleware.SecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.errors.MethodNotAllowedPageMiddleware",
@@ -255,6 +266,21 @@ PASSWORD_RESET_WINDOW_SECONDS: int = env.int("PASSWORD_RESET_WINDOW_SECONDS", de
 # What one adviser may spend of the provider budget every firm shares.
 CHECK_NOW_PER_MINUTE: int = env.int("CHECK_NOW_PER_MINUTE", default=10)
 CLIENT_LINK_SENDS_PER_HOUR: int = env.int("CLIENT_LINK_SENDS_PER_HOUR", default=20)
+# --- Second factor (django-otp) ------------------------------------------------
+# Staff (Django admin users) always need a second factor in production; in
+# development the demo admin can sign in with a password alone.
+MFA_REQUIRED_FOR_STAFF: bool = env.bool("MFA_REQUIRED_FOR_STAFF", default=not DEBUG)
+# The issuer shown in authenticator apps beside the user name.
+OTP_TOTP_ISSUER: str = env.str("OTP_TOTP_ISSUER", default="Adviser portal")
+# A wrong code makes the next try wait 1, 2, 4, 8 ... seconds (django-otp's
+# throttling, per device, reset by a right code), like axes for passwords.
+OTP_TOTP_THROTTLE_FACTOR = 1
+OTP_STATIC_THROTTLE_FACTOR = 1
+
+# Models of other apps whose every change goes into the audit trail (label ->
+# words), when their app is installed: the integrations API's keys and webhook
+# endpoints. Only which fields changed is recorded, never their values.
+AUDIT_WATCHED_MODELS: dict[str, str] = {"api.ApiKey": "API key", "api.WebhookEndpoint": "webhook endpoint"}
 
 # --- Internationalisation -----------------------------------------------------
 LANGUAGE_CODE = "en-gb"
@@ -436,5 +462,8 @@ LOGGING = {
         "django.server": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # WeasyPrint narrates every step of every PDF at INFO.
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
     },
 }

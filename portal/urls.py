@@ -12,6 +12,8 @@ handler500 = "portal.errors.server_error"
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("account/security/", include("mfa.urls")),
+    path("reports/", include("reports.urls")),
     path("", include("connections.urls")),
 ]
 

@@ -36,23 +36,25 @@ def job_slot_seconds(job: str) -> int:
     return int(overrides.get(job, JOB_SLOT_SECONDS.get(job, 60)))
 
 
-def job_slot_start(job: str, now: datetime) -> datetime:
+def job_slot_start(job: str, now: datetime, *, slot_seconds: int | None = None) -> datetime:
     """The start of the slot ``now`` falls in: slots are aligned on the epoch."""
-    seconds = job_slot_seconds(job)
+    seconds = slot_seconds or job_slot_seconds(job)
     epoch = int(now.timestamp())
     return datetime.fromtimestamp(epoch - epoch % seconds, tz=now.tzinfo or timezone.get_current_timezone())
 
 
 @contextmanager
-def periodic_job(job: str, *, now: datetime | None = None) -> Iterator[bool]:
+def periodic_job(job: str, *, now: datetime | None = None, slot_seconds: int | None = None) -> Iterator[bool]:
     """Yield True to the one caller that claims ``job``'s current slot, False to any other.
+
+    ``slot_seconds`` is for jobs of other apps, whose slots this module does not list.
 
     The claim is an INSERT of (job, slot_start) under a unique constraint, in
     its own transaction: two beats, or a beat and a person running the task by
     hand, never do one slot's work twice, on SQLite and PostgreSQL alike.
     """
     now = now or timezone.now()
-    slot = job_slot_start(job, now)
+    slot = job_slot_start(job, now, slot_seconds=slot_seconds)
     owner = f"{socket.gethostname()[:40]}:{os.getpid()}"
     try:
         with transaction.atomic():

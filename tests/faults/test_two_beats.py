@@ -160,7 +160,8 @@ def world(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> World:
 
 
 def test_every_scheduled_task_is_covered_and_its_slot_fits_its_interval() -> None:
-    scheduled = {schedule.task: schedule for schedule in DEFAULT_SCHEDULES}
+    # The connections app's jobs; the reports app's are covered in tests/reports.
+    scheduled = {schedule.task: schedule for schedule in DEFAULT_SCHEDULES if schedule.task.startswith("connections.")}
     assert set(scheduled) == set(JOBS)
     for task, schedule in scheduled.items():
         slot = jobs.job_slot_seconds(SLOT_NAMES[task])

@@ -23,6 +23,8 @@ TASKS = {
     "connections.refresh_app_tokens",
     "connections.send_digests",
     "connections.send_reminders",
+    "reports.freshness_snapshot",
+    "reports.oversight_tally",
 }
 
 

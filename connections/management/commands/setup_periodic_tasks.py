@@ -65,6 +65,22 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
         every_seconds=900,
         expire_seconds=850,
     ),
+    # Firm oversight (the reports app): named here so one command sets up every schedule.
+    DefaultSchedule(
+        name="Reports: freshness snapshot",
+        task="reports.freshness_snapshot",
+        description="Records each firm's and each adviser's data freshness for today (the last run of a day counts).",
+        crontab={"minute": "50", "hour": "*", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+        expire_seconds=3000,
+    ),
+    DefaultSchedule(
+        name="Reports: provider health and audit catch-up",
+        task="reports.oversight_tally",
+        description="Adds the last 5 minutes' checks, failures and breaker openings to each day; folds connects, "
+        "reconnects and disconnects into the audit trail.",
+        every_seconds=300,
+        expire_seconds=290,
+    ),
 )
 
 

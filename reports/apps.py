@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class ReportsConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "reports"
+    verbose_name = "Firm oversight"
+
+    def ready(self) -> None:
+        from . import receivers
+
+        receivers.connect()

@@ -1,0 +1,183 @@
+"""The second factor: setting it up, signing in with it or a recovery code, firms that require it, throttling."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from connections import models as m
+
+from .conftest import PASSWORD, World, code_for, enrolled
+
+pytestmark = pytest.mark.django_db
+
+
+def sign_in(browser: Client, username: str = "alice") -> Any:
+    return browser.post(reverse("login"), {"username": username, "password": PASSWORD})
+
+
+def test_setting_up_an_authenticator_confirms_it_and_shows_recovery_codes_once(client: Client, world: World) -> None:
+    client.force_login(world.adviser)
+    page = client.get(reverse("mfa:setup"))
+    assert page.status_code == 200
+    assert page["Cache-Control"] == "no-store"
+    body = page.content.decode()
+    assert 'src="data:image/svg+xml' in body
+    assert "Key:" in body
+    device = TOTPDevice.objects.get(user=world.adviser, confirmed=False)
+
+    wrong = client.post(reverse("mfa:setup"), {"code": "12345"})
+    assert wrong.status_code == 400
+    assert not TOTPDevice.objects.filter(user=world.adviser, confirmed=True).exists()
+    TOTPDevice.objects.filter(pk=device.pk).update(throttling_failure_count=0, throttling_failure_timestamp=None)
+    done = client.post(reverse("mfa:setup"), {"code": code_for(device)})
+
+    assert done.status_code == 200
+    device.refresh_from_db()
+    assert device.confirmed
+    codes = StaticDevice.objects.get(user=world.adviser).token_set.values_list("token", flat=True)
+    assert len(codes) == 10
+    assert all(code in done.content.decode() for code in codes)
+    assert client.get(reverse("dashboard")).status_code == 200  # this session has given its code
+
+
+def test_signing_in_asks_for_the_code_before_anything_else(client: Client, world: World) -> None:
+    device = enrolled(world.adviser)
+
+    assert sign_in(client)["Location"] == reverse("dashboard")
+    held = client.get(reverse("household_detail", args=[world.household.pk]))
+    assert held.status_code == 302
+    assert held["Location"].startswith(reverse("mfa:verify"))
+    assert client.get(reverse("connection_detail", args=[world.connection.pk])).status_code == 302
+
+    passed = client.post(
+        reverse("mfa:verify"), {"code": code_for(device), "next": f"/households/{world.household.pk}/"}
+    )
+    assert passed["Location"] == f"/households/{world.household.pk}/"
+    assert client.get(reverse("household_detail", args=[world.household.pk])).status_code == 200
+
+
+def test_a_recovery_code_signs_in_once(client: Client, world: World) -> None:
+    enrolled(world.adviser)  # recovery code "recover1"
+    sign_in(client)
+    assert client.post(reverse("mfa:verify"), {"code": "RECOVER1"}).status_code == 302
+    assert client.get(reverse("dashboard")).status_code == 200
+
+    again = Client()
+    sign_in(again)
+    refused = again.post(reverse("mfa:verify"), {"code": "recover1"})
+    assert refused.status_code == 400
+    assert again.get(reverse("dashboard")).status_code == 302
+
+
+def test_a_firm_that_requires_it_walks_members_without_one_through_setup(client: Client, world: World) -> None:
+    m.Firm.objects.filter(pk=world.firm.pk).update(mfa_required=True)
+    sign_in(client)
+
+    held = client.get(reverse("dashboard"))
+
+    assert held.status_code == 302
+    assert held["Location"].startswith(reverse("mfa:setup"))
+    assert "Your firm requires a code" in client.get(held["Location"]).content.decode()
+    other_firm = Client()
+    sign_in(other_firm, "mallory")
+    assert other_firm.get(reverse("dashboard")).status_code == 200
+
+
+def test_a_required_second_factor_cannot_be_turned_off(client: Client, world: World) -> None:
+    device = enrolled(world.adviser)
+    m.Firm.objects.filter(pk=world.firm.pk).update(mfa_required=True)
+    sign_in(client)
+    client.post(reverse("mfa:verify"), {"code": code_for(device)})
+
+    client.post(reverse("mfa:remove"))
+
+    assert TOTPDevice.objects.filter(user=world.adviser, confirmed=True).exists()
+
+
+def test_admin_users_always_need_it_in_production(client: Client, world: World, settings: Any) -> None:
+    settings.MFA_REQUIRED_FOR_STAFF = True
+    staff = world.firm_admin
+    staff.is_staff = True
+    staff.save()
+    sign_in(client, "carol")
+
+    held = client.get(reverse("admin:index"))
+
+    assert held.status_code == 302
+    assert held["Location"].startswith(reverse("mfa:setup"))
+
+
+def test_admin_users_may_use_a_password_alone_in_development(client: Client, world: World, settings: Any) -> None:
+    settings.MFA_REQUIRED_FOR_STAFF = False
+    world.firm_admin.is_staff = True
+    world.firm_admin.save()
+    sign_in(client, "carol")
+    assert client.get(reverse("admin:index")).status_code == 200
+
+
+def test_staff_need_it_by_default_when_debug_is_off() -> None:
+    import subprocess
+    import sys
+
+    env = {
+        "DEBUG": "false",
+        "SECRET_KEY": "x" * 50,
+        "TOKEN_ENCRYPTION_KEYS": "A" * 43 + "=",
+        "ALLOWED_HOSTS": "portal.example",
+        "DATABASE_URL": "sqlite:////tmp/never-opened.sqlite3",
+        "EMAIL_URL": "smtp+tls://mail.example:587",
+        "PATH": "/usr/bin:/bin",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", "from portal import settings; print(settings.MFA_REQUIRED_FOR_STAFF)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "True"
+
+
+def test_wrong_codes_are_throttled_like_passwords(client: Client, world: World) -> None:
+    device = enrolled(world.adviser)
+    sign_in(client)
+    for _ in range(3):
+        assert client.post(reverse("mfa:verify"), {"code": "000001"}).status_code == 400
+    device.refresh_from_db()
+    assert device.throttling_failure_count >= 1
+
+    # The right code is refused too while the wait (1, 2, 4 ... seconds, doubling) runs.
+    throttled = client.post(reverse("mfa:verify"), {"code": code_for(device)})
+    assert throttled.status_code == 400
+    assert "Too many wrong codes" in throttled.content.decode()
+
+    # Once the wait is over, the right code works and the count starts again.
+    TOTPDevice.objects.filter(pk=device.pk).update(
+        throttling_failure_timestamp=timezone.now() - dt.timedelta(minutes=5)
+    )
+    assert client.post(reverse("mfa:verify"), {"code": code_for(device)}).status_code == 302
+    device.refresh_from_db()
+    assert device.throttling_failure_count == 0
+
+
+def test_recovery_codes_are_throttled_too(client: Client, world: World) -> None:
+    enrolled(world.adviser)
+    sign_in(client)
+    client.post(reverse("mfa:verify"), {"code": "notacode"})
+    assert "Too many wrong codes" in client.post(reverse("mfa:verify"), {"code": "recover1"}).content.decode()
+
+
+def test_the_second_step_keeps_signing_out_and_client_links_open(client: Client, world: World) -> None:
+    enrolled(world.adviser)
+    sign_in(client)
+    assert client.get(reverse("client_link", args=["not-a-token"])).status_code in (400, 404, 410)
+    assert client.post(reverse("logout")).status_code == 302
+    assert client.get(reverse("dashboard"))["Location"].startswith(reverse("login"))
