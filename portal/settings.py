@@ -108,6 +108,10 @@ INSTALLED_APPS = [
     "csp",
     "axes",
     "connections",
+    # django-ninja as an app: its Swagger UI template and assets come from
+    # static files here, never from a CDN (CSP script-src 'self').
+    "ninja",
+    "api",
 ]
 if SANDBOX_ENABLED:
     INSTALLED_APPS.append("sandbox")
@@ -246,6 +250,13 @@ RATE_LIMIT_REDIS_URL: str = env.str("RATE_LIMIT_REDIS_URL", default="") or env.s
 SANDBOX_BASE_URL: str = env.str("SANDBOX_BASE_URL", default=f"{PORTAL_BASE_URL}/sandbox").rstrip("/")
 PROVIDER_CONNECT_TIMEOUT: float = env.float("PROVIDER_CONNECT_TIMEOUT", default=3.05)
 PROVIDER_READ_TIMEOUT: float = env.float("PROVIDER_READ_TIMEOUT", default=10.0)
+
+# --- API and webhooks (api/conf.py has the rest, with their defaults) ---------
+# Webhook URLs must be https:// and resolve to public addresses only, unless
+# these say otherwise (development and the test suite deliver to local receivers).
+WEBHOOK_REQUIRE_HTTPS: bool = env.bool("WEBHOOK_REQUIRE_HTTPS", default=not DEBUG)
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES: bool = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=DEBUG)
+API_RATE_LIMIT_PER_MINUTE: int = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
 
 # --- Security -----------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -9,6 +9,7 @@ from connections.health import healthz
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("", include("api.urls")),
     path("", include("connections.urls")),
 ]
 
