@@ -1,9 +1,9 @@
-"""The API at ``/api/v1/``."""
+"""The API at ``/api/v1/`` and the firm admins' Integrations pages at ``/integrations/``."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from connections import wording
 
@@ -19,4 +19,5 @@ def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
 urlpatterns = [
     path("api/v1/", api.urls),
     re_path(r"^api/(?P<rest>.*)$", api_not_found),
+    path("integrations/", include(("api.ui_urls", "integrations"))),
 ]
