@@ -1,6 +1,6 @@
 """``make bench``: the portal and the engine at scale, measured against their targets.
 
-    python -m bench.run [--quick] [--only pages,sweep,checks,storm] [--worker "ARGS"] [--port 8200]
+    python -m bench.run [--quick] [--only pages,api,sweep,checks,storm] [--worker "ARGS"] [--port 8200]
                         [--checks N] [--ceiling-calls N] [--storm-rate R] [--output PATH]
     make bench BENCH_ARGS="--only checks --checks 3000"
 
@@ -14,6 +14,8 @@ Phases (``--only`` picks some; ``memory`` means sweep and checks):
 
 * ``pages``: dashboard and household page for advisers with 200 and 2,000
   households in a firm of 100,000 connections (:mod:`bench.pages`);
+* ``api``: ``GET /api/v1/connections`` paged through a firm of 10,000
+  connections at 100 a page: the median page and the queries per page (:mod:`bench.api`);
 * ``sweep``: 1% of 100,000 and then 1,000,000 connections due (:mod:`bench.sweep`);
 * ``checks``: 20,000 checks through a real worker against the sandbox server
   with 50 ms latency, the raw ceiling, the worker's peak memory (:mod:`bench.load`);
@@ -44,7 +46,7 @@ from pathlib import Path
 
 from .env import bench_env_setup
 
-PHASES = ("pages", "sweep", "checks", "storm")
+PHASES = ("pages", "api", "sweep", "checks", "storm")
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,16 @@ class Sizes:
     ceiling_calls: int
     storm_tokens: int
     storm_rate: float
+    api_connections: int
+    api_rounds: int
 
 
 FULL = Sizes(firm_connections=100_000, big_households=2_000, small_households=200, total_connections=1_000_000,
-             page_requests=30, checks=20_000, ceiling_calls=6_000, storm_tokens=10_000, storm_rate=100.0)
+             page_requests=30, checks=20_000, ceiling_calls=6_000, storm_tokens=10_000, storm_rate=100.0,
+             api_connections=10_000, api_rounds=3)
 QUICK = Sizes(firm_connections=20_000, big_households=400, small_households=40, total_connections=100_000,
-              page_requests=30, checks=2_000, ceiling_calls=1_000, storm_tokens=1_000, storm_rate=20.0)
+              page_requests=30, checks=2_000, ceiling_calls=1_000, storm_tokens=1_000, storm_rate=20.0,
+              api_connections=10_000, api_rounds=1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -162,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         from .pages import run_pages
 
         phase("pages", lambda: run_pages(world, results, requests=sizes.page_requests, log=log))
+
+    if "api" in args.phases:
+        from .api import run_api
+
+        phase("api", lambda: run_api(world, results, connections=sizes.api_connections, rounds=sizes.api_rounds,
+                                     log=log))
 
     if "sweep" in args.phases:
         from .sweep import run_sweep_big, run_sweep_small
