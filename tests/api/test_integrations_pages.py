@@ -237,3 +237,41 @@ def test_the_admin_resends_a_delivery_and_shows_its_attempts(settings: Any) -> N
         received = receiver.wait_for(2)
     assert len(received) == 2
     assert WebhookDelivery.objects.filter(manual=True, status="succeeded").count() == 1
+
+
+def _page_queries(client: Client, url: str) -> int:
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(db_connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured.captured_queries)
+
+
+def test_the_pages_query_counts_do_not_grow_with_their_rows(people: dict[str, Any], settings: Any) -> None:
+    from api.keys import api_key_create
+    from api.models import WebhookEvent
+
+    settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES, settings.WEBHOOK_REQUIRE_HTTPS = True, False
+    firm, admin = people["firm"], _as(people["admin"])
+    connection = ConnectionFactory(client__household=HouseholdFactory(firm=firm))
+    endpoint = endpoint_for(firm, "http://127.0.0.1:9/hooks").endpoint
+
+    def grow(count: int) -> None:
+        for _ in range(count):
+            api_key_create(firm=firm, name="k", user=people["admin"])
+            endpoint_for(firm, "http://127.0.0.1:9/more")
+            event = lifecycle.event_record(connection=connection, kind="recovered", from_status="degraded")
+            made = WebhookEvent.objects.create(
+                firm=firm,
+                type="connection.recovered",
+                connection=connection,
+                source_event=event,
+                occurred_at=event.created_at,
+            )
+            WebhookDelivery.objects.create(event=made, endpoint=endpoint, status="failed", attempts=7)
+
+    pages = (reverse("integrations:index"), reverse("integrations:endpoint_detail", args=[endpoint.pk]))
+    grow(1)
+    few = [_page_queries(admin, url) for url in pages]
+    grow(6)
+    assert [_page_queries(admin, url) for url in pages] == few
