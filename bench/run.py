@@ -16,6 +16,8 @@ Phases (``--only`` picks some; ``memory`` means sweep and checks):
   households in a firm of 100,000 connections (:mod:`bench.pages`);
 * ``exports``: the connections CSV streamed at 1,000 and 100,000 rows, memory flat
   (:mod:`bench.exports`);
+* ``api``: ``GET /api/v1/connections`` paged through a firm of 10,000
+  connections at 100 a page: the median page and the queries per page (:mod:`bench.api`);
 * ``sweep``: 1% of 100,000 and then 1,000,000 connections due (:mod:`bench.sweep`);
 * ``checks``: 20,000 checks through a real worker against the sandbox server
   with 50 ms latency, the raw ceiling, the worker's peak memory (:mod:`bench.load`);
@@ -46,7 +48,7 @@ from pathlib import Path
 
 from .env import bench_env_setup
 
-PHASES = ("pages", "exports", "sweep", "checks", "storm")
+PHASES = ("pages", "exports", "api", "sweep", "checks", "storm")
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,16 @@ class Sizes:
     ceiling_calls: int
     storm_tokens: int
     storm_rate: float
+    api_connections: int
+    api_rounds: int
 
 
 FULL = Sizes(firm_connections=100_000, big_households=2_000, small_households=200, total_connections=1_000_000,
-             page_requests=30, checks=20_000, ceiling_calls=6_000, storm_tokens=10_000, storm_rate=100.0)
+             page_requests=30, checks=20_000, ceiling_calls=6_000, storm_tokens=10_000, storm_rate=100.0,
+             api_connections=10_000, api_rounds=3)
 QUICK = Sizes(firm_connections=20_000, big_households=400, small_households=40, total_connections=100_000,
-              page_requests=30, checks=2_000, ceiling_calls=1_000, storm_tokens=1_000, storm_rate=20.0)
+              page_requests=30, checks=2_000, ceiling_calls=1_000, storm_tokens=1_000, storm_rate=20.0,
+              api_connections=10_000, api_rounds=1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -175,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         from .exports import run_exports
 
         phase("exports", lambda: run_exports(world, results, log=log))
+    if "api" in args.phases:
+        from .api import run_api
+
+        phase("api", lambda: run_api(world, results, connections=sizes.api_connections, rounds=sizes.api_rounds,
+                                     log=log))
 
     if "sweep" in args.phases:
         from .sweep import run_sweep_big, run_sweep_small

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -190,6 +192,7 @@ class HouseholdFilterForm(forms.Form):
 
 MAX_PARAM_LENGTH = 2048
 MAX_QUERY_STRING = 8192
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 
@@ -224,6 +227,9 @@ def callback_params_clean(*, provider: str, query: QueryDict, query_string: str)
             raise CallbackParametersInvalid("The reply repeats a parameter.")
         if len(values[0]) > MAX_PARAM_LENGTH:
             raise CallbackParametersInvalid("The reply has an oversized parameter.")
+        if _CONTROL_CHARACTERS.search(values[0]):
+            # No provider sends these (NUL cannot even be stored); refused before anything reads the value.
+            raise CallbackParametersInvalid("The reply has a parameter with characters no provider sends.")
         params[name] = values[0]
     if not params.get("state"):
         raise CallbackParametersInvalid("The reply has no state.")

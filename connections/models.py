@@ -8,7 +8,9 @@ and names and messages in :mod:`connections.wording`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Iterable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +19,7 @@ from django.db import models, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
-from . import wording
+from . import signals, wording
 from .fields import EncryptedTextField
 from .providers.endpoints import url_refusal
 
@@ -595,8 +597,41 @@ class ClientLink(models.Model):
         return f"Link for {self.client} ({self.get_status_display()})"
 
 
+def _events_announce(events: list[ConnectionEvent], using: str | None) -> None:
+    """Tell ``signals.events_committed`` receivers once these rows are committed (see that module)."""
+    if events:
+        send = partial(signals.events_committed.send_robust, sender=ConnectionEvent, events=events)
+        transaction.on_commit(send, using=using, robust=True)
+
+
+class ConnectionEventQuerySet(models.QuerySet["ConnectionEvent"]):
+    def bulk_create(
+        self,
+        objs: Iterable[ConnectionEvent],
+        batch_size: int | None = None,
+        ignore_conflicts: bool = False,
+        update_conflicts: bool = False,
+        update_fields: Collection[str] | None = None,
+        unique_fields: Collection[str] | None = None,
+    ) -> list[ConnectionEvent]:
+        created = super().bulk_create(
+            objs,
+            batch_size=batch_size,
+            ignore_conflicts=ignore_conflicts,
+            update_conflicts=update_conflicts,
+            update_fields=update_fields,
+            unique_fields=unique_fields,
+        )
+        _events_announce(created, self.db)
+        return created
+
+
 class ConnectionEvent(models.Model):
-    """Permanent history of a connection. Never contains a secret."""
+    """Permanent history of a connection. Never contains a secret.
+
+    The outbox (DESIGN.md): every write of new rows is announced to
+    :data:`signals.events_committed` after its transaction commits.
+    """
 
     class Kind(models.TextChoices):
         CREATED = "created", "Authorization started"
@@ -629,12 +664,20 @@ class ConnectionEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
+    objects = ConnectionEventQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["connection", "-created_at"], name="event_connection_recent")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} at {self.created_at:%Y-%m-%d %H:%M}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        adding = self._state.adding
+        super().save(*args, **kwargs)
+        if adding:
+            _events_announce([self], kwargs.get("using") or self._state.db)
 
 
 class AttemptWindow(models.Model):

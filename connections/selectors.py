@@ -7,6 +7,8 @@ see: an adviser sees the households assigned to them, a firm admin every
 household of their firm, a user without a membership nothing. Every other
 selector (connections, clients, links, events) derives from it, and every view
 fetches objects through these querysets, so anything outside them is a 404.
+Its firm-wide half, :func:`firm_household_queryset`, is what a firm admin
+sees and what the firm's API keys see (the API acts for a firm, not a person).
 
 Query counts: list selectors annotate or prefetch, so the number of queries a
 page makes does not grow with the number of rows on it.
@@ -103,12 +105,27 @@ def household_queryset_for(*, user: User) -> QuerySet[Household]:
     membership = membership_for(user=user)
     if membership is None:
         return Household.objects.none()
-    households = Household.objects.filter(firm_id=membership.firm_id)
+    households = firm_household_queryset(firm_id=membership.firm_id)
     if not membership.is_firm_admin:
         # An adviser appears at most once per household in the M2M table, so
         # this join never duplicates rows.
         households = households.filter(advisers=user.pk)
     return households
+
+
+def firm_household_queryset(*, firm_id: int) -> QuerySet[Household]:
+    """Every household of one firm: what its firm admins see, and what the firm's API keys see.
+
+    The firm-wide half of :func:`household_queryset_for`, for callers that act
+    for a whole firm rather than for a person (the API authenticates a firm's
+    key, not a user).
+    """
+    return Household.objects.filter(firm_id=firm_id)
+
+
+def firm_connection_queryset(*, firm_id: int) -> QuerySet[Connection]:
+    """Connections of one firm's households (see :func:`firm_household_queryset`)."""
+    return Connection.objects.filter(household__in=firm_household_queryset(firm_id=firm_id))
 
 
 def connection_queryset_for(*, user: User) -> QuerySet[Connection]:
@@ -238,6 +255,15 @@ def _severity_case() -> Case:
     )
 
 
+def households_with_rollups(households: QuerySet[Household]) -> QuerySet[Household]:
+    """``households`` annotated with ``worst_severity``, ``data_as_of`` and ``connection_count``.
+
+    See :func:`household_table` for what each means; a page of them costs one
+    query whatever the number of connections (:func:`_household_rollups`).
+    """
+    return households.annotate(**_household_rollups())
+
+
 def _household_rollups() -> dict[str, Any]:
     """Per-household roll-ups as correlated subqueries, each on ``connection_household_status``.
 
@@ -273,7 +299,7 @@ def household_table(*, user: User, search: str = "", status: str = "") -> QueryS
         households = households.filter(
             Q(name__icontains=search) | Q(reference__icontains=search) | Q(Exists(client_match))
         )
-    households = households.annotate(**_household_rollups())
+    households = households_with_rollups(households)
     # Filtered through Q: the roll-up is an annotation the type checker cannot see on the model.
     if status in STATUS_SEVERITY and status != Status.DISCONNECTED:
         households = households.filter(Q(worst_severity=STATUS_SEVERITY[status]))
@@ -285,9 +311,12 @@ def household_table(*, user: User, search: str = "", status: str = "") -> QueryS
 # --- Household page ---------------------------------------------------------------
 
 
-def _credentials_without_values() -> Prefetch:
-    # Deadlines need kind and expiry only: deferring the value means no secret is
-    # decrypted just to draw a page.
+def credentials_without_values() -> Prefetch:
+    """A connection's ``credentials`` prefetch for deadlines: kind and times, never the value.
+
+    Deadlines need kind and expiry only; deferring the value means no secret is
+    decrypted just to draw a page (or an API response).
+    """
     return Prefetch(
         "credentials",
         queryset=Credential.objects.only("id", "connection_id", "kind", "issued_at", "expires_at"),
@@ -309,7 +338,7 @@ def connection_cards_queryset(*, user: User, now: dt.datetime | None = None) -> 
         .select_related("provider_app", "client", "household")
         .defer(*NO_SECRETS)
         .annotate(authorization_open=Exists(open_request))
-        .prefetch_related(_credentials_without_values(), "accounts")
+        .prefetch_related(credentials_without_values(), "accounts")
     )
 
 

@@ -150,6 +150,10 @@ INSTALLED_APPS = [
     "connections",
     "mfa",
     "reports",
+    # django-ninja as an app: its Swagger UI template and assets come from
+    # static files here, never from a CDN (CSP script-src 'self').
+    "ninja",
+    "api",
 ]
 if SANDBOX_ENABLED:
     INSTALLED_APPS.append("sandbox")
@@ -389,6 +393,13 @@ PROVIDER_HOSTS: dict[str, dict[str, list[str]]] = {
 # (loopback, private, link-local, localhost...). Follows DEBUG, not the
 # environment, so a deployment cannot switch it off by accident.
 PROVIDER_URLS_STRICT: bool = not DEBUG
+
+# --- API and webhooks (api/conf.py has the rest, with their defaults) ---------
+# Webhook URLs must be https:// and resolve to public addresses only, unless
+# these say otherwise (development and the test suite deliver to local receivers).
+WEBHOOK_REQUIRE_HTTPS: bool = env.bool("WEBHOOK_REQUIRE_HTTPS", default=not DEBUG)
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES: bool = env.bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", default=DEBUG)
+API_RATE_LIMIT_PER_MINUTE: int = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
 
 # --- Security -----------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

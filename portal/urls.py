@@ -14,6 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("account/security/", include("mfa.urls")),
     path("reports/", include("reports.urls")),
+    path("", include("api.urls")),
     path("", include("connections.urls")),
 ]
 

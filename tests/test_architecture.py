@@ -19,11 +19,14 @@ CHECKED = ("connections", "api", "reports")
 
 
 def _decided_value(node: ast.AST | None) -> bool:
-    """A connection status or reason spelled out: ``Status.ACTIVE``, ``Reason.EXPIRED``, ``m.Status.X``."""
+    """A connection status or reason spelled out: ``Status.ACTIVE``, ``Reason.EXPIRED``, ``m.Status.X``.
+
+    Other models' own status choices (``WebhookDelivery.Status.PENDING``) are theirs to write.
+    """
     if node is None:
         return False
-    text = ast.unparse(node)
-    return any(part in ("Status", "Reason") for part in text.split(".")[:-1])
+    prefix = ast.unparse(node).split(".")[:-1]
+    return bool(prefix) and prefix[-1] in ("Status", "Reason") and all(p in ("m", "models") for p in prefix[:-1])
 
 
 WRITES = ("update", "create", "update_or_create", "get_or_create", "bulk_update")

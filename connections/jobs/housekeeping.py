@@ -170,8 +170,9 @@ def client_links_expire(*, now: datetime | None = None) -> int:
                     kind=ConnectionEvent.Kind.LINK_EXPIRED,
                     message=wording.link_expired(source=wording.source_name(provider=provider, platform=platform)),
                     actor_label=wording.HOUSEKEEPING,
+                    details={"client_link_id": str(link_id)},
                 )
-                for _pk, connection_id, provider, platform in rows
+                for link_id, connection_id, provider, platform in rows
                 # A link for a new connection that never happened has nothing to attach it to.
                 if connection_id is not None
             ]

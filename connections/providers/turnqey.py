@@ -317,9 +317,8 @@ class TurnqeyClient(ProviderClient):
             raise AuthorizationDenied("error", f"{source}: Turnqey returned a different client identity.")
         returned_platform = params.get(CALLBACK_PLATFORM, "")
         if returned_platform and returned_platform != platform:
-            raise AuthorizationDenied(
-                "error", f"{source}: Turnqey authorized {platform_label(returned_platform)} instead."
-            )
+            # Not named: the callback came through the browser, and its words are not Turnqey's.
+            raise AuthorizationDenied("error", f"{source}: Turnqey authorized a different platform than the one asked.")
 
         # The callback's collection is not read: only Turnqey's answer says
         # which collection the authorization lives in.

@@ -87,6 +87,9 @@ def connections_check_enqueue(
     return len(ids)
 
 
-def connection_disconnect_now(*, connection: Connection, user: User) -> Connection:
-    """Disconnect on purpose: the lifecycle revokes at the provider and deletes secrets."""
-    return lifecycle.connection_disconnect(connection=connection, actor=actor_user(user))
+def connection_disconnect_now(*, connection: Connection, user: User, actor_label: str = "") -> Connection:
+    """Disconnect on purpose: the lifecycle revokes at the provider and deletes secrets.
+
+    ``actor_label`` says through what a non-person asked (``wording.API``...).
+    """
+    return lifecycle.connection_disconnect(connection=connection, actor=actor_user(user), actor_label=actor_label)

@@ -80,25 +80,31 @@ def client_link_create(
     provider_app: ProviderApp | None = None,
     platform: str = "",
     now: dt.datetime | None = None,
+    actor_label: str = "",
+    send_email: bool = True,
 ) -> ClientLinkCreated:
     """Create a client link for one reconnect (``connection``) or one new connection, and email it.
 
     The URL carries ``TimestampSigner(salt).sign(random 256-bit token)``; only the
     SHA-256 of the random part is stored. Expires after ``CLIENT_LINK_MAX_AGE_DAYS``
     (7 by default). Sent to the client's email, in plain text and HTML, and
-    recorded as ``LINK_SENT`` when it concerns an existing connection.
+    recorded as ``LINK_SENT`` (naming the link in its details) when it concerns
+    an existing connection. ``send_email=False`` creates the link without
+    emailing it (the firm's own system delivers the URL); the event says so.
+    ``actor_label`` says through what a non-person did it (``wording.API``...).
     The URL is built on ``PORTAL_BASE_URL`` and never on anything a request
     says about itself (its Host header can be forged, and the email would
     then send the client's token to the forger's host). Raises ``ValueError``
-    when the client has no email or the scope does not fit the household, and
-    :class:`Throttled` when ``user`` has sent ``CLIENT_LINK_SENDS_PER_HOUR``
-    links in the last hour (nothing is created or sent then).
+    when the link is to be emailed and the client has no email, or the scope
+    does not fit the household, and :class:`Throttled` when ``user`` has sent
+    ``CLIENT_LINK_SENDS_PER_HOUR`` links in the last hour (nothing is created
+    or sent then).
     """
     now = now or timezone.now()
     if client.household_id != household.pk:
         raise ValueError("The client is not in this household.")
-    if not client.email:
-        raise ValueError(f"{client.name} has no email address; add one before sending a link.")
+    if send_email and not client.email:
+        raise ValueError(wording.link_needs_email(client=client.name))
     if connection is not None:
         if connection.household_id != household.pk or connection.client_id != client.pk:
             raise ValueError("The connection is not this client's.")
@@ -143,14 +149,22 @@ def client_link_create(
             sent_at=now,
         )
         if connection is not None:
+            message = (
+                wording.link_sent(email=client.email, expires_at=link.expires_at)
+                if send_email
+                else wording.link_issued(expires_at=link.expires_at)
+            )
             lifecycle.event_record(
                 connection=connection,
                 kind=ConnectionEvent.Kind.LINK_SENT,
-                message=wording.link_sent(email=client.email, expires_at=link.expires_at),
+                message=message,
                 actor=actor_user(user),
+                actor_label=actor_label,
+                details={"client_link_id": str(link.pk), "emailed": send_email},
             )
     url = urljoin(settings.PORTAL_BASE_URL.rstrip("/") + "/", reverse("client_link", args=[token]))
-    notifications.client_link_email_send(link=link, url=url, is_reconnect=client_link_is_reconnect(link=link))
+    if send_email:
+        notifications.client_link_email_send(link=link, url=url, is_reconnect=client_link_is_reconnect(link=link))
     return ClientLinkCreated(link=link, url=url)
 
 
@@ -237,6 +251,7 @@ def client_link_open(*, link: ClientLink, now: dt.datetime | None = None) -> Cli
                 kind=ConnectionEvent.Kind.LINK_OPENED,
                 message=wording.link_opened(email=link.sent_to),
                 actor_label=CLIENT_LINK_ACTOR,
+                details={"client_link_id": str(link.pk)},
             )
     return link
 
@@ -304,6 +319,7 @@ def client_link_expire(*, link: ClientLink) -> bool:
                 kind=ConnectionEvent.Kind.LINK_EXPIRED,
                 message=wording.link_expired(source=connection.source_display),
                 actor_label=CLIENT_LINK_ACTOR,
+                details={"client_link_id": str(link.pk)},
             )
     return bool(expired)
 
@@ -363,4 +379,5 @@ def client_link_complete(*, link: ClientLink, connection: Connection) -> None:
         kind=ConnectionEvent.Kind.LINK_COMPLETED,
         message=wording.link_completed(email=link.sent_to),
         actor_label=CLIENT_LINK_ACTOR,
+        details={"client_link_id": str(link.pk)},
     )

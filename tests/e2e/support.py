@@ -123,6 +123,14 @@ def connect_turnqey(portal: Portal, *, platform: str = "coinbase") -> m.Connecti
     return _apply(connection, client.complete_authorization(params=params, platform=platform, identity=identity))
 
 
+def reconnect_turnqey(portal: Portal, connection: m.Connection) -> m.Connection:
+    """The client approves at Turnqey's consent page again; the grant must name the same source account."""
+    client, identity, params = _authorize(portal, "turnqey", connection.platform)
+    assert params.get("status") == "success", params
+    grant = client.complete_authorization(params=params, platform=connection.platform, identity=identity)
+    return lifecycle.grant_apply(connection=connection, grant=grant, purpose="reconnect", actor_label="e2e:reconnect")
+
+
 def connect_dapi(portal: Portal, *, platform: str = "binance") -> m.Connection:
     """The client signs in on Dapi's Connect page; the access code is exchanged within its 30 minutes."""
     client, identity, params = _authorize(portal, "dapi", platform, username=f"user-{uuid.uuid4().hex[:8]}")

@@ -25,6 +25,9 @@ TASKS = {
     "connections.send_reminders",
     "reports.freshness_snapshot",
     "reports.oversight_tally",
+    # Added by the api app's AppConfig.default_schedules.
+    "api.webhooks_tick",
+    "api.housekeeping",
 }
 
 

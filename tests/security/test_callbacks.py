@@ -170,6 +170,9 @@ def _bad_queries(state: str) -> dict[str, str]:
         "oversized query": urlencode(base) + "&" + "&".join(f"p{i}=v" for i in range(2000)),
         "no state": urlencode(TURNQEY_SUCCESS),
         "empty state": urlencode({**base, "state": ""}),
+        # A NUL cannot be stored (PostgreSQL refuses it), and no provider sends control characters.
+        "NUL in a value": urlencode({**base, "platform": "coinbase\x00"}),
+        "control character in a value": urlencode({**base, "error_description": "a\x1bb"}),
     }
 
 

@@ -43,7 +43,7 @@ out = {name: getattr(settings, name, None) for name in (
     "DEBUG", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "SECURE_SSL_REDIRECT",
     "SESSION_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE", "CSRF_COOKIE_SECURE",
     "CSRF_COOKIE_HTTPONLY", "CSRF_COOKIE_SAMESITE", "X_FRAME_OPTIONS", "SECURE_CONTENT_TYPE_NOSNIFF",
-    "SECURE_REFERRER_POLICY", "SANDBOX_ENABLED")}
+    "SECURE_REFERRER_POLICY", "SANDBOX_ENABLED", "WEBHOOK_REQUIRE_HTTPS", "WEBHOOK_ALLOW_PRIVATE_ADDRESSES")}
 out["INSTALLED_APPS"] = list(settings.INSTALLED_APPS)
 
 def cookie(response, name):
@@ -75,6 +75,15 @@ with override_settings(STORAGES={
     out["signin_status"] = signed_in.status_code
     out["session_cookie"] = cookie(signed_in, settings.SESSION_COOKIE_NAME)
     out["sandbox_status"] = browser.get("/sandbox/_control/", secure=True).status_code
+    docs = browser.get("/api/v1/docs", secure=True)
+    out["docs_status"] = docs.status_code
+    out["docs_csp"] = docs.get("Content-Security-Policy")
+    out["docs_html"] = docs.content.decode()
+
+from api.webhooks.addresses import webhook_url_problems
+out["webhook_url_problems"] = {url: webhook_url_problems(url) for url in (
+    "https://127.0.0.1/hooks", "https://10.1.2.3/hooks", "https://169.254.169.254/latest/meta-data/",
+    "https://[::1]/hooks", "https://localhost/hooks", "http://93.184.215.14/hooks", "https://93.184.215.14/hooks")}
 
 # A provider app pointed at each of these, validated as the admin would (full_clean).
 from django.core.exceptions import ValidationError
@@ -98,7 +107,7 @@ def production_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "SECURE_", "SANDBOX_", "EMAIL_", "ANYMAIL_"))
+        if not k.startswith(("DJANGO_", "SECURE_", "SANDBOX_", "EMAIL_", "ANYMAIL_", "WEBHOOK_"))
     }
     env.update(
         {
@@ -204,6 +213,26 @@ def test_the_sandbox_is_off_in_production(probe: dict[str, Any]) -> None:
     assert probe["SANDBOX_ENABLED"] is False
     assert "sandbox" not in probe["INSTALLED_APPS"]
     assert probe["sandbox_status"] == 404
+
+
+def test_webhooks_refuse_private_addresses_and_plain_http_in_production(probe: dict[str, Any]) -> None:
+    assert probe["WEBHOOK_REQUIRE_HTTPS"] is True
+    assert probe["WEBHOOK_ALLOW_PRIVATE_ADDRESSES"] is False
+    problems = probe["webhook_url_problems"]
+    assert problems.pop("https://93.184.215.14/hooks") == []
+    assert problems.pop("http://93.184.215.14/hooks") == ["Webhook endpoints must use https://."]
+    for url, found in problems.items():
+        assert len(found) == 1, url
+        assert "private, loopback" in found[0], url
+
+
+def test_the_api_docs_load_only_the_portals_own_assets_under_the_strict_csp(probe: dict[str, Any]) -> None:
+    assert probe["docs_status"] == 200
+    assert probe["docs_csp"] == probe["headers"]["Content-Security-Policy"]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', probe["docs_html"])
+    assert assets
+    assert all(asset.startswith("/static/ninja/") for asset in assets), assets
+
 
 
 # --- Mail in production --------------------------------------------------------------------------

@@ -5,6 +5,10 @@ exactly as they are, because an admin may have changed an interval or
 disabled a job in admin on purpose and a deploy must not undo that; only the
 task name and description are kept in step. ``--reset`` puts every default
 schedule (interval or crontab, enabled, expiry) back.
+
+Other installed apps add their own jobs without this module knowing them: an
+``AppConfig`` with a ``default_schedules`` attribute (a sequence of mappings
+with :class:`DefaultSchedule`'s fields) has those created too.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.apps import apps
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -84,6 +89,16 @@ DEFAULT_SCHEDULES: tuple[DefaultSchedule, ...] = (
 )
 
 
+def all_default_schedules() -> list[DefaultSchedule]:
+    """These defaults, then each installed app's ``default_schedules`` (see the module docstring)."""
+    schedules = list(DEFAULT_SCHEDULES)
+    for config in apps.get_app_configs():
+        extra: Any = getattr(config, "default_schedules", ())
+        for entry in extra:
+            schedules.append(entry if isinstance(entry, DefaultSchedule) else DefaultSchedule(**dict(entry)))
+    return schedules
+
+
 def _schedule_fields(default: DefaultSchedule) -> dict[str, Any]:
     if default.every_seconds is not None:
         interval, _ = IntervalSchedule.objects.get_or_create(
@@ -107,7 +122,7 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args: Any, reset: bool = False, **options: Any) -> None:
-        for default in DEFAULT_SCHEDULES:
+        for default in all_default_schedules():
             existing = PeriodicTask.objects.filter(name=default.name).first()
             if existing is None:
                 PeriodicTask.objects.create(

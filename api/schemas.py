@@ -1,0 +1,295 @@
+"""What the API and the webhooks say about the portal's objects: one schema each, built in one place.
+
+The API's replies and the webhooks' ``data`` use the same representations, so
+a consumer parses a connection the same way wherever it comes from. Builders
+read only what their querysets selected or prefetched (no query per row), take
+``now`` for deadlines, and never touch a secret: no credential value, no
+external account id, no link token.
+
+Plain pydantic models rather than ninja's ``Schema``: the builders pass every
+field explicitly, and ``Schema``'s validator (which reads attributes off ORM
+objects) was most of the CPU of a page of 100 connections (``make bench``, "api").
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from connections import selectors, wording
+from connections.models import (
+    Account,
+    Client,
+    ClientLink,
+    Connection,
+    ConnectionEvent,
+    Environment,
+    Household,
+    Provider,
+    Reason,
+    Status,
+)
+
+from .models import EventType, WebhookEvent
+
+DeadlineKind = Literal["renews", "token_expires", "refresh_valid_until", "reconnect_by", "next_check"]
+
+
+class HouseholdRef(BaseModel):
+    id: int
+    name: str
+    reference: str = Field(description="The firm's own reference for the household.")
+
+
+class ClientRef(BaseModel):
+    id: int
+    name: str
+
+
+class DeadlineOut(BaseModel):
+    kind: DeadlineKind = Field(
+        description="renews: the access token is renewed by then; token_expires: it lapses then and cannot be "
+        "renewed; refresh_valid_until: the refresh token's end of life; reconnect_by: a hard limit after which "
+        "only the client can restore access; next_check: the portal's next look."
+    )
+    at: datetime
+    urgent: bool = Field(description="A hard deadline close enough that someone should act.")
+
+
+class HouseholdOut(BaseModel):
+    id: int
+    name: str
+    reference: str
+    health: Status | None = Field(
+        description="Roll-up: the worst status among the household's connections that are not disconnected; "
+        "null when it has none."
+    )
+    data_as_of: datetime | None = Field(description="The oldest 'data as of' among its live connections.")
+    connection_count: int = Field(description="Connections that are not disconnected.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ClientOut(BaseModel):
+    id: int
+    household_id: int
+    name: str
+    email: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConnectionOut(BaseModel):
+    id: int
+    household: HouseholdRef
+    client: ClientRef
+    provider: Provider
+    provider_name: str
+    platform: str
+    platform_name: str
+    source: str = Field(description="How the portal names the source, such as 'Coinbase via Turnqey'.")
+    environment: Environment
+    label: str
+    status: Status
+    reason: Reason = Field(description="Why it is not simply active; empty when it is.")
+    message: str = Field(description="Status and reason in plain words, naming provider and platform.")
+    data_as_of: datetime | None = Field(description="When the accounts were last read successfully.")
+    last_checked_at: datetime | None
+    next_check_at: datetime | None
+    reconnect_by: datetime | None
+    deadlines: list[DeadlineOut] = Field(description="Every deadline the connection has, soonest first.")
+    connected_at: datetime | None
+    disconnected_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    changed_at: datetime = Field(
+        description="The latest of updated_at and the connection's newest event: what changed_since filters on."
+    )
+
+
+class EventOut(BaseModel):
+    id: int
+    kind: ConnectionEvent.Kind
+    from_status: Status | Literal[""]
+    to_status: Status | Literal[""]
+    reason: Reason
+    message: str
+    actor: str = Field(description="Who or what did it, in words.")
+    created_at: datetime
+
+
+class AccountOut(BaseModel):
+    id: int
+    name: str
+    currency: str
+    balance: str = Field(description="A decimal number, as a string so no precision is lost.")
+    status: str
+    as_of: datetime = Field(description="When the provider last reported a change to this account.")
+
+
+class ClientLinkOut(BaseModel):
+    id: uuid.UUID
+    status: ClientLink.LinkStatus
+    sent_to: str
+    created_at: datetime
+    expires_at: datetime
+    opened_at: datetime | None
+    completed_at: datetime | None
+
+
+class EventFacts(BaseModel):
+    kind: ConnectionEvent.Kind = Field(description="The connection event this was made from.")
+    from_status: Status | Literal[""]
+    to_status: Status | Literal[""]
+    reason: Reason
+    message: str
+    deadline: datetime | None = Field(default=None, description="For connection.deadline_approaching.")
+
+
+class EventData(BaseModel):
+    connection: ConnectionOut = Field(
+        description="The connection as it is now (when sent or read), not as it was: events may arrive out of order."
+    )
+    event: EventFacts
+    client_link: ClientLinkOut | None = Field(default=None, description="For client_link.* events.")
+
+
+class EventEnvelope(BaseModel):
+    """A webhook's body, and an item of ``GET /api/v1/events``."""
+
+    type: EventType
+    id: str = Field(description="Unique per event; the webhook-id header carries the same value.")
+    timestamp: datetime = Field(description="When it happened.")
+    data: EventData
+
+
+# --- Builders -----------------------------------------------------------------------------------
+
+
+def household_out(household: Household) -> HouseholdOut:
+    """From a household annotated by ``selectors.households_with_rollups``."""
+    worst = getattr(household, "worst_severity", None)
+    return HouseholdOut(
+        id=household.pk,
+        name=household.name,
+        reference=household.reference,
+        health=Status(selectors.SEVERITY_STATUS[worst]) if worst is not None else None,
+        data_as_of=getattr(household, "data_as_of", None),
+        connection_count=getattr(household, "connection_count", 0) or 0,
+        created_at=household.created_at,
+        updated_at=household.updated_at,
+    )
+
+
+def client_out(client: Client) -> ClientOut:
+    return ClientOut(
+        id=client.pk,
+        household_id=client.household_id,
+        name=client.name,
+        email=client.email,
+        created_at=client.created_at,
+        updated_at=client.updated_at,
+    )
+
+
+def connection_out(connection: Connection, *, now: datetime) -> ConnectionOut:
+    """From a connection of ``api.selectors.connections_for_api`` (household, client, app, credentials loaded).
+
+    Built without validation (``model_construct``): every value below is
+    already of its field's type, and a page builds a hundred of these, which
+    validation made the largest cost of a page after the queries. The tests
+    read the JSON the API sends, so a wrong type would still show.
+    """
+    last_event_at: datetime | None = getattr(connection, "last_event_at", None)
+    changed_at = max(connection.updated_at, last_event_at) if last_event_at else connection.updated_at
+    deadlines = selectors.connection_deadlines(connection=connection, now=now)
+    household = connection.household
+    return ConnectionOut.model_construct(
+        id=connection.pk,
+        household=HouseholdRef.model_construct(id=household.pk, name=household.name, reference=household.reference),
+        client=ClientRef.model_construct(id=connection.client.pk, name=connection.client.name),
+        provider=Provider(connection.provider),
+        provider_name=wording.provider_name(connection.provider),
+        platform=connection.platform,
+        platform_name=wording.platform_name(connection.platform),
+        source=connection.source_display,
+        environment=Environment(connection.provider_app.environment),
+        label=connection.label,
+        status=Status(connection.status),
+        reason=Reason(connection.reason),
+        message=connection.status_message,
+        data_as_of=connection.last_success_at,
+        last_checked_at=connection.last_checked_at,
+        next_check_at=connection.next_check_at,
+        reconnect_by=connection.reconnect_by,
+        deadlines=[DeadlineOut.model_construct(kind=d.kind, at=d.at, urgent=d.urgent) for d in deadlines],
+        connected_at=connection.connected_at,
+        disconnected_at=connection.disconnected_at,
+        created_at=connection.created_at,
+        updated_at=connection.updated_at,
+        changed_at=changed_at,
+    )
+
+
+def event_out(event: ConnectionEvent) -> EventOut:
+    return EventOut(
+        id=event.pk,
+        kind=ConnectionEvent.Kind(event.kind),
+        from_status=event.from_status,  # type: ignore[arg-type]
+        to_status=event.to_status,  # type: ignore[arg-type]
+        reason=Reason(event.reason),
+        message=event.message,
+        actor=wording.actor_words(actor=event.actor, actor_label=event.actor_label),
+        created_at=event.created_at,
+    )
+
+
+def account_out(account: Account) -> AccountOut:
+    return AccountOut(
+        id=account.pk,
+        name=account.name,
+        currency=account.currency,
+        balance=format(account.balance, "f"),
+        status=account.status,
+        as_of=account.as_of,
+    )
+
+
+def client_link_out(link: ClientLink) -> ClientLinkOut:
+    return ClientLinkOut(
+        id=link.pk,
+        status=ClientLink.LinkStatus(link.status),
+        sent_to=link.sent_to,
+        created_at=link.created_at,
+        expires_at=link.expires_at,
+        opened_at=link.opened_at,
+        completed_at=link.completed_at,
+    )
+
+
+def envelope_out(event: WebhookEvent, *, connection: Connection, now: datetime) -> EventEnvelope:
+    """The envelope of ``event`` (its source event and client link loaded) with ``connection`` as it is now."""
+    source = event.source_event
+    deadline = (
+        (source.details or {}).get("deadline") if event.type == EventType.CONNECTION_DEADLINE_APPROACHING else None
+    )
+    return EventEnvelope(
+        type=EventType(event.type),
+        id=event.public_id,
+        timestamp=event.occurred_at,
+        data=EventData(
+            connection=connection_out(connection, now=now),
+            event=EventFacts(
+                kind=ConnectionEvent.Kind(source.kind),
+                from_status=source.from_status,  # type: ignore[arg-type]
+                to_status=source.to_status,  # type: ignore[arg-type]
+                reason=Reason(source.reason),
+                message=source.message,
+                deadline=deadline,
+            ),
+            client_link=client_link_out(event.client_link) if event.client_link is not None else None,
+        ),
+    )
