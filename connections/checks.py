@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from cryptography.fernet import Fernet
@@ -29,4 +30,32 @@ def encryption_keys_check(app_configs: Any = None, **kwargs: Any) -> list[Error]
                     id="connections.E002",
                 )
             )
+    return errors
+
+
+@register()
+def lifecycle_tunables_check(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Every ``LIFECYCLE_<NAME>`` setting names a tunable and holds a number, or the portal does not start.
+
+    Read at call time by the lifecycle (``Tunables.from_settings``), a bad
+    value would otherwise surface only inside the first check that reads it.
+    """
+    from .lifecycle.rules import Tunables
+
+    known = {f"LIFECYCLE_{item.name.upper()}": item for item in fields(Tunables)}
+    errors = []
+    for name in sorted(n for n in dir(settings) if n.startswith("LIFECYCLE_")):
+        if name not in known:
+            errors.append(
+                Error(
+                    f"{name} is not a lifecycle tunable.",
+                    hint="The tunables are: " + ", ".join(sorted(known)),
+                    id="connections.E003",
+                )
+            )
+            continue
+        try:
+            Tunables.from_settings(type("Only", (), {name: getattr(settings, name)}))
+        except (TypeError, ValueError):
+            errors.append(Error(f"{name} must be a number.", id="connections.E004"))
     return errors

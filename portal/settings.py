@@ -347,9 +347,14 @@ CELERY_TASK_ALWAYS_EAGER: bool = env.bool("CELERY_TASK_ALWAYS_EAGER", default=Fa
 
 # Outbound rate limit per provider app, shared by every worker
 # (connections.throttling): a token bucket in Redis when a URL is set,
-# otherwise in the ProviderApp row. Lifecycle tunables (LIFECYCLE_*,
-# BREAKER_*) have defaults in connections/lifecycle.py and throttling.py.
+# otherwise in the ProviderApp row. Breaker tunables (BREAKER_*) have their
+# defaults in connections/throttling.py.
 RATE_LIMIT_REDIS_URL: str = env.str("RATE_LIMIT_REDIS_URL", default="") or env.str("REDIS_URL", default="")
+# Lifecycle tunables (connections.lifecycle.rules.Tunables: probe interval,
+# backoff, leases, warning windows...): any LIFECYCLE_<NAME> variable in the
+# environment overrides that default, as a number. `manage.py check` refuses a
+# name that is not a tunable or a value that is not a number (connections.checks).
+vars().update({name: value for name, value in os.environ.items() if name.startswith("LIFECYCLE_")})
 
 # --- Reconnect requests and notifications --------------------------------------
 # Defaults; a firm's FirmNotificationPolicy (admin) overrides the last three for that firm.
