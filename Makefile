@@ -21,6 +21,12 @@ $(STAMP): $(PY) requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
+# The port the portal listens on: `make run PORT=8001` when 8000 is taken. Every
+# process (and every link in an email) follows it through PORTAL_BASE_URL.
+PORT ?= 8000
+run: export PORT := $(PORT)
+run: export PORTAL_BASE_URL ?= http://127.0.0.1:$(PORT)
+
 ## Install, migrate, load demo data, create schedules, start web + worker + beat (+ sandbox).
 run: install
 	$(PY) manage.py migrate --noinput
@@ -28,7 +34,8 @@ run: install
 	$(PY) manage.py setup_periodic_tasks
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	@$(PY) manage.py demo_logins
-	$(BIN)/honcho start -f Procfile
+	@# -p: honcho hands the first process (web) this port, as $$PORT.
+	$(BIN)/honcho start -f Procfile -p $(PORT)
 
 ## Install the dev requirements and run the whole suite.
 test: install

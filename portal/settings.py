@@ -44,6 +44,7 @@ EMAIL_BACKENDS_NOT_SENT = {
     "django.core.mail.backends.dummy.EmailBackend": "drops every email",
     "anymail.backends.console.EmailBackend": "prints every email to the server's output",
     "anymail.backends.test.EmailBackend": "keeps every email in memory and sends none",
+    "portal.outbox.OutboxEmailBackend": "keeps every email in files on the server (the development outbox)",
 }
 
 
@@ -121,8 +122,10 @@ ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "loca
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # Public base URL of the portal, used to build absolute links in emails and the
-# redirect URIs registered with providers.
-PORTAL_BASE_URL: str = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# redirect URIs registered with providers. In development it follows PORT (the
+# port `make run` and the Procfile's web process listen on; 8000 by default).
+PORT: int = env.int("PORT", default=8000)
+PORTAL_BASE_URL: str = env.str("PORTAL_BASE_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
 
 SANDBOX_ENABLED: bool = env.bool("SANDBOX_ENABLED", default=DEBUG)
 # When set, every call to the sandbox's control API must carry it in the
@@ -199,6 +202,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "csp.context_processors.nonce",
+                "portal.outbox.outbox_context",
             ],
         },
     },
@@ -313,10 +317,13 @@ STORAGES = {
 # django-anymail's ESPs ("anymail.backends.postmark.EmailBackend"), whose
 # settings come from ANYMAIL_* variables (ANYMAIL_POSTMARK_SERVER_TOKEN=... is
 # ANYMAIL["POSTMARK_SERVER_TOKEN"]). EMAIL_BACKEND wins when both are set.
-# Development defaults to the console.
+# Development without either keeps every email in the outbox (VAR_DIR/outbox),
+# listed at /dev/outbox/ (portal.outbox).
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 EMAIL_BACKEND: str = env.str("EMAIL_BACKEND", default="").strip() or str(EMAIL_CONFIG["EMAIL_BACKEND"])
+if DEBUG and not any(os.environ.get(name, "").strip() for name in EMAIL_SETTINGS):
+    EMAIL_BACKEND = "portal.outbox.OutboxEmailBackend"
 ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
 if not DEBUG:
     _refuse_email_that_is_not_sent(EMAIL_BACKEND)
@@ -368,6 +375,10 @@ NOTIFICATIONS_RECOVERY_HOLD_SECONDS: float = env.float("NOTIFICATIONS_RECOVERY_H
 # Where provider clients reach the sandbox when it runs inside the portal. A
 # separate sandbox server (`manage.py run_sandbox`) sets this to its own URL.
 SANDBOX_BASE_URL: str = env.str("SANDBOX_BASE_URL", default=f"{PORTAL_BASE_URL}/sandbox").rstrip("/")
+# The sandbox's sign-in pages and /sandbox/_hints/ list the simulated people who can sign in (development
+# only), naming a password only where it is one of these and it matches (the demo logins' password).
+SANDBOX_SIGN_IN_HINTS: bool = env.bool("SANDBOX_SIGN_IN_HINTS", default=DEBUG)
+SANDBOX_HINT_PASSWORDS: list[str] = ["demo-password-dev-only"] if DEBUG else []
 PROVIDER_CONNECT_TIMEOUT: float = env.float("PROVIDER_CONNECT_TIMEOUT", default=3.05)
 PROVIDER_READ_TIMEOUT: float = env.float("PROVIDER_READ_TIMEOUT", default=10.0)
 # The whole of one provider call, however slowly the reply trickles in (the

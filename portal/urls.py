@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from connections.health import healthz
+from portal import outbox
 
 # Django renders 400/403/404 from the templates of the same name; 500 needs a view to keep the header.
 handler500 = "portal.errors.server_error"
@@ -14,6 +15,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("account/security/", include("mfa.urls")),
     path("reports/", include("reports.urls")),
+    # Development only: every page of it is a 404 while DEBUG is off.
+    path("dev/outbox/", outbox.outbox_list, name="dev_outbox"),
+    path("dev/outbox/<str:name>/", outbox.outbox_detail, name="dev_outbox_message"),
     path("", include("api.urls")),
     path("", include("connections.urls")),
 ]

@@ -7,7 +7,7 @@ is how Bloquo's staging and production mounts keep separate worlds.
 
 from django.urls import include, path
 
-from .views import bloquo, coinify, control, dapi, turnqey
+from .views import bloquo, coinify, control, dapi, hints, turnqey
 
 app_name = "sandbox"
 
@@ -60,6 +60,8 @@ control_urls = [
 
 urlpatterns = [
     path("_control/", include(control_urls)),
+    # Development only (SANDBOX_SIGN_IN_HINTS): who can sign in, for a demo without a command line.
+    path("_hints/", hints.sign_ins, name="sign-in-hints"),
     path("turnqey/", include(turnqey_urls), {"ns": "turnqey"}),
     path("coinify/", include(coinify_urls), {"ns": "coinify"}),
     path("bloquo/", include(bloquo_urls("bloquo")), {"ns": "bloquo"}),

@@ -101,3 +101,52 @@ def test_development_needs_no_environment_at_all(production_env: dict[str, str],
     # The development keys were generated into the (git-ignored) var folder.
     assert (tmp_path / "var" / "dev_encryption_key").read_text().strip()
     assert (tmp_path / "var" / "dev_secret_key").read_text().strip()
+
+
+# --- Port 8000 taken: PORT moves the portal, its links and make run together ---------------------------------
+
+
+def _development(env: dict[str, str], *, code: str) -> str:
+    env = {k: v for k, v in env.items() if k not in REQUIRED}
+    env["DEBUG"] = "true"
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def test_the_portals_links_follow_port_unless_portal_base_url_says_otherwise(production_env: dict[str, str]) -> None:
+    production_env = {
+        k: v for k, v in production_env.items() if k not in ("PORT", "PORTAL_BASE_URL", "SANDBOX_BASE_URL")
+    }
+    show = "from django.conf import settings; print(settings.PORTAL_BASE_URL, settings.SANDBOX_BASE_URL)"
+    assert _development(production_env, code=show) == "http://127.0.0.1:8000 http://127.0.0.1:8000/sandbox"
+    moved = _development({**production_env, "PORT": "8123"}, code=show)
+    assert moved == "http://127.0.0.1:8123 http://127.0.0.1:8123/sandbox"
+    named = _development({**production_env, "PORT": "8123", "PORTAL_BASE_URL": "https://portal.test"}, code=show)
+    assert named.split()[0] == "https://portal.test"
+
+
+def test_make_run_hands_its_port_to_the_web_process_and_to_every_link() -> None:
+    plan = subprocess.run(
+        ["make", "-n", "run", "PORT=8123"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "honcho start -f Procfile -p 8123" in plan
+    makefile = (PROJECT_DIR / "Makefile").read_text()
+    assert "run: export PORTAL_BASE_URL ?= http://127.0.0.1:$(PORT)" in makefile
+    web = next(line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    assert "--bind 127.0.0.1:${PORT:-8000}" in web
+
+
+def test_the_sandbox_hints_name_the_password_the_demo_data_signs_in_with(production_env: dict[str, str]) -> None:
+    """The sign-in hints may show a secret only when it is the demo's own (the one ``make run`` prints)."""
+    from connections.management.commands.seed_demo import DEMO_PASSWORD
+
+    show = "from django.conf import settings; print(settings.SANDBOX_HINT_PASSWORDS)"
+    assert _development(production_env, code=show) == repr([DEMO_PASSWORD])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponseBase, HttpResponseRedirect
@@ -78,6 +79,20 @@ def authorization_redirect(
     return HttpResponseRedirect(started.redirect_url)
 
 
+def sandbox_sign_ins_url(app: ProviderApp) -> str:
+    """Where a sandbox app's demo sign-ins are listed, in development; "" anywhere else.
+
+    The sandbox lists them at ``/_hints/`` (only while DEBUG is on); a form
+    for a real provider never links there.
+    """
+    base = settings.SANDBOX_BASE_URL.rstrip("/")
+    if not (settings.DEBUG and getattr(settings, "SANDBOX_SIGN_IN_HINTS", True)):
+        return ""
+    if not app.base_url.startswith(f"{base}/"):
+        return ""
+    return f"{base}/_hints/?provider={app.provider}"
+
+
 def credentials_page(
     request: HttpRequest,
     *,
@@ -108,6 +123,7 @@ def credentials_page(
         "credentials_form": form,
         "provider_name": app.get_provider_display(),
         "source": services.source_words(provider_app=app, platform=platform),
+        "sandbox_sign_ins_url": sandbox_sign_ins_url(app),
     }
     if request.method == "POST" and form.is_valid():
         try:

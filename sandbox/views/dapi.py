@@ -17,6 +17,7 @@ Paths beneath ``/sandbox/dapi/`` (doc and docs/provider-assumptions.md):
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -26,6 +27,7 @@ from django.views.decorators.http import require_http_methods
 from .. import clock, tokens
 from ..data import accounts_for
 from ..faults import provider_endpoint
+from ..hints import dapi_usernames, hints_enabled
 from ..models import App, DapiConnection, Provider, Token
 from ..services.common import SandboxError
 from ..services.dapi import dapi_connection_create, dapi_identity
@@ -57,7 +59,7 @@ def connect(request: HttpRequest, ns: str) -> HttpResponse:
         return _error_page(request, "redirectUri does not match the redirect URI registered for this app.")
 
     if request.method == "GET":
-        response = render(request, "sandbox/dapi_connect.html", {"action": request.get_full_path()})
+        response = render(request, "sandbox/dapi_connect.html", {"action": request.get_full_path(), **_hints(app)})
         response._csp_update = {"form-action": [origin(app.redirect_uri)]}  # type: ignore[attr-defined]  # noqa: SLF001
         return response
 
@@ -76,12 +78,17 @@ def connect(request: HttpRequest, ns: str) -> HttpResponse:
         response = render(
             request,
             "sandbox/dapi_connect.html",
-            {"action": request.get_full_path(), "error": error.message},
+            {"action": request.get_full_path(), "error": error.message, **_hints(app)},
             status=400,
         )
         response._csp_update = {"form-action": [origin(app.redirect_uri)]}  # type: ignore[attr-defined]  # noqa: SLF001
         return response
     return HttpResponseRedirect(with_query(app.redirect_uri, reply))
+
+
+def _hints(app: App) -> dict[str, Any]:
+    """The usernames that signed in to this app before, in development (:mod:`sandbox.hints`)."""
+    return {"hints": dapi_usernames(app_key=app.client_id)} if hints_enabled() else {}
 
 
 def _app_by_secret(secret: str) -> App | None:

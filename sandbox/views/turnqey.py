@@ -27,6 +27,7 @@ from django.views.decorators.http import require_http_methods
 from .. import clock, tokens
 from ..data import accounts_for
 from ..faults import provider_endpoint
+from ..hints import hints_enabled, turnqey_usernames
 from ..models import App, Provider, Token, TurnqeyAuthorization, TurnqeyCollection
 from ..services.common import SandboxError
 from ..services.turnqey import turnqey_authorization_grant, turnqey_checksum, turnqey_default_username
@@ -211,6 +212,9 @@ def authorize(request: HttpRequest, ns: str) -> HttpResponse:
                 "provider_name": "Turnqey",
                 "username": default_username,
                 "action": request.get_full_path(),
+                "hints": turnqey_usernames(client_id=app.client_id, identity=params["identity"], platform=platform)
+                if hints_enabled()
+                else None,
             },
         )
         # The answer is a redirect to the partner: allow it as a form target.

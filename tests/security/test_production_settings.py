@@ -247,6 +247,7 @@ MAIL_THAT_STAYS = [
     ("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"),
     ("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend"),
     ("EMAIL_BACKEND", "anymail.backends.console.EmailBackend"),
+    ("EMAIL_BACKEND", "portal.outbox.OutboxEmailBackend"),
     ("EMAIL_BACKEND", "anymail.backends.test.EmailBackend"),
 ]
 

@@ -320,3 +320,23 @@ def test_reconnect_with_the_same_account_recovers(
     connection.refresh_from_db()
     assert connection.status == m.Status.ACTIVE
     assert set(connection.events.values_list("kind", flat=True)) >= {"reconnected", "recovered"}
+
+
+@pytest.mark.parametrize(
+    ("debug", "on_sandbox", "linked"), [(True, True, True), (True, False, False), (False, True, False)]
+)
+def test_a_sandbox_apps_credential_form_links_to_the_sandbox_sign_ins_in_development_only(
+    adviser_client: Any, world: World, fake_provider: Any, settings: Any, debug: bool, on_sandbox: bool, linked: bool
+) -> None:
+    settings.DEBUG = debug
+    if on_sandbox:
+        world.coinify.base_url = f"{settings.SANDBOX_BASE_URL}/coinify"
+        world.coinify.save()
+    started = adviser_client.post(
+        _connect_url(world), {"client": world.client.pk, "provider_app": world.coinify.pk, "platform": "coinify"}
+    )
+
+    body = adviser_client.get(started["Location"]).content.decode()
+
+    hints = f'href="{settings.SANDBOX_BASE_URL}/_hints/?provider=coinify"'
+    assert (hints in body) is linked
