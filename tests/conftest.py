@@ -145,6 +145,10 @@ def _fast_and_isolated(settings: object) -> None:
 
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
+    # ``task.delay()`` goes to Celery's *current* app: a test that builds an app
+    # of its own must not make it current, or every later test's tasks would
+    # be sent to that app's broker instead of running here.
+    app.set_current()
 
 
 # Where the test world's stand-in providers live (factories, mocked HTTP). The
