@@ -39,6 +39,8 @@ BACKEND = "portal.outbox.OutboxEmailBackend"
 KEEP = 500
 # A message's name: nanoseconds since the epoch and a random tail, so names sort by time and never collide.
 _NAME = re.compile(r"^\d{19,20}-[0-9a-f]{8}$")
+_URL = re.compile(r"^\(?https?://", re.IGNORECASE)
+PREVIEW_CHARACTERS = 160
 
 
 def outbox_dir() -> Path:
@@ -83,7 +85,14 @@ class OutboxMessage:
 
     @property
     def preview(self) -> str:
-        return " ".join(self.text.split())[:160]
+        """The start of the text, links shown as "(link)" (a cut-off address reads as garbage), words kept whole."""
+        shown = ""
+        for word in self.text.split():
+            word = "(link)" if _URL.match(word) else word
+            if len(shown) + len(word) + 1 > PREVIEW_CHARACTERS:
+                return f"{shown}…"
+            shown = f"{shown} {word}" if shown else word
+        return shown
 
 
 def _parsed(path: Path) -> OutboxMessage:

@@ -112,6 +112,21 @@ def test_demo_logins_prints_the_portal_url_and_the_logins(settings: Any) -> None
         assert login.username in text
 
 
+def test_demo_logins_says_where_the_emails_and_the_sandbox_sign_ins_are(settings: Any) -> None:
+    from portal.outbox import BACKEND
+
+    settings.PORTAL_BASE_URL = "http://127.0.0.1:8001"
+    settings.SANDBOX_BASE_URL = "http://127.0.0.1:8001/sandbox"
+    settings.EMAIL_BACKEND = BACKEND
+    settings.SANDBOX_ENABLED = settings.SANDBOX_SIGN_IN_HINTS = True
+    out = StringIO()
+
+    call_command("demo_logins", stdout=out)
+
+    assert "http://127.0.0.1:8001/dev/outbox/" in out.getvalue()
+    assert "http://127.0.0.1:8001/sandbox/_hints/" in out.getvalue()
+
+
 def test_demo_logins_prints_no_password_in_production(settings: Any) -> None:
     settings.DEBUG = False
     out = StringIO()

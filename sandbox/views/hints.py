@@ -46,8 +46,10 @@ def sign_ins(request: HttpRequest) -> HttpResponse:
         dapi=hints.dapi_usernames(),
     )
     response = render(request, "sandbox/sign_ins.html", context, status=status)
-    # A fresh secret may be on the page: it is not cached, and no link from here carries the address on.
-    response["Referrer-Policy"] = "no-referrer"
+    # A fresh secret may be on the page: it is not cached, and no link to another
+    # site carries the address on. Not "no-referrer": with it, Chromium sends
+    # "Origin: null" on the page's own forms, which CSRF protection refuses.
+    response["Referrer-Policy"] = "same-origin"
     return response
 
 

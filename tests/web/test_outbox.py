@@ -134,3 +134,18 @@ def _email_backend(**env: str) -> str:
 def test_development_without_mail_settings_keeps_mail_in_the_outbox_and_a_mail_url_still_wins() -> None:
     assert _email_backend() == outbox.BACKEND
     assert _email_backend(EMAIL_URL="smtp://127.0.0.1:2525") == "django.core.mail.backends.smtp.EmailBackend"
+
+
+def test_the_list_previews_a_message_in_whole_words_with_its_links_named_not_cut() -> None:
+    from datetime import UTC, datetime
+
+    from portal.outbox import PREVIEW_CHARACTERS, OutboxMessage
+
+    text = "Hello Ada, open this link: https://portal.test/link/abc123/ " + "and then some more words " * 20
+    message = OutboxMessage(name="x", subject="s", sender="f", to="t", sent_at=datetime.now(UTC), text=text, html="")
+
+    assert message.preview.startswith("Hello Ada, open this link: (link) and then")
+    assert "https" not in message.preview
+    assert len(message.preview) <= PREVIEW_CHARACTERS + 1
+    assert message.preview.endswith("…")
+    assert message.preview[:-1].split()[-1] in {"and", "then", "some", "more", "words"}  # a whole word

@@ -13,6 +13,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from portal.outbox import BACKEND as OUTBOX_BACKEND
+
 from .seed_demo import DEMO_LOGINS, DEMO_PASSWORD
 
 
@@ -44,4 +46,9 @@ class Command(BaseCommand):
         for login in DEMO_LOGINS:
             if login.username in existing:
                 self.stdout.write(f"  {login.username.ljust(width)}  {login.description}")
+        self.stdout.write("")
+        if settings.EMAIL_BACKEND == OUTBOX_BACKEND:
+            self.stdout.write(f"Emails the portal sends: {base}/dev/outbox/ (kept here, never sent)")
+        if getattr(settings, "SANDBOX_ENABLED", False) and getattr(settings, "SANDBOX_SIGN_IN_HINTS", False):
+            self.stdout.write(f"Sandbox sign-ins:        {settings.SANDBOX_BASE_URL.rstrip('/')}/_hints/")
         self.stdout.write("")
