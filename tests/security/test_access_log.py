@@ -178,3 +178,16 @@ def test_any_access_log_format_masks_them_too(default_format_server: Served) -> 
     assert "next=%2Flink%2F[redacted]" in output
     for sentinel in SENTINELS:
         assert sentinel not in output
+
+
+def test_a_five_thousand_character_search_reaches_the_portal_through_the_procfiles_server(
+    procfile_server: Served,
+) -> None:
+    """gunicorn's default request-line limit (4094) would answer a long search itself, with a bare 414."""
+    response = requests.get(
+        f"{procfile_server.base_url}/connections/", params={"q": "x" * 5000}, allow_redirects=False, timeout=60
+    )
+
+    # The portal's own answer: an anonymous visitor is sent to sign in.
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login/")
