@@ -1,8 +1,8 @@
-"""Rows of household reconnect requests and of notification hygiene (imported by :mod:`connections.models`).
+"""Rows of household reconnect requests and of notification hygiene.
 
-Kept apart from ``models.py`` so each file stays a reader's size; they are the
-same app's models (app label ``connections``) and are imported at the end of
-``models.py``, so ``from connections.models import ReconnectRequest`` works.
+The same app's models as the rest of :mod:`connections.models` (app label
+``connections``), which imports them, so ``from connections.models import
+ReconnectRequest`` works.
 
 Nothing here is a connection status. A *problem* is a notification concept
 derived from a connection's status and events (see
