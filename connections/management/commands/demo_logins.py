@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from .seed_demo import DEMO_LOGINS, DEMO_PASSWORD
+from connections.demo.world import DEMO_LOGINS, DEMO_PASSWORD
 
 
 class Command(BaseCommand):
