@@ -17,7 +17,8 @@ from django.utils import timezone
 from .. import lifecycle, notifications, wording
 from ..models import ClientLink, ConnectionEvent, ReconnectRequest, ReconnectRequestEmail, ReconnectRequestItem
 from .common import CLIENT_LINK_ACTOR, sha256_hex
-from .reconnect_requests import OPEN, ReconnectRequestError, _signer, reconnect_requests_sync, request_max_age
+from .reconnect_requests import OPEN, ReconnectRequestError, _signer, request_max_age
+from .reconnect_sync import reconnect_requests_sync
 
 # --- The client's side ------------------------------------------------------------------------------
 
