@@ -20,6 +20,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .. import wording
+
 # --- Per-user and per-firm notification settings ---------------------------------------
 
 
@@ -263,6 +265,15 @@ class ReconnectRequest(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_REQUEST_STATUSES
+
+    def progress(self) -> tuple[list[ReconnectRequestItem], int, str]:
+        """Its items (prefetch them when listing many), how many are done, and its status as the adviser reads it."""
+        items = list(self.items.all())
+        done = sum(1 for item in items if item.status == ReconnectRequestItem.ItemStatus.DONE)
+        words = wording.request_status_words(
+            status=self.status, delivery=self.delivery, done=done, total=len(items), pause_reason=self.pause_reason
+        )
+        return items, done, words
 
 
 class ReconnectRequestItem(models.Model):
