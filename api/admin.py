@@ -26,6 +26,7 @@ from django.utils import timezone
 from connections.admin import ReadOnlyAdminMixin, ReadOnlyInline
 
 from . import keys
+from .forms import webhook_url_clean
 from .models import (
     ApiKey,
     DispatchCursor,
@@ -37,7 +38,6 @@ from .models import (
     WebhookEvent,
 )
 from .webhooks import services
-from .webhooks.addresses import webhook_url_problems
 from .webhooks.signing import secret_new
 
 # Where an admin's own creation leaves its one-time secret for response_add (never a message or session).
@@ -120,11 +120,7 @@ class WebhookEndpointForm(forms.ModelForm):
         fields = ("firm", "url", "description", "event_types", "is_enabled")
 
     def clean_url(self) -> str:
-        url: str = self.cleaned_data["url"]
-        problems = webhook_url_problems(url)
-        if problems:
-            raise forms.ValidationError(problems)
-        return url
+        return webhook_url_clean(self.cleaned_data["url"])
 
 
 class AttemptInline(ReadOnlyInline):

@@ -11,6 +11,14 @@ from .webhooks.addresses import webhook_url_problems
 from .webhooks.events import CLIENT_LINK_TYPES
 
 
+def webhook_url_clean(url: str) -> str:
+    """``url`` if a webhook may be sent to it; otherwise the reasons why not, as a form error."""
+    problems = webhook_url_problems(url)
+    if problems:
+        raise forms.ValidationError(problems)
+    return url
+
+
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What the key is for, such as 'CRM sync'.")
     scope = forms.ChoiceField(
@@ -43,8 +51,4 @@ class WebhookEndpointForm(forms.Form):
         self.fields["url"].widget.attrs["autocomplete"] = "url"
 
     def clean_url(self) -> str:
-        url: str = self.cleaned_data["url"]
-        problems = webhook_url_problems(url)
-        if problems:
-            raise forms.ValidationError(problems)
-        return url
+        return webhook_url_clean(self.cleaned_data["url"])

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
-from . import wording
 from .models import (
     BulkReconnectSend,
     Connection,
@@ -44,15 +43,7 @@ class RequestRow:
 def request_rows(requests: list[ReconnectRequest]) -> list[RequestRow]:
     rows = []
     for request in requests:
-        items = list(request.items.all())
-        done = sum(1 for item in items if item.status == ReconnectRequestItem.ItemStatus.DONE)
-        words = wording.request_status_words(
-            status=request.status,
-            delivery=request.delivery,
-            done=done,
-            total=len(items),
-            pause_reason=request.pause_reason,
-        )
+        items, done, words = request.progress()
         rows.append(RequestRow(request=request, items=items, done=done, words=words))
     return rows
 

@@ -72,15 +72,15 @@ def _was(instance: Model, field: str) -> Any:
 # --- Sign-in -----------------------------------------------------------------------------
 
 
+def _own_step(
+    action: str, request: HttpRequest | None, user: AuthUser, message: str, details: dict[str, Any] | None = None
+) -> None:
+    """A step of signing in that ``user`` took themselves: they are both who did it and what it is about."""
+    audit.record(action, request=request, actor=user, obj=user, object_type="user", message=message, details=details)
+
+
 def _signed_in(sender: Any, request: HttpRequest | None, user: AuthUser, **kwargs: Any) -> None:
-    audit.record(
-        Action.SIGN_IN,
-        request=request,
-        actor=user,
-        obj=user,
-        object_type="user",
-        message=f"{wording.person_name(user)} signed in with their password.",
-    )
+    _own_step(Action.SIGN_IN, request, user, f"{wording.person_name(user)} signed in with their password.")
 
 
 def _sign_in_failed(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kw: Any) -> None:
@@ -101,25 +101,21 @@ def _sign_in_failed(sender: Any, credentials: dict[str, Any], request: HttpReque
 
 def _second_factor_passed(sender: Any, request: HttpRequest, user: AuthUser, method: str, **kwargs: Any) -> None:
     words = "a recovery code" if method == "recovery_code" else "their authenticator app"
-    audit.record(
+    _own_step(
         Action.SECOND_FACTOR_PASSED,
-        request=request,
-        actor=user,
-        obj=user,
-        object_type="user",
-        message=f"{wording.person_name(user)} confirmed the sign-in with {words}.",
+        request,
+        user,
+        f"{wording.person_name(user)} confirmed the sign-in with {words}.",
         details={"method": method},
     )
 
 
 def _second_factor_failed(sender: Any, request: HttpRequest, user: AuthUser, method: str, **kwargs: Any) -> None:
-    audit.record(
+    _own_step(
         Action.SECOND_FACTOR_FAILED,
-        request=request,
-        actor=user,
-        obj=user,
-        object_type="user",
-        message=f"A second-factor code for {wording.person_name(user)} was refused.",
+        request,
+        user,
+        f"A second-factor code for {wording.person_name(user)} was refused.",
         details={"method": method, "throttled": bool(kwargs.get("throttled"))},
     )
 
@@ -134,13 +130,10 @@ def _device_loaded(sender: Any, instance: Model, **kwargs: Any) -> None:
 def _totp_saved(sender: Any, instance: TOTPDevice, created: bool, **kwargs: Any) -> None:
     # Every verification saves the device (drift, throttling); only a confirmation is a change.
     if instance.confirmed and (created or not _was(instance, "confirmed")):
-        audit.record(
+        _second_factor_changed(
             Action.MFA_ENABLED,
-            actor=_acting_user() or instance.user,
-            firm=audit.firm_of(instance.user),
-            obj=instance.user,
-            object_type="user",
-            message=f"An authenticator app was set up as {wording.person_name(instance.user)}'s second factor.",
+            instance.user,
+            f"An authenticator app was set up as {wording.person_name(instance.user)}'s second factor.",
             details={"device": instance.persistent_id},
         )
     _original(instance, "confirmed", "name")
@@ -189,19 +182,29 @@ def _static_saved(sender: Any, instance: StaticDevice, created: bool, **kwargs: 
     # The recovery codes come and go with the authenticator (recorded there); a new
     # set for an existing device is renamed with its time, and that is a change.
     if not created and instance.confirmed and _was(instance, "name") not in (None, instance.name):
-        audit.record(
+        _second_factor_changed(
             Action.RECOVERY_CODES_REPLACED,
-            actor=_acting_user() or instance.user,
-            firm=audit.firm_of(instance.user),
-            obj=instance.user,
-            object_type="user",
-            message=f"{wording.person_name(instance.user)}'s recovery codes were replaced; the old ones stop working.",
+            instance.user,
+            f"{wording.person_name(instance.user)}'s recovery codes were replaced; the old ones stop working.",
         )
     _original(instance, "confirmed", "name")
 
 
 def _acting_user() -> AuthUser | None:
     return audit.request_user(audit.current_request())
+
+
+def _second_factor_changed(action: str, user: Any, message: str, details: dict[str, Any] | None = None) -> None:
+    """A change to ``user``'s second factor, by whoever is signed in (in a shell or a command: ``user``)."""
+    audit.record(
+        action,
+        actor=_acting_user() or user,
+        firm=audit.firm_of(user),
+        obj=user,
+        object_type="user",
+        message=message,
+        details=details,
+    )
 
 
 # --- Roles and assignments ---------------------------------------------------------------

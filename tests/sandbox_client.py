@@ -148,7 +148,7 @@ def sandbox_session(live_server_url: str, settings: Any) -> Iterator[SandboxCont
     session, past the test database: both sides close theirs at the end.
     """
     from connections import lifecycle
-    from connections.providers.http import shared_session
+    from connections.providers.transport import shared_session
 
     settings.RATE_LIMIT_REDIS_URL = ""
     control = SandboxControl(live_server_url)

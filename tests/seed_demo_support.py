@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from connections import models as m
-from connections.management.commands import seed_demo
+from connections.demo import seed as demo_seed
 from sandbox.models import BloquoKey, CoinifyUser, DapiConnection, TurnqeyAuthorization
 
 
@@ -49,4 +49,4 @@ def sandbox_subjects() -> dict[str, int]:
 
 def without_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the command as in a deployment without the sandbox app (SANDBOX_ENABLED off)."""
-    monkeypatch.setattr(seed_demo.apps, "is_installed", lambda name: name != "sandbox")
+    monkeypatch.setattr(demo_seed.apps, "is_installed", lambda name: name != "sandbox")

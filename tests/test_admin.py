@@ -25,7 +25,7 @@ from django.utils import timezone
 from connections import models as m
 from connections import wording
 from connections.admin import EVENTS_SHOWN_INLINE
-from connections.management.commands.seed_demo import DEMO_PASSWORD
+from connections.demo.world import DEMO_PASSWORD
 from connections.providers.base import AccountData, ConnectionState, ProviderClient
 from connections.providers.errors import ProviderError
 from tests.factories import (

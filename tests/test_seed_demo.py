@@ -25,8 +25,8 @@ from django.utils import timezone
 
 from connections import lifecycle, wording
 from connections import models as m
+from connections.demo.world import DEMO_LOGINS, DEMO_PASSWORD
 from connections.lifecycle import rules
-from connections.management.commands.seed_demo import DEMO_LOGINS, DEMO_PASSWORD
 from connections.providers.bloquo import decode_api_key
 from sandbox.models import BloquoKey, CoinifyUser, DapiConnection, Token, TurnqeyAuthorization
 from tests.seed_demo_support import sandbox_subjects, seed, snapshot

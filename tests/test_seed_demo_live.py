@@ -9,8 +9,8 @@ import requests
 
 from connections import lifecycle
 from connections import models as m
-from connections.management.commands.seed_demo import ACTOR_LABEL
-from connections.providers.http import shared_session
+from connections.demo.world import ACTOR_LABEL
+from connections.providers.transport import shared_session
 from tests.seed_demo_support import seed
 
 S = m.Status

@@ -12,9 +12,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from connections import models as m
+from connections.demo import seed as demo_seed
+from connections.demo import world
 from connections.demo.sources import placeholder_account_id
-from connections.management.commands import seed_demo
-from connections.management.commands.seed_demo import DEMO_LOGINS, HOUSEHOLDS, ConnectionSpec
+from connections.demo.world import DEMO_LOGINS, HOUSEHOLDS, ConnectionSpec
 from connections.providers import registry
 from tests.seed_demo_support import sandbox_subjects, seed, without_sandbox
 
@@ -76,7 +77,7 @@ def test_demo_provider_apps_follow_the_sandbox_keep_their_ids_and_get_a_new_secr
 
 def test_apps_are_registered_with_the_sandbox_when_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
-    real_call_command = seed_demo.call_command
+    real_call_command = demo_seed.call_command
 
     def fake_call_command(name: str, *args: Any, **kwargs: Any) -> None:
         if name == "sandbox_register_app":
@@ -84,9 +85,9 @@ def test_apps_are_registered_with_the_sandbox_when_it_can(monkeypatch: pytest.Mo
         else:
             real_call_command(name, *args, **kwargs)
 
-    monkeypatch.setattr(seed_demo, "get_commands", lambda: {"sandbox_register_app": "sandbox"})
-    monkeypatch.setattr(seed_demo, "call_command", fake_call_command)
-    monkeypatch.setattr(seed_demo.apps, "is_installed", lambda name: True)
+    monkeypatch.setattr(demo_seed, "get_commands", lambda: {"sandbox_register_app": "sandbox"})
+    monkeypatch.setattr(demo_seed, "call_command", fake_call_command)
+    monkeypatch.setattr(demo_seed.apps, "is_installed", lambda name: True)
 
     seed()
 
@@ -101,8 +102,8 @@ def test_apps_are_registered_with_the_sandbox_when_it_can(monkeypatch: pytest.Mo
 
 
 def test_a_sandbox_without_its_commands_gets_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(seed_demo, "get_commands", lambda: {})
-    monkeypatch.setattr(seed_demo.apps, "is_installed", lambda name: True)
+    monkeypatch.setattr(demo_seed, "get_commands", lambda: {})
+    monkeypatch.setattr(demo_seed.apps, "is_installed", lambda name: True)
     err = StringIO()
 
     call_command("seed_demo", stdout=StringIO(), stderr=err)
@@ -125,7 +126,7 @@ def test_without_the_sandbox_connections_hold_placeholders_and_a_note_says_so(mo
         assert connection.accounts.exists()
     # The same statuses and reasons as with the sandbox, decided by the same rules.
     assert set(m.Connection.objects.values_list("provider", "status", "reason")) == {
-        (spec.provider, spec.status, spec.reason) for spec in seed_demo.CONNECTIONS
+        (spec.provider, spec.status, spec.reason) for spec in world.CONNECTIONS
     }
     assert not m.Connection.objects.filter(status=S.NEEDS_RECONNECT).exclude(consecutive_failures=0).exists()
 
@@ -180,7 +181,7 @@ def test_every_provider_in_the_registry_lives_the_same_story_the_same_way(monkey
         for provider, cls in registry.PROVIDERS.items()
         for (household, client), (status, reason) in zip(STORY_CLIENTS, STORIES, strict=True)
     )
-    monkeypatch.setattr(seed_demo, "CONNECTIONS", specs)
+    monkeypatch.setattr(world, "CONNECTIONS", specs)
     names = {(h.reference, i): name for h in HOUSEHOLDS for i, name in enumerate(h.clients)}
     expected = {(names[(s.household, s.client)], s.provider): s for s in specs}
 

@@ -146,7 +146,7 @@ def test_make_run_hands_its_port_to_the_web_process_and_to_every_link() -> None:
 
 def test_the_sandbox_hints_name_the_password_the_demo_data_signs_in_with(production_env: dict[str, str]) -> None:
     """The sign-in hints may show a secret only when it is the demo's own (the one ``make run`` prints)."""
-    from connections.management.commands.seed_demo import DEMO_PASSWORD
+    from connections.demo.world import DEMO_PASSWORD
 
     show = "from django.conf import settings; print(settings.SANDBOX_HINT_PASSWORDS)"
     assert _development(production_env, code=show) == repr([DEMO_PASSWORD])

@@ -30,7 +30,7 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
-from connections.providers.http import shared_session as provider_session
+from connections.providers.transport import shared_session as provider_session
 
 # Set by the test client from the body and the content_type argument.
 _BODY_HEADERS = frozenset({"content-type", "content-length"})

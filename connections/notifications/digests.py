@@ -259,15 +259,7 @@ def digest_for(
     for request in news.requests:
         if households is not None and request.household_id not in households:
             continue
-        items = list(request.items.all())
-        done = sum(1 for item in items if item.status == item.ItemStatus.DONE)
-        words = wording.request_status_words(
-            status=request.status,
-            delivery=request.delivery,
-            done=done,
-            total=len(items),
-            pause_reason=request.pause_reason,
-        )
+        _items, _done, words = request.progress()
         digest.requests.append(
             DigestItem(
                 connection_id=0,

@@ -90,6 +90,7 @@ from typing import ClassVar, Literal, Protocol
 from .endpoints import url_refusal
 from .errors import InvalidCredentialFields, ProviderError
 from .http import ProviderHttp
+from .replies import JsonObject
 
 # --- Plain data -----------------------------------------------------------------
 
@@ -129,6 +130,17 @@ class AccountData:
     balance: Decimal
     # The provider's view of this account: "active", "expired" or "revoked".
     status: str = "active"
+
+    @classmethod
+    def from_reply(cls, item: JsonObject, *, status: str = "active") -> AccountData:
+        """An account as the providers' replies spell it: ``id``, ``name`` (may be empty), ``currency``, ``balance``."""
+        return cls(
+            external_id=item.identifier("id"),
+            name=item.text("name", allow_empty=True),
+            currency=item.text("currency"),
+            balance=item.decimal("balance"),
+            status=status,
+        )
 
 
 @dataclass(frozen=True)

@@ -164,15 +164,7 @@ class BloquoClient(ProviderClient):
 
     def _accounts(self, access_token: str) -> list[AccountData]:
         data = self._get(ACCOUNTS_PATH, access_token, endpoint="accounts")
-        return [
-            AccountData(
-                external_id=item.identifier("id"),
-                name=item.text("name", allow_empty=True),
-                currency=item.text("currency"),
-                balance=item.decimal("balance"),
-            )
-            for item in data.objects("data")
-        ]
+        return [AccountData.from_reply(item) for item in data.objects("data")]
 
     # --- lifecycle ---
     def renewal_due_at(self, connection: ConnectionState) -> datetime | None:

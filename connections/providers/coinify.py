@@ -316,15 +316,7 @@ class CoinifyClient(ProviderClient):
             raise reply.unexpected()
         data = reply.json_object()
         user_id = data.identifier("id")
-        accounts = [
-            AccountData(
-                external_id=item.identifier("id"),
-                name=item.text("name", allow_empty=True),
-                currency=item.text("currency"),
-                balance=item.decimal("balance"),
-            )
-            for item in data.objects("accounts")
-        ]
+        accounts = [AccountData.from_reply(item) for item in data.objects("accounts")]
         return user_id, accounts
 
     def revoke(self, *, connection: ConnectionState) -> None:

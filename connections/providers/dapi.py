@@ -229,15 +229,7 @@ class DapiClient(ProviderClient):
             json={"appSecret": self.app.client_secret, "userSecret": user_secret.value},
         )
         data = self._success(reply, source=source)
-        return [
-            AccountData(
-                external_id=item.identifier("id"),
-                name=item.text("name", allow_empty=True),
-                currency=item.text("currency"),
-                balance=item.decimal("balance"),
-            )
-            for item in data.objects("accounts")
-        ]
+        return [AccountData.from_reply(item) for item in data.objects("accounts")]
 
     def revoke(self, *, connection: ConnectionState) -> None:
         """[assumed] POST DelinkUser. A token Dapi no longer knows counts as done."""

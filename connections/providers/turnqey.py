@@ -258,13 +258,7 @@ class TurnqeyClient(ProviderClient):
                 raise item.invalid("status", "is not one of active, expired, revoked")
             accounts.append(
                 TurnqeyAccount(
-                    account=AccountData(
-                        external_id=item.identifier("id"),
-                        name=item.text("name", allow_empty=True),
-                        currency=item.text("currency"),
-                        balance=item.decimal("balance"),
-                        status=status,
-                    ),
+                    account=AccountData.from_reply(item, status=status),
                     identity=item.text("identity"),
                     platform=item.text("platform"),
                     collection=item.text("collection"),

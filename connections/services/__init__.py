@@ -61,8 +61,8 @@ from .reconnect_requests import (
     reconnect_request_plans,
     reconnect_request_preview,
     reconnect_requests_create,
-    reconnect_requests_sync,
 )
+from .reconnect_sync import reconnect_requests_sync
 
 __all__ = [
     "AUTHORIZATION_REQUEST_TTL",

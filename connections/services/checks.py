@@ -13,9 +13,9 @@ from ..models import (
     Connection,
 )
 from .common import (
-    Throttled,
     User,
     actor_user,
+    person_throttle,
 )
 
 # --- Checks and disconnects ------------------------------------------------------------
@@ -41,16 +41,7 @@ def connection_check_now(*, connection: Connection, user: User) -> CheckNow:
     """
     person = actor_user(user)
     if person is not None:
-        checks = attempts.limit(attempts.LimitName.CHECK_NOW_PER_USER)
-        try:
-            attempts.attempts_take(subjects=[(checks, str(person.pk))])
-        except attempts.LimitReached as exc:
-            raise Throttled(
-                wording.check_now_throttled(
-                    limit=checks.attempts, window_seconds=checks.window_seconds, retry_after=exc.retry_after
-                ),
-                retry_after=exc.retry_after,
-            ) from None
+        person_throttle(name=attempts.LimitName.CHECK_NOW_PER_USER, person=person, words=wording.check_now_throttled)
     result = lifecycle.connection_check(connection_id=connection.pk, actor=actor_user(user), actor_label="", force=True)
     connection.refresh_from_db(fields=["status", "reason"])
     message = wording.check_now_words(

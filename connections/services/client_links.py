@@ -27,15 +27,20 @@ from ..models import (
 from .common import (
     CLIENT_LINK_ACTOR,
     CLIENT_LINK_SALT,
-    Throttled,
     User,
     actor_user,
     client_link_max_age,
+    person_throttle,
     sha256_hex,
 )
 
 # A link may still be used in these states; every other one is final.
 OPEN_STATES = (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED)
+
+# What the client reads about a link that cannot be used (however it was found out).
+LINK_INVALID = "This link is not valid. Check that you copied all of it."
+LINK_EXPIRED = "This link has expired. Ask your adviser to send a new one."
+LINK_WITHDRAWN = "This link was withdrawn. Ask your adviser for a new one."
 
 # --- Client links ----------------------------------------------------------------------
 
@@ -115,16 +120,7 @@ def client_link_create(
     if sender is not None:
         # Each send is an email now and provider work later (the client's
         # connect): one adviser may not spend what every firm shares.
-        sends = attempts.limit(attempts.LimitName.LINK_SENDS_PER_USER)
-        try:
-            attempts.attempts_take(subjects=[(sends, str(sender.pk))])
-        except attempts.LimitReached as exc:
-            raise Throttled(
-                wording.link_sends_throttled(
-                    limit=sends.attempts, window_seconds=sends.window_seconds, retry_after=exc.retry_after
-                ),
-                retry_after=exc.retry_after,
-            ) from None
+        person_throttle(name=attempts.LimitName.LINK_SENDS_PER_USER, person=sender, words=wording.link_sends_throttled)
 
     raw = secrets.token_urlsafe(32)
     token = _client_link_signer().sign(raw)
@@ -195,11 +191,9 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
         )
         if link is not None:
             client_link_expire(link=link)
-        raise ClientLinkError(
-            "This link has expired. Ask your adviser to send a new one.", gone=True, link=link
-        ) from None
+        raise ClientLinkError(LINK_EXPIRED, gone=True, link=link) from None
     except signing.BadSignature:
-        raise ClientLinkError("This link is not valid. Check that you copied all of it.") from None
+        raise ClientLinkError(LINK_INVALID) from None
     link = (
         ClientLink.objects.select_related("household__firm", "client", "connection", "provider_app", "created_by")
         .defer("provider_app__client_secret")
@@ -207,7 +201,7 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
         .first()
     )
     if link is None:
-        raise ClientLinkError("This link is not valid. Check that you copied all of it.")
+        raise ClientLinkError(LINK_INVALID)
     if link.status == ClientLink.LinkStatus.COMPLETED:
         raise ClientLinkError(
             "This link was already used to finish the connection, so there is nothing more to do. If something "
@@ -220,7 +214,7 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
             "Your adviser has sent you a newer link for this. Please use the most recent email.", gone=True, link=link
         )
     if link.status == ClientLink.LinkStatus.CANCELLED:
-        raise ClientLinkError("This link was withdrawn. Ask your adviser for a new one.", gone=True, link=link)
+        raise ClientLinkError(LINK_WITHDRAWN, gone=True, link=link)
     if link.status == ClientLink.LinkStatus.LOCKED:
         raise ClientLinkError(
             wording.client_link_locked(firm=link.household.firm.name, attempts=link.credential_attempts),
@@ -229,7 +223,7 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
         )
     if link.status == ClientLink.LinkStatus.EXPIRED or link.expires_at <= now:
         client_link_expire(link=link)
-        raise ClientLinkError("This link has expired. Ask your adviser to send a new one.", gone=True, link=link)
+        raise ClientLinkError(LINK_EXPIRED, gone=True, link=link)
     if link.connection is not None and link.connection.status == Status.DISCONNECTED:
         raise ClientLinkError(
             "The connection this link was for has been removed. Ask your adviser for a new link.", gone=True, link=link
@@ -357,8 +351,8 @@ def client_link_claim(*, link: ClientLink, now: dt.datetime | None = None) -> Li
                 link=link,
             )
         if link.status == ClientLink.LinkStatus.CANCELLED:
-            raise ClientLinkError("This link was withdrawn. Ask your adviser for a new one.", gone=True, link=link)
-        raise ClientLinkError("This link has expired. Ask your adviser to send a new one.", gone=True, link=link)
+            raise ClientLinkError(LINK_WITHDRAWN, gone=True, link=link)
+        raise ClientLinkError(LINK_EXPIRED, gone=True, link=link)
     link.status, link.completed_at = ClientLink.LinkStatus.COMPLETED, now
     return LinkClaim(link=link, previous_status=previous, at=now)
 

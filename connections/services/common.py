@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
 
-from .. import lifecycle, wording
+from .. import attempts, lifecycle, wording
 from ..models import AuthorizationRequest, Client, Connection, Household, ProviderApp, Status
 from ..providers.base import Grant
 from ..providers.errors import ErrorKind, FailureReason, ProviderError
@@ -33,6 +34,21 @@ class Throttled(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+
+
+def person_throttle(*, name: attempts.LimitName, person: AuthUser, words: Callable[..., str]) -> None:
+    """Take one of ``person``'s attempts under the limit ``name``, or raise :class:`Throttled` when none is left.
+
+    ``words`` is the wording function that says so (given ``limit``, ``window_seconds`` and ``retry_after``).
+    """
+    limit = attempts.limit(name)
+    try:
+        attempts.attempts_take(subjects=[(limit, str(person.pk))])
+    except attempts.LimitReached as exc:
+        raise Throttled(
+            words(limit=limit.attempts, window_seconds=limit.window_seconds, retry_after=exc.retry_after),
+            retry_after=exc.retry_after,
+        ) from None
 
 
 def sha256_hex(value: str) -> str:

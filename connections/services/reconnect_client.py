@@ -16,8 +16,10 @@ from django.utils import timezone
 
 from .. import lifecycle, notifications, wording
 from ..models import ClientLink, ConnectionEvent, ReconnectRequest, ReconnectRequestEmail, ReconnectRequestItem
+from .client_links import LINK_EXPIRED, LINK_INVALID
 from .common import CLIENT_LINK_ACTOR, sha256_hex
-from .reconnect_requests import OPEN, ReconnectRequestError, _signer, reconnect_requests_sync, request_max_age
+from .reconnect_requests import OPEN, ReconnectRequestError, _signer, request_max_age
+from .reconnect_sync import reconnect_requests_sync
 
 # --- The client's side ------------------------------------------------------------------------------
 
@@ -32,16 +34,16 @@ def reconnect_request_resolve(*, token: str, now: dt.datetime | None = None) -> 
     try:
         raw = _signer().unsign(token, max_age=request_max_age())
     except signing.SignatureExpired:
-        raise ReconnectRequestError("This link has expired. Ask your adviser to send a new one.", gone=True) from None
+        raise ReconnectRequestError(LINK_EXPIRED, gone=True) from None
     except signing.BadSignature:
-        raise ReconnectRequestError("This link is not valid. Check that you copied all of it.") from None
+        raise ReconnectRequestError(LINK_INVALID) from None
     email = (
         ReconnectRequestEmail.objects.select_related("request__household__firm", "request__client")
         .filter(token_hash=sha256_hex(raw))
         .first()
     )
     if email is None:
-        raise ReconnectRequestError("This link is not valid. Check that you copied all of it.")
+        raise ReconnectRequestError(LINK_INVALID)
     request = email.request
     reconnect_requests_sync(requests=[request], now=now)
     if request.status in (ReconnectRequest.RequestStatus.DONE, ReconnectRequest.RequestStatus.RESOLVED):
@@ -51,9 +53,7 @@ def reconnect_request_resolve(*, token: str, now: dt.datetime | None = None) -> 
             request=request,
         )
     if request.status == ReconnectRequest.RequestStatus.EXPIRED:
-        raise ReconnectRequestError(
-            "This link has expired. Ask your adviser to send a new one.", gone=True, request=request
-        )
+        raise ReconnectRequestError(LINK_EXPIRED, gone=True, request=request)
     return request
 
 

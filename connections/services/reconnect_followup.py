@@ -1,7 +1,8 @@
 """Following reconnect requests up: reminders, the ESP's delivery reports, and bulk sends within the hourly limit.
 
-The requests themselves (planning, creating, the client's side, reading back
-what happened) are in :mod:`.reconnect_requests`.
+The requests themselves (planning, creating) are in :mod:`.reconnect_requests`,
+the client's side in :mod:`.reconnect_client`, reading back what happened in
+:mod:`.reconnect_sync`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from .reconnect_requests import (
     _new_token,
     firm_policy,
     reconnect_requests_create,
-    reconnect_requests_sync,
     reminder_days,
     requests_per_hour,
 )
+from .reconnect_sync import reconnect_requests_sync
 
 logger = logging.getLogger("connections.requests")
 

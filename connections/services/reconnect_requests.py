@@ -5,7 +5,7 @@ A request holds one item per connection; each item carries a
 request's pages run that link's flow (the existing per-provider flows), and
 :func:`client_link_claim` makes the item complete exactly once. Which items
 are done, and which connections recovered without the client, is read back
-from the links and the connections (:func:`reconnect_requests_sync`), so
+from the links and the connections (:func:`.reconnect_sync.reconnect_requests_sync`), so
 nothing in the lifecycle calls into requests.
 
 Tokens: each email (the request and every reminder) carries its own signed
@@ -14,8 +14,8 @@ Tokens: each email (the request and every reminder) carries its own signed
 nobody but the client, in that email.
 
 The client's side (the emailed link, opening, stopping) is in
-:mod:`.reconnect_client`; reminders, delivery reports and bulk sends are in
-:mod:`.reconnect_followup`.
+:mod:`.reconnect_client`; reading back what happened in :mod:`.reconnect_sync`;
+reminders, delivery reports and bulk sends in :mod:`.reconnect_followup`.
 
 Settings: ``RECONNECT_REQUEST_MAX_AGE_DAYS`` (7), ``RECONNECT_REMINDER_DAYS``
 ([2, 5]) and ``RECONNECT_REQUESTS_PER_FIRM_PER_HOUR`` (100), each overridden
@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
@@ -393,77 +392,3 @@ def _deliver(*, email_row: ReconnectRequestEmail, email: notifications.RequestEm
     if message_id:
         ReconnectRequestEmail.objects.filter(pk=email_row.pk).update(message_id=message_id)
     return True
-
-
-# --- Following up ---------------------------------------------------------------------------------
-
-
-def reconnect_requests_sync(
-    *, requests: Iterable[ReconnectRequest] | None = None, now: dt.datetime | None = None
-) -> int:
-    """Read back what happened: items done (their link completed), dropped (the connection no longer needs
-    the client: it recovered by itself or the adviser fixed it), and each request's status from them.
-
-    ``requests`` default to every open or paused one. Returns how many requests changed status.
-    """
-    now = now or timezone.now()
-    if requests is None:
-        rows = list(ReconnectRequest.objects.filter(status__in=TRACKED))
-    else:
-        rows = [r for r in requests if r.status in TRACKED]
-    if not rows:
-        return 0
-    items = list(ReconnectRequestItem.objects.filter(request_id__in=[r.pk for r in rows]).select_related("client_link"))
-    open_items = [i for i in items if i.status == ReconnectRequestItem.ItemStatus.OPEN]
-    needed = set(
-        needing_client(Connection.objects.filter(pk__in=[i.connection_id for i in open_items]), now=now).values_list(
-            "pk", flat=True
-        )
-    )
-    for item in open_items:
-        link = item.client_link
-        if link.status == ClientLink.LinkStatus.COMPLETED:
-            item.status, item.done_at = ReconnectRequestItem.ItemStatus.DONE, link.completed_at or now
-        elif item.connection_id not in needed:
-            item.status, item.done_at = ReconnectRequestItem.ItemStatus.DROPPED, now
-            # The client must not be sent into a flow for a connection that works.
-            ClientLink.objects.filter(
-                pk=link.pk, status__in=[ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED]
-            ).update(status=ClientLink.LinkStatus.CANCELLED)
-        else:
-            continue
-        ReconnectRequestItem.objects.filter(pk=item.pk, status=ReconnectRequestItem.ItemStatus.OPEN).update(
-            status=item.status, done_at=item.done_at
-        )
-    by_request: dict[object, list[ReconnectRequestItem]] = defaultdict(list)
-    for item in items:
-        by_request[item.request_id].append(item)
-    changed = 0
-    for request in rows:
-        status = _status_from(request, by_request[request.pk], now=now)
-        if status == request.status:
-            continue
-        closing = status not in TRACKED
-        updated = ReconnectRequest.objects.filter(pk=request.pk, status=request.status).update(
-            status=status, status_changed_at=now, **({"closed_at": now} if closing else {})
-        )
-        if updated:
-            request.status, request.status_changed_at = status, now
-            if closing:
-                request.closed_at = now
-            changed += 1
-    return changed
-
-
-def _status_from(request: ReconnectRequest, items: list[ReconnectRequestItem], *, now: dt.datetime) -> str:
-    statuses = {i.status for i in items}
-    done = ReconnectRequestItem.ItemStatus.DONE in statuses
-    if ReconnectRequestItem.ItemStatus.OPEN not in statuses:
-        return ReconnectRequest.RequestStatus.DONE if done else ReconnectRequest.RequestStatus.RESOLVED
-    if request.status == ReconnectRequest.RequestStatus.PAUSED:
-        return request.status
-    if request.expires_at <= now:
-        return ReconnectRequest.RequestStatus.EXPIRED
-    if done:
-        return ReconnectRequest.RequestStatus.PARTLY_DONE
-    return request.status

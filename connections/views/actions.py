@@ -14,7 +14,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 from .. import services
 from ..models import Status
 from .common import (
-    allow_provider_form_actions,
     flow_of,
     household_url,
     member_required,
@@ -22,7 +21,7 @@ from .common import (
     scoped_connection,
     too_many,
 )
-from .connect import authorization_redirect, credentials_page
+from .connect import flow_page
 
 
 @require_POST
@@ -82,29 +81,14 @@ def connection_reconnect(request: HttpRequest, pk: int) -> HttpResponseBase:
         messages.info(request, "This connection was disconnected. Connect the account again instead.")
         return redirect(household_url(household))
     app = connection.provider_app
-    flow = flow_of(app)
-    context: dict[str, Any] = {"connection": connection, "household": household, "flow": flow}
-    if flow == "redirect":
-        if request.method == "POST":
-            return authorization_redirect(
-                request,
-                app=app,
-                platform=connection.platform,
-                household=household,
-                client=connection.client,
-                connection=connection,
-            )
-        return allow_provider_form_actions(render(request, "connections/reconnect.html", context))
-    if flow == "form":
-        return credentials_page(
-            request,
-            app=app,
-            platform=connection.platform,
-            household=household,
-            client=connection.client,
-            connection=connection,
-            template="connections/reconnect.html",
-            context=context,
-        )
-    context["unavailable"] = True
-    return render(request, "connections/reconnect.html", context, status=503)
+    context: dict[str, Any] = {"connection": connection, "household": household, "flow": flow_of(app)}
+    return flow_page(
+        request,
+        app=app,
+        platform=connection.platform,
+        household=household,
+        client=connection.client,
+        connection=connection,
+        template="connections/reconnect.html",
+        context=context,
+    )

@@ -24,7 +24,7 @@ from .. import services, wording
 from ..forms import RequestStopForm
 from ..models import ClientLink, Connection, ReconnectRequest, ReconnectRequestItem
 from .common import flow_of, private
-from .connect import authorization_redirect, credentials_page
+from .connect import flow_page
 
 # Ids of the requests opened with their token in this browser session.
 SESSION_REQUESTS_KEY = "reconnect_request_ids"
@@ -90,17 +90,23 @@ def _gone(request: HttpRequest, reconnect_request: ReconnectRequest) -> HttpResp
     return None
 
 
-@never_cache
-@require_http_methods(["GET"])
-def reconnect_request_page(request: HttpRequest, pk: Any) -> HttpResponseBase:
-    """Every connection to fix, which are done, and a button for the next one."""
+def _current(request: HttpRequest, pk: Any) -> ReconnectRequest | HttpResponseBase:
+    """The request this browser was let into, brought up to date; or the page that says why it cannot be used."""
     reconnect_request = _bound(request, pk)
     if reconnect_request is None:
         return _unbound(request)
     services.reconnect_requests_sync(requests=[reconnect_request])
     gone = _gone(request, reconnect_request)
-    if gone is not None:
-        return gone
+    return gone if gone is not None else reconnect_request
+
+
+@never_cache
+@require_http_methods(["GET"])
+def reconnect_request_page(request: HttpRequest, pk: Any) -> HttpResponseBase:
+    """Every connection to fix, which are done, and a button for the next one."""
+    reconnect_request = _current(request, pk)
+    if not isinstance(reconnect_request, ReconnectRequest):
+        return reconnect_request
     items = list(
         reconnect_request.items.select_related("connection__provider_app", "client_link").defer(
             "connection__provider_app__client_secret"
@@ -135,13 +141,9 @@ def _open_item(reconnect_request: ReconnectRequest, item_pk: int) -> ReconnectRe
 @require_http_methods(["GET", "POST"])
 def reconnect_request_item(request: HttpRequest, pk: Any, item_pk: int) -> HttpResponseBase:
     """Fix one connection: the provider's redirect flow (POST starts it) or its credential form."""
-    reconnect_request = _bound(request, pk)
-    if reconnect_request is None:
-        return _unbound(request)
-    services.reconnect_requests_sync(requests=[reconnect_request])
-    gone = _gone(request, reconnect_request)
-    if gone is not None:
-        return gone
+    reconnect_request = _current(request, pk)
+    if not isinstance(reconnect_request, ReconnectRequest):
+        return reconnect_request
     item = _open_item(reconnect_request, item_pk)
     if item.status != ReconnectRequestItem.ItemStatus.OPEN or item.client_link.status not in (
         ClientLink.LinkStatus.SENT,
@@ -165,47 +167,30 @@ def reconnect_request_item(request: HttpRequest, pk: Any, item_pk: int) -> HttpR
     }
     if request.method == "GET":
         services.client_link_open(link=link)
-    if flow == "redirect":
-        if request.method == "POST":
-            return _page(
-                authorization_redirect(
-                    request,
-                    app=app,
-                    platform=connection.platform,
-                    household=household,
-                    client=reconnect_request.client,
-                    connection=connection,
-                    client_link=link,
-                    error_template="connections/connect_result.html",
-                )
-            )
-        return _page(render(request, "connections/request/item.html", context))
-    if flow == "form":
 
-        def done(fixed: Connection) -> HttpResponseBase:
-            services.reconnect_requests_sync(requests=[reconnect_request])
-            return render(
-                request,
-                "connections/request/item_done.html",
-                {"req": reconnect_request, "firm": household.firm, "message": f"{fixed.source_display} is connected."},
-            )
-
-        return _page(
-            credentials_page(
-                request,
-                app=app,
-                platform=connection.platform,
-                household=household,
-                client=reconnect_request.client,
-                connection=connection,
-                client_link=link,
-                template="connections/request/item.html",
-                context=context,
-                success=done,
-            )
+    def done(fixed: Connection) -> HttpResponseBase:
+        services.reconnect_requests_sync(requests=[reconnect_request])
+        return render(
+            request,
+            "connections/request/item_done.html",
+            {"req": reconnect_request, "firm": household.firm, "message": f"{fixed.source_display} is connected."},
         )
-    context["unavailable"] = True
-    return _page(render(request, "connections/request/item.html", context, status=503))
+
+    return _page(
+        flow_page(
+            request,
+            app=app,
+            platform=connection.platform,
+            household=household,
+            client=reconnect_request.client,
+            connection=connection,
+            client_link=link,
+            template="connections/request/item.html",
+            context=context,
+            success=done,
+            form_actions=False,
+        )
+    )
 
 
 @never_cache

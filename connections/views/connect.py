@@ -165,6 +165,47 @@ def credentials_page(
     return render(request, template, context, status=status)
 
 
+def flow_page(
+    request: HttpRequest,
+    *,
+    app: ProviderApp,
+    platform: str,
+    household: Household,
+    client: Any,
+    connection: Connection | None,
+    template: str,
+    context: dict[str, Any],
+    client_link: ClientLink | None = None,
+    success: Callable[[Connection], HttpResponseBase] | None = None,
+    form_actions: bool = True,
+) -> HttpResponseBase:
+    """A connect or reconnect page in the provider's flow, for advisers and clients alike.
+
+    Redirect flow: POST starts the authorization, GET shows ``template`` (with
+    the provider's origins allowed as form actions unless ``form_actions`` is
+    off). Credential form: :func:`credentials_page`. A provider with no client
+    in this portal: ``template`` with ``unavailable``, status 503.
+    """
+    flow = flow_of(app)
+    who: dict[str, Any] = {
+        "app": app,
+        "platform": platform,
+        "household": household,
+        "client": client,
+        "connection": connection,
+        "client_link": client_link,
+    }
+    if flow == "redirect":
+        if request.method == "POST":
+            return authorization_redirect(request, **who)
+        page = render(request, template, context)
+        return allow_provider_form_actions(page) if form_actions else page
+    if flow == "form":
+        return credentials_page(request, **who, template=template, context=context, success=success)
+    context["unavailable"] = True
+    return render(request, template, context, status=503)
+
+
 @sensitive_variables("form", "values")
 def _credentials_connect(*, form: CredentialsForm, **kwargs: Any) -> Connection:
     values = form.credential_values()

@@ -19,7 +19,6 @@ from ..forms import (
 )
 from ..models import Connection, Status
 from .common import (
-    allow_provider_form_actions,
     flow_of,
     household_url,
     member_required,
@@ -29,7 +28,7 @@ from .common import (
     scoped_household,
     too_many,
 )
-from .connect import authorization_redirect, credentials_page
+from .connect import flow_page
 
 # --- Client links -------------------------------------------------------------------------
 
@@ -141,47 +140,29 @@ def client_link(request: HttpRequest, token: str) -> HttpResponseBase:
         "provider_name": app.get_provider_display(),
         "is_reconnect": services.client_link_is_reconnect(link=link),
     }
-    if flow == "redirect":
-        if request.method == "POST":
-            return private(
-                authorization_redirect(
-                    request,
-                    app=app,
-                    platform=link.platform,
-                    household=household,
-                    client=client,
-                    connection=link.connection,
-                    client_link=link,
-                    error_template="connections/connect_result.html",
-                )
-            )
-        return private(allow_provider_form_actions(render(request, "connections/link/page.html", context)))
-    if flow == "form":
 
-        def done(connection: Connection) -> HttpResponseBase:
-            return render(
-                request,
-                "connections/link/done.html",
-                {
-                    "link": link,
-                    "firm": household.firm,
-                    "message": f"{connection.source_display} is connected.",
-                },
-            )
-
-        return private(
-            credentials_page(
-                request,
-                app=app,
-                platform=link.platform,
-                household=household,
-                client=client,
-                connection=link.connection,
-                client_link=link,
-                template="connections/link/page.html",
-                context=context,
-                success=done,
-            )
+    def done(connection: Connection) -> HttpResponseBase:
+        return render(
+            request,
+            "connections/link/done.html",
+            {
+                "link": link,
+                "firm": household.firm,
+                "message": f"{connection.source_display} is connected.",
+            },
         )
-    context["unavailable"] = True
-    return private(render(request, "connections/link/page.html", context, status=503))
+
+    return private(
+        flow_page(
+            request,
+            app=app,
+            platform=link.platform,
+            household=household,
+            client=client,
+            connection=link.connection,
+            client_link=link,
+            template="connections/link/page.html",
+            context=context,
+            success=done,
+        )
+    )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.test.testcases import QuietWSGIRequestHandler
 
-from connections.providers.http import shared_session
+from connections.providers.transport import shared_session
 
 from .support import Sandbox
 

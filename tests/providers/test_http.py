@@ -1,4 +1,4 @@
-"""The shared request helper in providers/http.py: retries, timeouts, redirects, the session."""
+"""The shared request helper in providers/http.py and transport.py: retries, timeouts, redirects, the session."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import requests
 import responses
 
 from connections.providers.errors import ErrorKind, ProviderError
-from connections.providers.http import ProviderHttp, make_retry, make_session, shared_session, total_timeout
+from connections.providers.http import ProviderHttp, total_timeout
+from connections.providers.transport import make_retry, make_session, shared_session
 
 URL = "http://provider.test/thing"
 PORTS = range(8101, 8110)  # this suite's own port range

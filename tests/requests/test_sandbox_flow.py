@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("live_provider_http")
 @pytest.fixture
 def live_provider_http() -> Any:
     yield
-    from connections.providers.http import shared_session
+    from connections.providers.transport import shared_session
 
     shared_session().close()
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from connections.management.commands.seed_demo import DEMO_PASSWORD
+from connections.demo.world import DEMO_PASSWORD
 
 from .conftest import COINIFY_PARTNER, ControlClient
 from .test_dapi import connect, connect_url

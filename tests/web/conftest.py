@@ -259,6 +259,6 @@ def live_provider_http() -> Iterator[None]:
     server stops, which prints a stray thread exception at the end of the run.
     """
     yield
-    from connections.providers.http import shared_session
+    from connections.providers.transport import shared_session
 
     shared_session().close()

@@ -20,7 +20,7 @@ import pytest
 from django.core.management import call_command
 
 from connections import models as m
-from connections.management.commands.seed_demo import DEMO_PASSWORD
+from connections.demo.world import DEMO_PASSWORD
 from portal.outbox import BACKEND as OUTBOX_BACKEND
 
 from .test_browser import _screenshot, axe_violations

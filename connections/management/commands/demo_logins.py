@@ -13,9 +13,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from connections.demo.world import DEMO_LOGINS, DEMO_PASSWORD
 from portal.outbox import BACKEND as OUTBOX_BACKEND
-
-from .seed_demo import DEMO_LOGINS, DEMO_PASSWORD
 
 
 class Command(BaseCommand):

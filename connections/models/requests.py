@@ -1,8 +1,8 @@
-"""Rows of household reconnect requests and of notification hygiene (imported by :mod:`connections.models`).
+"""Rows of household reconnect requests and of notification hygiene.
 
-Kept apart from ``models.py`` so each file stays a reader's size; they are the
-same app's models (app label ``connections``) and are imported at the end of
-``models.py``, so ``from connections.models import ReconnectRequest`` works.
+The same app's models as the rest of :mod:`connections.models` (app label
+``connections``), which imports them, so ``from connections.models import
+ReconnectRequest`` works.
 
 Nothing here is a connection status. A *problem* is a notification concept
 derived from a connection's status and events (see
@@ -19,6 +19,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from .. import wording
 
 # --- Per-user and per-firm notification settings ---------------------------------------
 
@@ -263,6 +265,15 @@ class ReconnectRequest(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_REQUEST_STATUSES
+
+    def progress(self) -> tuple[list[ReconnectRequestItem], int, str]:
+        """Its items (prefetch them when listing many), how many are done, and its status as the adviser reads it."""
+        items = list(self.items.all())
+        done = sum(1 for item in items if item.status == ReconnectRequestItem.ItemStatus.DONE)
+        words = wording.request_status_words(
+            status=self.status, delivery=self.delivery, done=done, total=len(items), pause_reason=self.pause_reason
+        )
+        return items, done, words
 
 
 class ReconnectRequestItem(models.Model):

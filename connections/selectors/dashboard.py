@@ -1,0 +1,205 @@
+"""Reads for the dashboard and the household table: status counts, what needs attention, roll-ups."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+    Window,
+)
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .. import lifecycle
+from ..lifecycle import rules
+from ..lifecycle.claims import deadline_near_q
+from ..models import (
+    Client,
+    Connection,
+    ConnectionProblem,
+    Credential,
+    Household,
+    Status,
+)
+from .scoping import LIVE_STATUSES, NO_SECRETS, STATUS_SEVERITY, User, connection_queryset_for, household_queryset_for
+
+# --- Dashboard --------------------------------------------------------------------
+
+
+def connection_status_counts(*, user: User) -> dict[str, int]:
+    """Number of connections per status (every status present, zero when none). One query.
+
+    ``COUNT(*)`` over (household, status) only, so PostgreSQL answers from the
+    ``connection_household_status`` index without visiting the rows.
+    """
+    counts = {status: 0 for status in Status.values}
+    rows = connection_queryset_for(user=user).order_by().values_list("status").annotate(n=Count("*"))
+    for status, n in rows:
+        counts[status] = n
+    return counts
+
+
+def deadline_is_near(*, deadline: dt.datetime, basis: dt.datetime, now: dt.datetime, rolls: bool = False) -> bool:
+    """:func:`lifecycle.rules.deadline_is_near` with the current settings."""
+    return rules.deadline_is_near(deadline=deadline, basis=basis, now=now, tunables=lifecycle.tunables(), rolls=rolls)
+
+
+# Every connection that can need attention matches this; it is the condition of
+# the partial index ``connection_attention_idx``, repeated in the query so the
+# planner may use the index (it reads a few rows, not every connection).
+ATTENTION_CANDIDATES = Q(status__in=[Status.NEEDS_RECONNECT, Status.DEGRADED]) | Q(reconnect_by__isnull=False)
+
+
+def needs_attention_queryset(
+    *, user: User, now: dt.datetime | None = None, quiet: bool = False
+) -> QuerySet[Connection]:
+    """Connections that need a person, most urgent first.
+
+    Snoozed and muted ones (an open ``ConnectionProblem`` muted, or snoozed
+    until later) are left out; ``quiet=True`` lists only those instead.
+
+    Included: ``needs_reconnect`` (broken now), a ``reconnect_by`` deadline that
+    is near (:func:`deadline_is_near`: breaks soon unless someone acts), and
+    ``degraded`` for more than an hour (the provider is not recovering by
+    itself). Ordered by that rank, then by the earliest moment within it
+    (oldest good data, nearest deadline, longest degraded). Each row carries
+    ``attention_total``: how many connections qualify in all, whatever slice
+    of the queryset is fetched (a window count, so no second query).
+    """
+    now = now or timezone.now()
+    tunables = lifecycle.tunables()
+    refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
+        "issued_at"
+    )[:1]
+    aliases, near = deadline_near_q(now=now, tunables=tunables)
+    connections = (
+        connection_queryset_for(user=user)
+        .filter(ATTENTION_CANDIDATES)
+        .alias(deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")))
+        .alias(**aliases)
+    )
+    deadline_near = near & Q(status__in=[Status.PENDING, Status.ACTIVE, Status.DEGRADED])
+    degraded_for = dt.timedelta(seconds=tunables.degraded_attention_seconds)
+    attention = (
+        Q(status=Status.NEEDS_RECONNECT)
+        | deadline_near
+        | Q(status=Status.DEGRADED, degraded_since__lte=now - degraded_for)
+    )
+    hushed = Exists(
+        ConnectionProblem.objects.filter(
+            Q(muted_at__isnull=False) | Q(snoozed_until__gt=now), connection=OuterRef("pk"), closed_at__isnull=True
+        )
+    )
+    return (
+        connections.filter(attention)
+        .filter(hushed if quiet else ~hushed)
+        .annotate(
+            urgency=Case(
+                When(status=Status.NEEDS_RECONNECT, then=Value(0)),
+                When(deadline_near, then=Value(1)),
+                default=Value(2),
+                output_field=IntegerField(),
+            ),
+            urgent_at=Case(
+                When(status=Status.NEEDS_RECONNECT, then=F("last_success_at")),
+                When(deadline_near, then=F("reconnect_by")),
+                default=F("degraded_since"),
+            ),
+            attention_total=Window(Count("id")),
+        )
+        .select_related("household", "client", "provider_app")
+        .defer(*NO_SECRETS)
+        .order_by("urgency", F("urgent_at").asc(nulls_first=True), "id")
+    )
+
+
+def connections_by_status(*, user: User, status: str = "") -> QuerySet[Connection]:
+    """The user's connections of ``status`` (all when empty), oldest data first: what the count cards count."""
+    connections = connection_queryset_for(user=user)
+    if status:
+        connections = connections.filter(status=status)
+    return (
+        connections.select_related("household", "client", "provider_app")
+        .defer(*NO_SECRETS)
+        .order_by(F("last_success_at").asc(nulls_first=True), "id")
+    )
+
+
+def needs_attention_list(*, user: User, now: dt.datetime | None = None, limit: int = 50) -> list[Connection]:
+    """The ``limit`` most urgent of :func:`needs_attention_queryset`. One query."""
+    return list(needs_attention_queryset(user=user, now=now)[:limit])
+
+
+def _severity_case() -> Case:
+    return Case(
+        *(When(status=status, then=Value(rank)) for status, rank in STATUS_SEVERITY.items()),
+        output_field=IntegerField(),
+    )
+
+
+def households_with_rollups(households: QuerySet[Household]) -> QuerySet[Household]:
+    """``households`` annotated with ``worst_severity``, ``data_as_of`` and ``connection_count``.
+
+    See :func:`household_table` for what each means; a page of them costs one
+    query whatever the number of connections (:func:`_household_rollups`).
+    """
+    return households.annotate(**_household_rollups())
+
+
+def _household_rollups() -> dict[str, Any]:
+    """Per-household roll-ups as correlated subqueries, each on ``connection_household_status``.
+
+    Subqueries rather than a join + GROUP BY: PostgreSQL evaluates a select
+    list's subqueries after ORDER BY ... LIMIT, so a page of 25 households
+    costs 25 small index scans whatever the adviser's number of households,
+    and the paginator's COUNT leaves them out altogether.
+    """
+    of_household = Connection.objects.filter(household=OuterRef("pk")).order_by().values("household")
+    shown = of_household.exclude(status=Status.DISCONNECTED)
+    return {
+        "worst_severity": Subquery(shown.annotate(worst=Max(_severity_case())).values("worst")),
+        "data_as_of": Subquery(
+            of_household.filter(status__in=LIVE_STATUSES).annotate(oldest=Min("last_success_at")).values("oldest")
+        ),
+        "connection_count": Coalesce(Subquery(shown.annotate(n=Count("*")).values("n")), Value(0)),
+    }
+
+
+def household_table(*, user: User, search: str = "", status: str = "") -> QuerySet[Household]:
+    """Households for the dashboard table, annotated so a page costs a fixed number of queries.
+
+    Annotations: ``worst_severity`` (roll-up health: the worst status of its
+    non-disconnected connections, ``None`` without any), ``data_as_of`` (the
+    oldest ``last_success_at`` among its live connections), ``connection_count``.
+    ``search`` matches household name, reference or a client's name; ``status``
+    filters on the roll-up status.
+    """
+    households = household_queryset_for(user=user)
+    search = search.strip()
+    if search:
+        client_match = Client.objects.filter(household=OuterRef("pk"), name__icontains=search)
+        households = households.filter(
+            Q(name__icontains=search) | Q(reference__icontains=search) | Q(Exists(client_match))
+        )
+    households = households_with_rollups(households)
+    # Filtered through Q: the roll-up is an annotation the type checker cannot see on the model.
+    if status in STATUS_SEVERITY and status != Status.DISCONNECTED:
+        households = households.filter(Q(worst_severity=STATUS_SEVERITY[status]))
+    elif status == "none":
+        households = households.filter(Q(worst_severity__isnull=True))
+    return households.prefetch_related(Prefetch("clients", queryset=Client.objects.only("id", "name", "household_id")))

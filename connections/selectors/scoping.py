@@ -1,0 +1,100 @@
+"""Who may see what: the one scoping rule and the querysets every other selector derives from.
+
+Also the status severities roll-ups use, and the related fields pages read without their secrets.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
+from django.db.models import (
+    QuerySet,
+)
+
+from ..models import (
+    Client,
+    ClientLink,
+    Connection,
+    Household,
+    Membership,
+    Status,
+)
+
+# How bad each status is, for roll-ups and "worst status of the day".
+# Disconnected is deliberate, not a fault, so it never makes a household look worse.
+STATUS_SEVERITY: dict[str, int] = {
+    Status.DISCONNECTED: 0,
+    Status.ACTIVE: 1,
+    Status.PENDING: 2,
+    Status.DEGRADED: 3,
+    Status.NEEDS_RECONNECT: 4,
+}
+SEVERITY_STATUS: dict[int, str] = {v: k for k, v in STATUS_SEVERITY.items()}
+
+# Statuses whose data the adviser still relies on ("data as of").
+LIVE_STATUSES = (Status.ACTIVE, Status.DEGRADED, Status.NEEDS_RECONNECT)
+
+User = AuthUser | AnonymousUser
+
+
+# Pages never decrypt a secret: related provider apps are read without theirs
+# (one secret no key decrypts must not take down every page that names the app).
+NO_SECRETS = ("provider_app__client_secret",)
+
+
+# --- Scoping ----------------------------------------------------------------------
+
+
+def membership_for(*, user: User) -> Membership | None:
+    """The user's membership, or ``None`` (anonymous, or not attached to a firm).
+
+    Uses the one-to-one accessor, so the row is cached on the user object for the
+    rest of the request.
+    """
+    if not isinstance(user, AuthUser) or not user.is_authenticated:
+        return None
+    try:
+        return user.membership
+    except Membership.DoesNotExist:
+        return None
+
+
+def household_queryset_for(*, user: User) -> QuerySet[Household]:
+    """Every household ``user`` may see. THE scoping rule; everything derives from it."""
+    membership = membership_for(user=user)
+    if membership is None:
+        return Household.objects.none()
+    households = firm_household_queryset(firm_id=membership.firm_id)
+    if not membership.is_firm_admin:
+        # An adviser appears at most once per household in the M2M table, so
+        # this join never duplicates rows.
+        households = households.filter(advisers=user.pk)
+    return households
+
+
+def firm_household_queryset(*, firm_id: int) -> QuerySet[Household]:
+    """Every household of one firm: what its firm admins see, and what the firm's API keys see.
+
+    The firm-wide half of :func:`household_queryset_for`, for callers that act
+    for a whole firm rather than for a person (the API authenticates a firm's
+    key, not a user).
+    """
+    return Household.objects.filter(firm_id=firm_id)
+
+
+def firm_connection_queryset(*, firm_id: int) -> QuerySet[Connection]:
+    """Connections of one firm's households (see :func:`firm_household_queryset`)."""
+    return Connection.objects.filter(household__in=firm_household_queryset(firm_id=firm_id))
+
+
+def connection_queryset_for(*, user: User) -> QuerySet[Connection]:
+    """Connections of the households ``user`` may see."""
+    return Connection.objects.filter(household__in=household_queryset_for(user=user))
+
+
+def client_queryset_for(*, user: User) -> QuerySet[Client]:
+    return Client.objects.filter(household__in=household_queryset_for(user=user))
+
+
+def client_link_queryset_for(*, user: User) -> QuerySet[ClientLink]:
+    return ClientLink.objects.filter(household__in=household_queryset_for(user=user))
