@@ -109,7 +109,7 @@ def serve(args: list[str], env: dict[str, str]) -> Iterator[Served]:
         try:
             requests.get(f"{served.base_url}/healthz", timeout=10)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still importing Django
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"gunicorn did not start:\n{served.stop()[-3000:]}")
             time.sleep(0.2)
