@@ -168,7 +168,7 @@ def floor_update() -> dict[str, Any]:
 
 
 def claim_query_sql(redis_url: str) -> str:
-    """The claim ``SELECT ... FOR UPDATE SKIP LOCKED`` exactly as the sweep sent it."""
+    """The claim (its ``SELECT ... FOR UPDATE SKIP LOCKED``, inside an UPDATE on PostgreSQL) exactly as sent."""
     from connections import tasks
 
     sweep_claims_release()
@@ -179,7 +179,7 @@ def claim_query_sql(redis_url: str) -> str:
         sql = query["sql"]
         if "FOR UPDATE" in sql.upper() and "connections_connection" in sql:
             return sql
-    raise RuntimeError("The sweep sent no SELECT ... FOR UPDATE on connections_connection.")
+    raise RuntimeError("The sweep sent no claim (FOR UPDATE) on connections_connection.")
 
 
 def explain(sql: str) -> dict[str, Any]:
