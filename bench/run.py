@@ -98,8 +98,8 @@ FULL = Sizes(firm_connections=100_000, big_households=2_000, small_households=20
              page_requests=30, checks=20_000, ceiling_calls=6_000, storm_tokens=10_000, storm_rate=100.0,
              api_connections=10_000, api_rounds=3, check_logins=2_000, sweep_repeats=3)
 QUICK = Sizes(firm_connections=20_000, big_households=400, small_households=40, total_connections=100_000,
-              page_requests=10, checks=1_000, ceiling_calls=600, storm_tokens=1_000, storm_rate=20.0,
-              api_connections=5_000, api_rounds=1, check_logins=200, sweep_repeats=2)
+              page_requests=8, checks=600, ceiling_calls=400, storm_tokens=1_000, storm_rate=20.0,
+              api_connections=3_000, api_rounds=1, check_logins=200, sweep_repeats=1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
