@@ -111,7 +111,7 @@ def _insert_connections(*, first_household: int, last_household: int, app_ids: d
         INSERT INTO connections_connection (
             household_id, client_id, provider_app_id, provider, platform, label, status, reason,
             external_account_id, grouping, last_success_at, last_checked_at, last_error, next_check_at,
-            reconnect_by, consecutive_failures, degraded_since, lease_until, lease_owner,
+            reconnect_by, reconnect_by_rolls, consecutive_failures, degraded_since, lease_until, lease_owner,
             connected_at, disconnected_at, created_by_id, created_at, updated_at)
         SELECT c.household_id, c.id, {case_app}, {case_provider},
                (ARRAY['coinbase','gemini','kraken','binance','bitstamp'])[1 + (g %% 5)], '',
@@ -124,7 +124,7 @@ def _insert_connections(*, first_household: int, last_household: int, app_ids: d
                CASE WHEN (c.id * 5 + g) %% 50 = 0 THEN NULL
                     WHEN random() < %s THEN now() - interval '1 minute'
                     ELSE now() + interval '{NOT_DUE_AFTER_HOURS} hours' + random() * interval '1 hour' END,
-               NULL, 0, NULL, NULL, '', now() - interval '30 days', NULL, NULL, now(), now()
+               NULL, false, 0, NULL, NULL, '', now() - interval '30 days', NULL, NULL, now(), now()
         FROM connections_client c
         CROSS JOIN generate_series(1, {CONNECTIONS_PER_HOUSEHOLD}) AS g
         WHERE c.household_id BETWEEN %s AND %s
@@ -274,11 +274,11 @@ def load_connections_insert(*, app: ProviderApp, count: int, platform: str, labe
             INSERT INTO connections_connection (
                 household_id, client_id, provider_app_id, provider, platform, label, status, reason,
                 external_account_id, grouping, last_success_at, last_checked_at, last_error, next_check_at,
-                reconnect_by, consecutive_failures, degraded_since, lease_until, lease_owner,
+                reconnect_by, reconnect_by_rolls, consecutive_failures, degraded_since, lease_until, lease_owner,
                 connected_at, disconnected_at, created_by_id, created_at, updated_at)
             SELECT c.household_id, c.id, %s, %s, %s, '', 'active', '', '', '{}'::jsonb,
                    now() - interval '10 minutes', now() - interval '10 minutes', '', NULL,
-                   NULL, 0, NULL, NULL, '', now() - interval '1 day', NULL, NULL, now(), now()
+                   NULL, false, 0, NULL, NULL, '', now() - interval '1 day', NULL, NULL, now(), now()
             FROM connections_client c WHERE c.household_id BETWEEN %s AND %s
             ORDER BY c.id
             RETURNING id

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -358,3 +359,55 @@ def worker_outcomes(log_path: Path) -> dict[str, int]:
         elif isinstance(value, str):
             totals[value] = totals.get(value, 0) + 1
     return totals
+
+
+class LoadWatch:
+    """The machine's load while a phase is measured: its 1-minute load average, sampled every second
+    (start, end, mean, max), and whose CPU the cores spent (the benchmark's processes and the
+    PostgreSQL backends serving its database, against everything else the machine ran).
+
+    ``disturbed``: the mean load average was above the core count. The benchmark's own processes
+    count in the load average too (a check run keeps a worker, the sandbox server and PostgreSQL
+    busy at once), which is why the CPU split is recorded beside it.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._meter: CpuMeter | None = None
+
+    def start(self) -> LoadWatch:
+        self.samples = [os.getloadavg()[0]]
+        self._meter = CpuMeter({"bench": lambda: process_tree(os.getpid()), "postgres": database_backends},
+                               interval=self.interval).start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.samples.append(os.getloadavg()[0])
+        used = self._meter.stop() if self._meter is not None else {"wall": 0.0}
+        wall = max(used.get("wall", 0.0), 1e-9)
+        cores = os.cpu_count() or 1
+        mean = sum(self.samples) / len(self.samples)
+        own = (used.get("bench", 0.0) + used.get("postgres", 0.0)) / wall
+        return {
+            "seconds": round(wall, 1),
+            "cores": cores,
+            "load_average_start": round(self.samples[0], 2),
+            "load_average_end": round(self.samples[-1], 2),
+            "load_average_mean": round(mean, 2),
+            "load_average_max": round(max(self.samples), 2),
+            "bench_cores": round(own, 2),
+            "other_programs_cores": round(used.get("others", 0.0) / wall, 2),
+            "disturbed": mean > cores,
+        }

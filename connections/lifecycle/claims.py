@@ -190,20 +190,49 @@ def due_queryset(*, now: datetime) -> QuerySet[Connection]:
     )
 
 
+def _claim_due_sql() -> str:
+    key = ("claim_due", db_connection.vendor)
+    sql = _sql_cache.get(key)
+    if sql is None:
+        table = _qn(Connection._meta.db_table)
+        due = (
+            "next_check_at IS NOT NULL AND next_check_at <= %(now)s "
+            "AND (lease_until IS NULL OR lease_until < %(now)s)"
+        )
+        sql = _sql_cache[key] = (
+            f"UPDATE {table} SET lease_owner = %(owner)s, lease_until = %(until)s, next_check_at = %(until)s "  # noqa: S608
+            f"WHERE id IN (SELECT id FROM {table} WHERE {due} ORDER BY next_check_at LIMIT %(limit)s "
+            f"FOR UPDATE SKIP LOCKED) AND {due} RETURNING id"
+        )
+    return sql
+
+
 def connections_claim_due(*, now: datetime, limit: int, owner: str, lease: timedelta | None = None) -> list[int]:
     """Claim up to ``limit`` due connections for ``owner`` (a ``sweep:`` token); returns their ids.
 
-    PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` so overlapping sweeps
-    take disjoint batches without waiting on each other. SQLite ignores the
-    lock clause, but its transactions here are IMMEDIATE (one writer), which
-    makes the select-then-update just as exclusive. The UPDATE repeats the due
-    condition anyway, and moves ``next_check_at`` to the end of the claim: the
-    claimed rows leave the due index at once (so the next batch does not scan
-    them), and come back by themselves if the check task is lost.
+    PostgreSQL: one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
+    LOCKED) RETURNING id``, so overlapping sweeps take disjoint batches without
+    waiting on each other, in one round trip (``make bench``, "sweep": the
+    select and then the update by id read the due rows twice). Elsewhere
+    (SQLite ignores the lock clause, but its transactions here are IMMEDIATE:
+    one writer) a select, then an update. Either way the UPDATE repeats the due
+    condition, and moves ``next_check_at`` to the end of the claim: the claimed
+    rows leave the due index at once (so the next batch does not scan them),
+    and come back by themselves if the check task is lost.
     """
     if not owner.startswith(SWEEP_OWNER_PREFIX):
         raise ValueError(f"sweep claims must be owned by a {SWEEP_OWNER_PREFIX!r} token")
     until = now + (lease if lease is not None else timedelta(seconds=tunables().sweep_lease_seconds))
+    if db_connection.vendor == "postgresql":
+        params = {
+            "now": _db_value(Connection, "next_check_at", now),
+            "until": _db_value(Connection, "next_check_at", until),
+            "owner": owner,
+            "limit": limit,
+        }
+        with transaction.atomic(), db_connection.cursor() as cursor:
+            cursor.execute(_claim_due_sql(), params)
+            return [row[0] for row in cursor.fetchall()]
     with transaction.atomic():
         ids = list(due_queryset(now=now).select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
         if not ids:
