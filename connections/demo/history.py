@@ -24,7 +24,7 @@ from typing import Any
 
 from connections import lifecycle, wording
 from connections.lifecycle import clients, rules
-from connections.lifecycle.check import CheckFailure
+from connections.lifecycle.outcomes import CheckFailure
 from connections.lifecycle.store import events_for, renewal_event
 from connections.models import Connection, ConnectionEvent, Credential
 from connections.providers import registry

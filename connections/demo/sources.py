@@ -35,8 +35,8 @@ from django.core.management.base import CommandError
 
 from connections import lifecycle
 from connections.lifecycle import rules
-from connections.lifecycle.check import CheckFailure, check_failure
 from connections.lifecycle.clients import household_grouping
+from connections.lifecycle.outcomes import CheckFailure, check_failure
 from connections.models import Connection, Household
 from connections.providers.base import AccountData, ConnectionState, Grant, ProviderClient
 from connections.providers.errors import ProviderError
