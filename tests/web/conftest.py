@@ -120,6 +120,19 @@ def adviser_client(client: Any, world: World) -> Any:
     return client
 
 
+@pytest.fixture
+def broken(world: World) -> m.Connection:
+    """A Turnqey connection of the world's client that the provider reports revoked."""
+    return ConnectionFactory(
+        client=world.client,
+        provider_app=world.turnqey,
+        platform="kraken",
+        status=m.Status.NEEDS_RECONNECT,
+        reason=m.Reason.REVOKED,
+        external_account_id="source-account-1",
+    )
+
+
 # --- The fake provider seam -----------------------------------------------------------------
 
 

@@ -29,18 +29,6 @@ def _send_reconnect_link(adviser_client: Any, connection: m.Connection) -> str:
     return match.group(1)
 
 
-@pytest.fixture
-def broken(world: World) -> m.Connection:
-    return ConnectionFactory(
-        client=world.client,
-        provider_app=world.turnqey,
-        platform="kraken",
-        status=m.Status.NEEDS_RECONNECT,
-        reason=m.Reason.REVOKED,
-        external_account_id="source-account-1",
-    )
-
-
 def test_sending_a_link_emails_the_client_and_stores_only_a_hash(
     adviser_client: Any, world: World, broken: m.Connection
 ) -> None:

@@ -16,7 +16,6 @@ from django.urls import reverse
 
 from connections import models as m
 from portal import outbox
-from tests.factories import ConnectionFactory
 
 from .conftest import World
 
@@ -30,18 +29,6 @@ def collecting(settings: Any, tmp_path: Path) -> Path:
     settings.VAR_DIR = tmp_path
     settings.EMAIL_BACKEND = outbox.BACKEND
     return tmp_path / "outbox"
-
-
-@pytest.fixture
-def broken(world: World) -> m.Connection:
-    return ConnectionFactory(
-        client=world.client,
-        provider_app=world.turnqey,
-        platform="kraken",
-        status=m.Status.NEEDS_RECONNECT,
-        reason=m.Reason.REVOKED,
-        external_account_id="source-account-1",
-    )
 
 
 def test_a_client_link_sent_from_the_ui_is_in_the_outbox_with_its_link_clickable(
