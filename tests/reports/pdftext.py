@@ -14,8 +14,10 @@ from __future__ import annotations
 import re
 import zlib
 
-OBJECT = re.compile(rb"(\d+) 0 obj(.*?)endobj", re.S)
-STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.S)
+OBJECT_START = re.compile(rb"(\d+) 0 obj")
+STREAM_START = re.compile(rb">>\s*stream\r?\n")
+DIRECT_LENGTH = re.compile(rb"/Length (\d+)\b(?!\s+\d+\s+R)")
+STREAM_END = re.compile(rb"\r?\nendstream")
 BFCHAR = re.compile(rb"beginbfchar(.*?)endbfchar", re.S)
 BFRANGE = re.compile(rb"beginbfrange(.*?)endbfrange", re.S)
 HEX = re.compile(rb"<([0-9A-Fa-f]*)>")
@@ -23,13 +25,36 @@ TOKEN = re.compile(rb"/([^\s/<>\[\]()]+)\s+[\d.]+\s+Tf|<([0-9A-Fa-f]*)>|(T\*|Td|
 
 
 def _objects(pdf: bytes) -> dict[int, tuple[bytes, bytes]]:
+    """Every object's dictionary and (inflated) stream, by object number.
+
+    A stream is sliced by its ``/Length``, never by searching for the
+    keywords after it: compressed bytes can spell ``endobj`` or
+    ``endstream`` by chance, and a search would cut the stream there.
+    """
     found: dict[int, tuple[bytes, bytes]] = {}
-    for number, body in OBJECT.findall(pdf):
-        stream = STREAM.search(body)
-        data = stream.group(1) if stream else b""
-        if stream and b"/FlateDecode" in body[: stream.start()]:
-            data = zlib.decompress(data)
-        head = body[: stream.start()] if stream else body
+    position = 0
+    while start := OBJECT_START.search(pdf, position):
+        body_start = start.end()
+        object_end = pdf.find(b"endobj", body_start)
+        if object_end == -1:
+            break
+        stream = STREAM_START.search(pdf, body_start)
+        data = b""
+        if stream and stream.start() < object_end:
+            head = pdf[body_start : stream.start() + 2]
+            length = DIRECT_LENGTH.search(head)
+            if length:
+                data_end = stream.end() + int(length.group(1))
+            else:  # an indirect /Length: the keyword is the only way to find the end
+                data_end = STREAM_END.search(pdf, stream.end()).start()  # type: ignore[union-attr]
+            data = pdf[stream.end() : data_end]
+            if b"/FlateDecode" in head:
+                data = zlib.decompress(data)
+            object_end = pdf.find(b"endobj", data_end)
+        else:
+            head = pdf[body_start:object_end]
+        position = object_end + len(b"endobj")
+        number = start.group(1)
         found[int(number)] = (head, data)
         if b"/ObjStm" in head:
             # An object stream: "number offset" pairs, then the objects from /First on.
