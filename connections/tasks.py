@@ -47,28 +47,52 @@ def check_chunks(connection_ids: Sequence[int]) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
+def sweep_messages(connection_ids: Sequence[int]) -> list[list[int]]:
+    """What the sweep publishes for a batch of claimed ids.
+
+    Up to ``LIFECYCLE_CHECK_CHUNK_SIZE * LIFECYCLE_CHECK_MIN_MESSAGES`` ids
+    (400) go out as :func:`check_chunks` would split them. A larger batch goes
+    as messages of that many ids, each fanned out into chunks by the worker
+    that takes it (:func:`check_connections`): the sweep then pays one broker
+    round trip per 400 ids instead of one per 25, and the publishing of the
+    chunks is spread over the workers.
+    """
+    most = max(1, int(getattr(settings, "LIFECYCLE_CHECK_CHUNK_SIZE", 25)))
+    spread = max(1, int(getattr(settings, "LIFECYCLE_CHECK_MIN_MESSAGES", 16)))
+    fan_out = most * spread
+    ids = list(connection_ids)
+    if len(ids) <= fan_out:
+        return check_chunks(ids)
+    return [ids[i : i + fan_out] for i in range(0, len(ids), fan_out)]
+
+
+def messages_publish(messages: list[list[int]]) -> None:
+    """One ``connections.check_connections`` message per list of ids, over one producer."""
+    app = check_connections.app
+    if app.conf.task_always_eager:
+        for ids in messages:
+            check_connections.apply_async((ids,))
+        return
+    with app.producer_or_acquire() as producer:
+        for ids in messages:
+            check_connections.apply_async((ids,), producer=producer)
+
+
 def checks_publish(connection_ids: Sequence[int]) -> None:
     """Enqueue checks for ``connection_ids`` over one producer (one broker connection for the batch).
 
-    Ids travel in small chunks (``connections.check_connections``): a broker
-    round trip per connection would cap the sweep at about a thousand
-    connections a second, while the chunks keep the work spread over every
-    worker thread. Each check in a chunk claims, runs and fails on its own.
-    A publish failure is logged, not raised: the sweep's claim runs out after
-    ``LIFECYCLE_SWEEP_LEASE_SECONDS`` and those connections are claimed again.
+    Ids travel in chunks (``connections.check_connections``, see
+    :func:`sweep_messages`): a broker round trip per connection would cap the
+    sweep at about a thousand connections a second, while the chunks keep the
+    work spread over every worker thread. Each check in a chunk claims, runs
+    and fails on its own. A publish failure is logged, not raised: the sweep's
+    claim runs out after ``LIFECYCLE_SWEEP_LEASE_SECONDS`` and those
+    connections are claimed again.
     """
     if not connection_ids:
         return
-    chunks = check_chunks(connection_ids)
-    app = check_connections.app
     try:
-        if app.conf.task_always_eager:
-            for chunk in chunks:
-                check_connections.apply_async((chunk,))
-            return
-        with app.producer_or_acquire() as producer:
-            for chunk in chunks:
-                check_connections.apply_async((chunk,), producer=producer)
+        messages_publish(sweep_messages(connection_ids))
     except Exception:
         logger.exception(
             "Could not enqueue %s check(s); they will be claimed again when the sweep's claim runs out.",
@@ -106,9 +130,29 @@ def check_connection(
 
 @shared_task(name="connections.check_connections", ignore_result=True)
 def check_connections(connection_ids: list[int]) -> dict[str, int]:
-    """Check each connection in turn (the sweep's chunks). Returns a count per outcome."""
+    """Check each connection in turn (the sweep's chunks). Returns a count per outcome.
+
+    A message of more ids than ``LIFECYCLE_CHECK_CHUNK_SIZE`` (the sweep's
+    large messages, see :func:`sweep_messages`) is fanned out first: every
+    chunk but the first is published for other worker threads, and this one
+    checks the first. A failure to publish is logged; those connections'
+    sweep claims run out and they are claimed again, as when the sweep's own
+    publish fails.
+    """
+    most = max(1, int(getattr(settings, "LIFECYCLE_CHECK_CHUNK_SIZE", 25)))
+    ids = list(connection_ids)
+    # Chunks of exactly ``most``: a chunk the sweep already made small is never split again.
+    chunks = [ids[i : i + most] for i in range(0, len(ids), most)]
+    if len(chunks) > 1:
+        try:
+            messages_publish(chunks[1:])
+        except Exception:
+            logger.exception(
+                "Could not fan out %s check(s); they will be claimed again when the sweep's claim runs out.",
+                sum(len(chunk) for chunk in chunks[1:]),
+            )
     counts: dict[str, int] = {}
-    for connection_id in connection_ids:
+    for connection_id in chunks[0] if chunks else []:
         outcome = lifecycle.connection_check(connection_id=int(connection_id)).outcome
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts

@@ -224,3 +224,68 @@ def test_one_bad_connection_in_a_chunk_does_not_stop_the_others(app: Any, world:
     world.probe_script[:] = [lambda: None, RuntimeError("bug"), lambda: None]
     counts = tasks.check_connections(ids)
     assert counts == {Outcome.OK: 2, Outcome.ERROR: 1}
+
+
+def test_a_large_batch_goes_out_in_few_messages_that_workers_fan_out() -> None:
+    assert [len(m) for m in tasks.sweep_messages(list(range(1000)))] == [400, 400, 200]
+    assert tasks.sweep_messages(list(range(400))) == tasks.check_chunks(list(range(400)))
+    assert tasks.sweep_messages(list(range(30))) == tasks.check_chunks(list(range(30)))
+    assert sorted(i for m in tasks.sweep_messages(list(range(10_001))) for i in m) == list(range(10_001))
+
+
+def test_a_fanned_out_message_checks_every_connection_once_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[int] = []
+    published: list[list[int]] = []
+
+    def check(connection_id: int, **_: Any) -> Any:
+        checked.append(connection_id)
+        return type("Result", (), {"outcome": "ok"})()
+
+    real_publish = tasks.messages_publish
+
+    def publish(messages: list[list[int]]) -> None:
+        published.extend(messages)
+        real_publish(messages)  # eager in tests: each chunk is checked inline
+
+    monkeypatch.setattr(tasks.lifecycle, "connection_check", check)
+    monkeypatch.setattr(tasks, "messages_publish", publish)
+
+    counts = tasks.check_connections(list(range(400)))
+
+    assert counts == {"ok": 25}  # this message's own chunk; the other 15 went to the queue
+    assert [len(m) for m in published] == [25] * 15
+    assert sorted(checked) == list(range(400))
+    assert len(checked) == len(set(checked))
+
+
+def test_a_chunk_the_sweep_made_small_is_not_split_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    published: list[list[int]] = []
+    monkeypatch.setattr(tasks, "messages_publish", published.extend)
+    monkeypatch.setattr(
+        tasks.lifecycle, "connection_check", lambda connection_id, **_: type("Result", (), {"outcome": "ok"})()
+    )
+
+    assert tasks.check_connections(list(range(25))) == {"ok": 25}
+    assert tasks.check_connections([1, 2]) == {"ok": 2}
+    assert published == []
+
+
+def test_a_fan_out_the_broker_refuses_still_checks_its_own_chunk_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(messages: list[list[int]]) -> None:
+        raise ConnectionError("broker down")
+
+    checked: list[int] = []
+    monkeypatch.setattr(tasks, "messages_publish", refuse)
+    monkeypatch.setattr(
+        tasks.lifecycle,
+        "connection_check",
+        lambda connection_id, **_: checked.append(connection_id) or type("Result", (), {"outcome": "ok"})(),
+    )
+
+    with caplog.at_level("ERROR", logger="connections.tasks"):
+        assert tasks.check_connections(list(range(100))) == {"ok": 25}
+
+    assert checked == list(range(25))
+    assert "Could not fan out 75 check(s)" in caplog.text
