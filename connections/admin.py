@@ -162,12 +162,17 @@ class ConnectionEventInline(ReadOnlyInline):
     """The connection's most recent events (see ConnectionAdmin.get_formset_kwargs)."""
 
     model = m.ConnectionEvent
-    fields = ("created_at", "kind", "from_status", "to_status", "reason", "message", "actor", "actor_label")
+    # "by" in plain words (wording.actor_words), never the raw actor label such as "job:check".
+    fields = ("created_at", "kind", "from_status", "to_status", "reason", "message", "who")
     readonly_fields = fields
     verbose_name_plural = f"recent events (latest {EVENTS_SHOWN_INLINE})"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[m.ConnectionEvent]:
         return super().get_queryset(request).select_related("actor")
+
+    @admin.display(description="by")
+    def who(self, obj: m.ConnectionEvent) -> str:
+        return wording.actor_words(actor=obj.actor, actor_label=obj.actor_label)
 
 
 # --- Firms and people ---------------------------------------------------------
@@ -684,6 +689,9 @@ class ConnectionEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("kind", "to_status", "reason", "connection__provider")
     list_select_related = ("connection", "connection__household", "actor")
     search_fields = ("message", "actor_label", "connection__household__name", "connection__client__name")
+    # The change page too says who in plain words, never the raw actor label such as "job:check".
+    fields = ("created_at", "connection", "kind", "from_status", "to_status", "reason", "message", "who", "details")
+    readonly_fields = fields
     date_hierarchy = "created_at"
     # Counting a large history on every page view is the slow part of this
     # changelist; the filtered count is enough.

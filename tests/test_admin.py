@@ -471,3 +471,14 @@ def test_the_periodic_task_form_has_no_inline_script_and_keeps_its_crontab_help(
     assert inline == []
     assert "js/periodic_task_crontab.js" in page
     assert 'id="readable-crontabs"' in page
+
+
+def test_admin_event_pages_say_who_acted_in_plain_words_not_the_raw_actor_label(superuser_client: Client) -> None:
+    event = ConnectionEventFactory(actor=None, actor_label=wording.SCHEDULED_CHECK, message="Credentials renewed.")
+
+    inline = superuser_client.get(url_for(m.Connection, "change", event.connection.pk)).content.decode()
+    change = superuser_client.get(url_for(m.ConnectionEvent, "change", event.pk)).content.decode()
+
+    for page in (inline, change):
+        assert "scheduled check" in page
+        assert wording.SCHEDULED_CHECK not in page
