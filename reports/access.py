@@ -1,9 +1,9 @@
 """The access review: every user of a firm, with what they can reach and how they sign in.
 
-Three queries whatever the number of users: the members, their assigned
-households in this firm (one prefetch), and who has a confirmed second factor.
-API keys belong to the integrations API; until that app is installed the
-column says so.
+Four queries whatever the number of users: the members, their assigned
+households in this firm (one prefetch), who has a confirmed second factor, and
+the firm's live API keys by who created them. API keys belong to the
+integrations API; until that app is installed the column says so.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def access_review(*, firm: Firm) -> list[AccessRow]:
     with_mfa = set(
         TOTPDevice.objects.filter(user__membership__firm=firm, confirmed=True).values_list("user_id", flat=True)
     )
-    api_keys = "" if apps.is_installed("api") else NO_API
+    keys_by_user = _live_api_keys_by_creator(firm) if apps.is_installed("api") else None
     return [
         AccessRow(
             user_id=m.user_id,
@@ -65,7 +65,18 @@ def access_review(*, firm: Firm) -> list[AccessRow]:
             households=[h.name for h in getattr(m.user, "firm_households", [])],
             last_login=m.user.last_login,
             mfa=m.user_id in with_mfa,
-            api_keys=api_keys,
+            api_keys=NO_API if keys_by_user is None else "; ".join(keys_by_user.get(m.user_id, [])),
         )
         for m in members
     ]
+
+
+def _live_api_keys_by_creator(firm: Firm) -> dict[int, list[str]]:
+    """The firm's unrevoked API keys, as "name (scope, prefix)", by the user who created each."""
+    from api.models import ApiKey
+
+    keys: dict[int, list[str]] = {}
+    for key in ApiKey.objects.filter(firm=firm, revoked_at__isnull=True, created_by__isnull=False).order_by("name"):
+        assert key.created_by_id is not None
+        keys.setdefault(key.created_by_id, []).append(f"{key.name} ({key.get_scope_display()}, {key.prefix})")
+    return keys

@@ -408,6 +408,25 @@ def test_access_review_lists_every_member_with_role_households_sign_in_and_secon
     assert "mallory" not in page
 
 
+def test_access_review_shows_each_members_live_api_keys_and_never_a_revoked_one(client: Client, world: World) -> None:
+    from api.keys import api_key_create, api_key_revoke
+
+    live = api_key_create(firm=world.firm, name="CRM sync", user=world.firm_admin)
+    gone = api_key_create(firm=world.firm, name="Old export", user=world.firm_admin)
+    api_key_revoke(api_key=gone.api_key, user=world.firm_admin)
+    client.force_login(world.firm_admin)
+
+    from .conftest import csv_rows
+
+    rows = {r["User"]: r for r in csv_rows(client.get(reverse("reports:access_csv")))}
+
+    assert "CRM sync" in rows["carol"]["API keys"]
+    assert live.api_key.prefix in rows["carol"]["API keys"]
+    assert "Old export" not in rows["carol"]["API keys"]
+    assert rows["alice"]["API keys"] == ""
+    assert "CRM sync" in client.get(reverse("reports:access")).content.decode()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_deleting_a_user_or_a_whole_firm_commits_and_stays_on_the_record(world: World) -> None:
     enrolled(world.adviser)
