@@ -36,12 +36,19 @@ from . import jobs, lifecycle, services, wording
 logger = logging.getLogger("connections.tasks")
 
 
+def chunk_shape() -> tuple[int, int]:
+    """(``LIFECYCLE_CHECK_CHUNK_SIZE``, ``LIFECYCLE_CHECK_MIN_MESSAGES``): the most ids one
+    worker thread checks in a row (25), and how many messages a due set is spread over at least (16)."""
+    most = max(1, int(getattr(settings, "LIFECYCLE_CHECK_CHUNK_SIZE", 25)))
+    spread = max(1, int(getattr(settings, "LIFECYCLE_CHECK_MIN_MESSAGES", 16)))
+    return most, spread
+
+
 def check_chunks(connection_ids: Sequence[int]) -> list[list[int]]:
     """Split ids into messages: at most ``LIFECYCLE_CHECK_CHUNK_SIZE`` (25) each, and spread
     over at least ``LIFECYCLE_CHECK_MIN_MESSAGES`` (16) messages when there are that many ids,
     so a small due set still runs in parallel across worker threads."""
-    most = max(1, int(getattr(settings, "LIFECYCLE_CHECK_CHUNK_SIZE", 25)))
-    spread = max(1, int(getattr(settings, "LIFECYCLE_CHECK_MIN_MESSAGES", 16)))
+    most, spread = chunk_shape()
     size = max(1, min(most, math.ceil(len(connection_ids) / spread)))
     ids = list(connection_ids)
     return [ids[i : i + size] for i in range(0, len(ids), size)]
@@ -57,8 +64,7 @@ def sweep_messages(connection_ids: Sequence[int]) -> list[list[int]]:
     round trip per 400 ids instead of one per 25, and the publishing of the
     chunks is spread over the workers.
     """
-    most = max(1, int(getattr(settings, "LIFECYCLE_CHECK_CHUNK_SIZE", 25)))
-    spread = max(1, int(getattr(settings, "LIFECYCLE_CHECK_MIN_MESSAGES", 16)))
+    most, spread = chunk_shape()
     fan_out = most * spread
     ids = list(connection_ids)
     if len(ids) <= fan_out:
@@ -66,8 +72,21 @@ def sweep_messages(connection_ids: Sequence[int]) -> list[list[int]]:
     return [ids[i : i + fan_out] for i in range(0, len(ids), fan_out)]
 
 
+def ids_summary(ids: Sequence[int]) -> str:
+    """What a check message's ids look like in logs and monitoring: how many, and the first and last."""
+    if not ids:
+        return "([],)"
+    return f"([{len(ids)} ids: {ids[0]}..{ids[-1]}],)"
+
+
 def messages_publish(messages: list[list[int]]) -> None:
-    """One ``connections.check_connections`` message per list of ids, over one producer."""
+    """One ``connections.check_connections`` message per list of ids, over one producer.
+
+    Each message names its ids in a short summary (``argsrepr``): left to
+    itself, Celery writes a ``saferepr`` of every argument into the message's
+    headers, and for 400 ids that walk cost as much as the publish itself
+    (``make bench``, "sweep").
+    """
     app = check_connections.app
     if app.conf.task_always_eager:
         for ids in messages:
@@ -75,7 +94,7 @@ def messages_publish(messages: list[list[int]]) -> None:
         return
     with app.producer_or_acquire() as producer:
         for ids in messages:
-            check_connections.apply_async((ids,), producer=producer)
+            check_connections.apply_async((ids,), producer=producer, argsrepr=ids_summary(ids), kwargsrepr="{}")
 
 
 def checks_publish(connection_ids: Sequence[int]) -> None:
@@ -139,7 +158,7 @@ def check_connections(connection_ids: list[int]) -> dict[str, int]:
     sweep claims run out and they are claimed again, as when the sweep's own
     publish fails.
     """
-    most = max(1, int(getattr(settings, "LIFECYCLE_CHECK_CHUNK_SIZE", 25)))
+    most, _spread = chunk_shape()
     ids = list(connection_ids)
     # Chunks of exactly ``most``: a chunk the sweep already made small is never split again.
     chunks = [ids[i : i + most] for i in range(0, len(ids), most)]

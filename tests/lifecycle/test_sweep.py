@@ -289,3 +289,29 @@ def test_a_fan_out_the_broker_refuses_still_checks_its_own_chunk_and_says_so(
 
     assert checked == list(range(25))
     assert "Could not fan out 75 check(s)" in caplog.text
+
+
+def test_a_check_message_names_its_ids_in_a_short_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message really published (to an in-memory broker) carries every id in its body and a
+    short summary in its headers, not a rendering of 400 ids that costs as much as the publish."""
+    from contextlib import contextmanager
+
+    from kombu import Connection as Broker
+
+    app = tasks.check_connections.app
+    app.conf.task_always_eager = False
+    try:
+        with Broker("memory://") as broker:
+
+            @contextmanager
+            def producer_or_acquire(producer: Any = None) -> Any:
+                yield app.amqp.Producer(broker.default_channel, auto_declare=True)
+
+            monkeypatch.setattr(app, "producer_or_acquire", producer_or_acquire)
+            tasks.messages_publish([list(range(1000, 1400))])
+
+            message = broker.SimpleQueue("celery").get(timeout=1)
+    finally:
+        app.conf.task_always_eager = True
+    assert message.headers["argsrepr"] == "([400 ids: 1000..1399],)"
+    assert message.decode()[0] == [list(range(1000, 1400))]
