@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -69,15 +70,21 @@ def api_key_create(*, firm: Firm, name: str, scope: str = ApiKey.Scope.READ, use
 
 
 def api_key_revoke(*, api_key: ApiKey, user: Any = None) -> bool:
-    """Revoke the key from now on (once: a conditional UPDATE). True when this call revoked it."""
+    """Revoke the key from now on, once (the row is locked first). True when this call revoked it.
+
+    A model save rather than an UPDATE, so the audit trail hears of it the way
+    it hears of every other change to a key (``post_save``, names of fields only).
+    """
     revoked_by = user if user is not None and getattr(user, "is_authenticated", False) else None
     now = timezone.now()
-    changed = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
-        revoked_at=now, revoked_by=revoked_by
-    )
-    if changed:
-        api_key.revoked_at, api_key.revoked_by = now, revoked_by
-    return bool(changed)
+    with transaction.atomic():
+        row = ApiKey.objects.select_for_update().filter(pk=api_key.pk, revoked_at__isnull=True).first()
+        if row is None:
+            return False
+        row.revoked_at, row.revoked_by = now, revoked_by
+        row.save(update_fields=["revoked_at", "revoked_by"])
+    api_key.revoked_at, api_key.revoked_by = now, revoked_by
+    return True
 
 
 def api_key_authenticate(*, key: str) -> ApiKey | None:

@@ -6,21 +6,29 @@
 * Roles and assignments: ``Membership`` saves and deletes, ``m2m_changed`` on
   ``Household.advisers`` (either side).
 * Client links sent: a new ``ClientLink`` row (every link, for a new connection
-  or a reconnect).
+  or a reconnect), except the never-emailed links of a reconnect request's items.
+* Reconnect requests: a new ``ReconnectRequestEmail`` row. The first email is
+  one row naming the request, its client and every connection it covers; each
+  reminder is one row. A connection added to a request already sent is one
+  row naming the request.
 * Connects, reconnects and disconnects: the ``ConnectionEvent`` outbox. The
   lifecycle writes these events in bulk, which sends no signal, so a save of
   the connection or of an event schedules :func:`connection_events_fold` after
   commit, and the provider-health job folds in whatever an unsignalled path
   left (:func:`events_fold_recent`). A row per event, at most once (the
   one-to-one ``connection_event``).
-* Admin edits: each new ``LogEntry`` of Django's admin, linked.
+* Admin edits: each new ``LogEntry`` of Django's admin, linked, unless every
+  part of the change it logs is already on the record from the same request
+  (a role, a membership, household assignments): one row per action.
 * API keys and webhook endpoints: the models named in ``AUDIT_WATCHED_MODELS``
-  (label -> words), when their app is installed.
+  (label -> words), when their app is installed; a webhook delivery a person
+  sends again (a new ``manual`` delivery row).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any, cast
 
@@ -40,7 +48,18 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from connections import wording
-from connections.models import ClientLink, Connection, ConnectionEvent, Firm, Household, Membership
+from connections.logging import redact
+from connections.models import (
+    ClientLink,
+    Connection,
+    ConnectionEvent,
+    Firm,
+    Household,
+    Membership,
+    ReconnectRequest,
+    ReconnectRequestEmail,
+    ReconnectRequestItem,
+)
 from mfa import signals as mfa_signals
 
 from . import audit
@@ -210,6 +229,29 @@ def _second_factor_changed(action: str, user: Any, message: str, details: dict[s
 # --- Roles and assignments ---------------------------------------------------------------
 
 
+def _covered(*objects: Model | tuple[str, Any]) -> None:
+    """Note that this request put a change to ``objects`` on the record, so its admin log entry adds nothing."""
+    request = audit.current_request()
+    if request is None:
+        return
+    seen = request.__dict__.setdefault("_audit_covered", set())
+    for each in objects:
+        seen.add(each if isinstance(each, tuple) else (each._meta.label_lower, str(each.pk)))
+
+
+def _is_covered(label: str, pk: Any) -> bool:
+    request = audit.current_request()
+    return request is not None and (label, str(pk)) in request.__dict__.get("_audit_covered", set())
+
+
+def _membership_covered(instance: Membership) -> None:
+    _covered(
+        (Membership._meta.label_lower, str(instance.pk)),
+        (Firm._meta.label_lower, str(instance.firm_id)),
+        (get_user_model()._meta.label_lower, str(instance.user_id)),
+    )
+
+
 def _membership_loaded(sender: Any, instance: Membership, **kwargs: Any) -> None:
     _original(instance, "role", "firm_id")
 
@@ -235,11 +277,16 @@ def _membership_saved(sender: Any, instance: Membership, created: bool, **kwargs
             message=f"{name}'s role is now {role.lower()}.",
             details={"role": instance.role, "previous_role": _was(instance, "role")},
         )
+    else:
+        _original(instance, "role", "firm_id")
+        return
+    _membership_covered(instance)
     _original(instance, "role", "firm_id")
 
 
 def _membership_deleted(sender: Any, instance: Membership, **kwargs: Any) -> None:
     actor = _acting_user()
+    _membership_covered(instance)
     _record_after_commit(
         Action.MEMBER_REMOVED,
         actor_id=actor.pk if actor is not None else None,
@@ -276,6 +323,7 @@ def _assignments_changed(
         household = Household.objects.select_related("firm").get(pk=instance.pk)
         pairs = [(household, user) for user in get_user_model().objects.filter(pk__in=ids)]
     for household, user in pairs:
+        _covered(household, user)
         name = wording.person_name(user)
         audit.record(
             Action.ASSIGNMENT_ADDED if added else Action.ASSIGNMENT_REMOVED,
@@ -294,8 +342,30 @@ def _assignments_changed(
 # --- Client links and the connection outbox -------------------------------------------------
 
 
+def _request_of_link(link: ClientLink) -> ReconnectRequest | None:
+    """The reconnect request whose item ``link`` is, or ``None`` for a link sent on its own.
+
+    The item row is written just after its link, so the link is matched to
+    the request it was made for: the same client, the same address and the
+    very same expiry (an item's link expires with its request; a link sent
+    on its own expires its own max age after it was made).
+    """
+    if link.connection_id is None:
+        return None  # requests cover existing connections only
+    return (
+        ReconnectRequest.objects.filter(client_id=link.client_id, sent_to=link.sent_to, expires_at=link.expires_at)
+        .select_related("household__firm")
+        .order_by("-created_at")
+        .first()
+    )
+
+
 def _client_link_saved(sender: Any, instance: ClientLink, created: bool, **kwargs: Any) -> None:
     if not created:
+        return
+    request = _request_of_link(instance)
+    if request is not None:
+        _request_extended(request, instance)
         return
     household = Household.objects.select_related("firm").get(pk=instance.household_id)
     source = wording.source_name(provider=instance.provider_app.provider, platform=instance.platform)
@@ -308,6 +378,78 @@ def _client_link_saved(sender: Any, instance: ClientLink, created: bool, **kwarg
         object_type="client link",
         message=f"A link to {what} {source} was sent to {instance.sent_to}.",
         details={"connection_id": instance.connection_id, "client_id": instance.client_id},
+    )
+
+
+def _request_extended(request: ReconnectRequest, link: ClientLink) -> None:
+    """A request item's link: nothing of its own while the request is being made (its first email says it all);
+    a connection added to a request already sent is one row naming the request."""
+    if not ReconnectRequestEmail.objects.filter(request=request).exists():
+        return
+    source = wording.source_name(provider=link.provider_app.provider, platform=link.platform)
+    audit.record(
+        Action.REQUEST_EXTENDED,
+        actor=link.created_by,
+        household=request.household,
+        obj=request,
+        object_type="reconnect request",
+        message=f"{source} was added to the open reconnect request to {request.sent_to}; the next reminder lists it.",
+        details={
+            "request_id": str(request.pk),
+            "client_id": request.client_id,
+            "connection_ids": [link.connection_id],
+        },
+    )
+
+
+def _request_email_saved(sender: Any, instance: ReconnectRequestEmail, created: bool, **kwargs: Any) -> None:
+    """The first email of a request (written after its items) or a reminder: one row each."""
+    if not created:
+        return
+    request = (
+        ReconnectRequest.objects.select_related("household__firm", "client", "created_by")
+        .filter(pk=instance.request_id)
+        .first()
+    )
+    if request is None:
+        return
+    reminder = instance.kind == ReconnectRequestEmail.Kind.REMINDER
+    items = ReconnectRequestItem.objects.filter(request=request).order_by("position", "id")
+    if reminder:
+        # A reminder lists only what still needs the client.
+        items = items.filter(status=ReconnectRequestItem.ItemStatus.OPEN)
+    covered = list(items.values_list("connection_id", "connection__provider", "connection__platform"))
+    sources = ", ".join(wording.source_name(provider=p, platform=pl) for _, p, pl in covered) or "nothing"
+    details = {
+        "request_id": str(request.pk),
+        "client_id": request.client_id,
+        "connection_ids": [pk for pk, _, _ in covered],
+    }
+    if reminder:
+        number = ReconnectRequestEmail.objects.filter(
+            request=request, kind=ReconnectRequestEmail.Kind.REMINDER, pk__lte=instance.pk
+        ).count()
+        audit.record(
+            Action.REMINDER_SENT,
+            ambient=False,  # the reminders job's doing, whoever's request it runs in
+            actor_name=wording.actor_words(actor_label=wording.REMINDERS),
+            household=request.household,
+            obj=request,
+            object_type="reconnect request",
+            message=f"Reminder {number} of the reconnect request to {request.sent_to} ({request.client.name}) "
+            f"was sent, for {sources}.",
+            details={**details, "reminder": number},
+        )
+        return
+    audit.record(
+        Action.REQUEST_SENT,
+        actor=request.created_by,
+        actor_name=wording.actor_words(actor=request.created_by, actor_label=request.actor_label),
+        household=request.household,
+        obj=request,
+        object_type="reconnect request",
+        message=f"A reconnect request was sent to {request.sent_to} ({request.client.name}) for {sources}.",
+        details={**details, "bulk_id": str(request.bulk_id) if request.bulk_id else ""},
     )
 
 
@@ -383,10 +525,63 @@ def _fold(events: Any, *, request: HttpRequest | None) -> int:
 ADMIN_VERBS = {ADDITION: "added", CHANGE: "changed", DELETION: "deleted"}
 
 
+# Fields of a membership whose change is already on the record as a role or a membership row.
+_MEMBERSHIP_FIELDS = frozenset({"role", "firm", "user"})
+
+
+def _labels(body: dict[str, Any]) -> set[str]:
+    return {str(label).lower() for label in body.get("fields", [])}
+
+
+def _admin_change_on_record(entry: LogEntry, model: type[Model] | None) -> bool:
+    """Whether every part of what ``entry`` logs was already recorded by this request as its own row.
+
+    Role, membership and assignment changes made in admin reach the trail
+    through their own receivers, which name the person and the household; the
+    admin's log entry of the same change would record it twice. A part the
+    receivers do not record (any other field, any other inline) keeps the row.
+    """
+    if model is None:
+        return False
+    label, pk = model._meta.label_lower, entry.object_id or ""
+    if model is Membership and entry.action_flag == DELETION:
+        return True  # the deletion that follows is recorded (member_removed) in the same transaction
+    try:
+        parts = json.loads(entry.change_message or "")
+    except ValueError:
+        return False  # a message in words: nothing to match it against
+    if not isinstance(parts, list) or not parts:
+        return False
+    for part in parts:
+        if not isinstance(part, dict) or len(part) != 1:
+            return False
+        ((kind, body),) = part.items()
+        if not isinstance(body, dict):
+            return False
+        if "name" in body:  # a row of an inline: memberships under a firm or a user
+            if body["name"] != Membership._meta.verbose_name or not _is_covered(label, pk):
+                return False
+            if kind == "changed" and not _labels(body) <= _MEMBERSHIP_FIELDS:
+                return False
+        elif model is Membership:
+            if kind not in ("added", "changed") or not _labels(body) <= _MEMBERSHIP_FIELDS:
+                return False
+            if not _is_covered(label, pk):
+                return False
+        elif model is Household:
+            if kind != "changed" or _labels(body) != {"advisers"} or not _is_covered(label, pk):
+                return False
+        else:
+            return False
+    return True
+
+
 def _admin_logged(sender: Any, instance: LogEntry, created: bool, **kwargs: Any) -> None:
     if not created:
         return
     model = ContentType.objects.get_for_id(instance.content_type_id).model_class() if instance.content_type_id else None
+    if _admin_change_on_record(instance, model):
+        return
     noun = model._meta.verbose_name if model is not None else "object"
     verb = ADMIN_VERBS.get(instance.action_flag, "changed")
     audit.record(
@@ -400,17 +595,46 @@ def _admin_logged(sender: Any, instance: LogEntry, created: bool, **kwargs: Any)
     )
 
 
+def _watched_change_words(instance: Model, created: bool, fields: list[str]) -> str:
+    """What a change to a key or an endpoint did, from the names of the fields it wrote."""
+    if created:
+        return "created"
+    if "revoked_at" in fields and getattr(instance, "revoked_at", None) is not None:
+        return "revoked"
+    if "is_enabled" in fields:
+        return "enabled" if getattr(instance, "is_enabled", False) else "disabled"
+    if "secret" in fields:
+        return "given a new signing secret"
+    return "changed"
+
+
 def _watched_saved(sender: type[Model], instance: Model, created: bool, **kwargs: Any) -> None:
     words = settings.AUDIT_WATCHED_MODELS.get(sender._meta.label, sender._meta.verbose_name)
     changed = sorted(kwargs.get("update_fields") or [])
+    what = _watched_change_words(instance, created, changed)
     audit.record(
         Action.INTEGRATION_CHANGED,
         firm=getattr(instance, "firm", None),
         obj=instance,
         object_type=str(words),
-        message=f"{str(words).capitalize()} {'created' if created else 'changed'}.",
+        message=f"{str(words).capitalize()} {redact(str(instance))} {what}.",
         # Names of fields only: these models hold secrets and their hashes.
         details={"created": created, "fields": changed},
+    )
+
+
+def _delivery_saved(sender: type[Model], instance: Any, created: bool, **kwargs: Any) -> None:
+    # Automatic deliveries are the dispatcher's; only a person's resend is a new manual row.
+    if not created or not getattr(instance, "manual", False):
+        return
+    endpoint = instance.endpoint
+    audit.record(
+        Action.WEBHOOK_RESENT,
+        firm=endpoint.firm,
+        obj=endpoint,
+        object_type="webhook endpoint",
+        message=f"A webhook event ({instance.event.type}) was sent again to {endpoint.url}.",
+        details={"delivery_id": instance.pk, "event_id": instance.event_id, "endpoint_id": endpoint.pk},
     )
 
 
@@ -440,6 +664,16 @@ def watch_models(labels: dict[str, str]) -> list[type[Model]]:
     return watched
 
 
+def watch_resends(label: str = "api.WebhookDelivery") -> bool:
+    """Record a person's resend of a webhook delivery, when the API app is installed."""
+    try:
+        model = apps.get_model(label)
+    except (LookupError, ValueError):
+        return False
+    post_save.connect(_delivery_saved, sender=model, dispatch_uid="audit-webhook-resend")
+    return True
+
+
 def connect() -> None:
     user_logged_in.connect(_signed_in, dispatch_uid="audit-sign-in")
     user_login_failed.connect(_sign_in_failed, dispatch_uid="audit-sign-in-failed")
@@ -455,7 +689,9 @@ def connect() -> None:
     post_delete.connect(_membership_deleted, sender=Membership, dispatch_uid="audit-membership-delete")
     m2m_changed.connect(_assignments_changed, sender=Household.advisers.through, dispatch_uid="audit-assignments")
     post_save.connect(_client_link_saved, sender=ClientLink, dispatch_uid="audit-client-link")
+    post_save.connect(_request_email_saved, sender=ReconnectRequestEmail, dispatch_uid="audit-request-email")
     post_save.connect(_connection_saved, sender=Connection, dispatch_uid="audit-connection-save")
     post_save.connect(_event_saved, sender=ConnectionEvent, dispatch_uid="audit-event-save")
     post_save.connect(_admin_logged, sender=LogEntry, dispatch_uid="audit-admin-log")
     watch_models(settings.AUDIT_WATCHED_MODELS)
+    watch_resends()

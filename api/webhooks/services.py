@@ -94,21 +94,30 @@ def endpoint_secret_rotate(*, endpoint: WebhookEndpoint, now: datetime | None = 
     return EndpointSecret(endpoint=endpoint, secret=secret)
 
 
+def _endpoint_set(endpoint: WebhookEndpoint, **values: Any) -> None:
+    """Change some of the endpoint's state under its row lock, as a model save.
+
+    A save rather than an UPDATE, so the audit trail hears of it through
+    ``post_save`` (names of fields only, never the secret, which is not written).
+    """
+    with transaction.atomic():
+        row = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.save(update_fields=[*values, "updated_at"])
+    for name in values:
+        setattr(endpoint, name, getattr(row, name))
+    endpoint.updated_at = row.updated_at
+
+
 def endpoint_enable(*, endpoint: WebhookEndpoint) -> None:
     """Send to the endpoint again; its failure streak starts over."""
-    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
-        is_enabled=True, disabled_at=None, disabled_reason="", failing_since=None, updated_at=timezone.now()
-    )
-    endpoint.refresh_from_db(fields=["is_enabled", "disabled_at", "disabled_reason", "failing_since"])
+    _endpoint_set(endpoint, is_enabled=True, disabled_at=None, disabled_reason="", failing_since=None)
 
 
 def endpoint_disable(*, endpoint: WebhookEndpoint, reason: str) -> None:
     """Stop sending to the endpoint (a person's choice); pending deliveries wait and are dropped when due."""
-    now = timezone.now()
-    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
-        is_enabled=False, disabled_at=now, disabled_reason=reason[:500], updated_at=now
-    )
-    endpoint.refresh_from_db(fields=["is_enabled", "disabled_at", "disabled_reason"])
+    _endpoint_set(endpoint, is_enabled=False, disabled_at=timezone.now(), disabled_reason=reason[:500])
 
 
 def delivery_resend(*, delivery: WebhookDelivery, now: datetime | None = None) -> WebhookDelivery:

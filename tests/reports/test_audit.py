@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ class Case:
     actor: str  # World attribute of who should be named ("" for nobody)
     prepare: Callable[[World, Any], Any] = lambda world, fake: None
     perform: Callable[[World, Any, Any], None] = lambda world, fake, prepared: None
+    address: str | None = ADDRESS  # None for what a job does
+    says: str = ""  # words the row's message must hold
+    check: Callable[[World, Any, AuditEntry], None] = lambda world, prepared, entry: None
 
 
 def _sign_in(world: World, fake: Any, _: Any) -> None:
@@ -203,10 +207,240 @@ def _admin_edit(world: World, fake: Any, browser: Client) -> None:
     assert response.status_code == 302, response.content.decode()[:2000]
 
 
-def _watched(world: World, fake: Any, _: Any) -> None:
+def _admin_form(browser: Client, url: str) -> dict[str, Any]:
+    """What the admin's change form would post as it stands: every input, select and textarea's value."""
+    from html.parser import HTMLParser
+
+    data: dict[str, Any] = {}
+
+    class Form(HTMLParser):
+        select: str | None = None
+        textarea: str | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            name = a.get("name")
+            if tag == "input" and name and a.get("type") not in ("submit", "button", "file"):
+                if a.get("type") in ("checkbox", "radio") and "checked" not in a:
+                    return
+                data.setdefault(name, []).append(a.get("value") or ("on" if a.get("type") == "checkbox" else ""))
+            elif tag == "select" and name:
+                self.select = name
+                data.setdefault(name, [])
+            elif tag == "option" and self.select and "selected" in a:
+                data[self.select].append(a.get("value") or "")
+            elif tag == "textarea" and name:
+                self.textarea = name
+                data[name] = [""]
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "select":
+                self.select = None
+            elif tag == "textarea":
+                self.textarea = None
+
+        def handle_data(self, text: str) -> None:
+            if self.textarea:
+                data[self.textarea][0] += text
+
+    page = browser.get(url)
+    assert page.status_code == 200
+    Form().feed(page.content.decode())
+    return data
+
+
+def _role_changed_in_admin(world: World, fake: Any, browser: Client) -> None:
+    membership = m.Membership.objects.get(user=world.adviser)
+    url = reverse("admin:connections_membership_change", args=[membership.pk])
+    form = _admin_form(browser, url)
+    form["role"] = [m.Membership.Role.FIRM_ADMIN]
+    response = browser.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert m.Membership.objects.get(pk=membership.pk).role == m.Membership.Role.FIRM_ADMIN
+
+
+def _role_changed_in_a_firms_admin_page(world: World, fake: Any, browser: Client) -> None:
+    url = reverse("admin:connections_firm_change", args=[world.firm.pk])
+    form = _admin_form(browser, url)
+    membership = m.Membership.objects.get(user=world.adviser)
+    (index,) = [k.split("-")[1] for k, v in form.items() if k.endswith("-id") and v == [str(membership.pk)]]
+    prefix = next(k for k in form if k.endswith("-id")).split("-")[0]
+    form[f"{prefix}-{index}-role"] = [m.Membership.Role.FIRM_ADMIN]
+    response = browser.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert m.Membership.objects.get(pk=membership.pk).role == m.Membership.Role.FIRM_ADMIN
+
+
+def _assigned_in_admin(world: World, fake: Any, browser: Client) -> None:
+    url = reverse("admin:connections_household_change", args=[world.other_household.pk])
+    form = _admin_form(browser, url)
+    form["advisers"] = [*form.get("advisers", []), str(world.adviser.pk)]
+    response = browser.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert world.other_household.advisers.filter(pk=world.adviser.pk).exists()
+
+
+def _api_key_created(world: World, fake: Any, _: Any) -> None:
+    from api.keys import api_key_create
+
     with in_request(world.firm_admin):
-        world.turnqey.rate_limit_per_second = 5
-        world.turnqey.save(update_fields=["rate_limit_per_second"])
+        api_key_create(firm=world.firm, name="CRM sync", user=world.firm_admin)
+
+
+def _prepare_api_key(world: World, fake: Any) -> Any:
+    from api.keys import api_key_create
+
+    return api_key_create(firm=world.firm, name="CRM sync", user=world.firm_admin)
+
+
+def _api_key_revoked(world: World, fake: Any, created: Any) -> None:
+    from api.keys import api_key_revoke
+
+    with in_request(world.firm_admin):
+        assert api_key_revoke(api_key=created.api_key, user=world.firm_admin)
+        assert not api_key_revoke(api_key=created.api_key, user=world.firm_admin)  # once only
+
+
+def _names_the_key_never_its_secret(world: World, created: Any, entry: AuditEntry) -> None:
+    assert entry.object_id == str(created.api_key.pk)
+    assert created.key not in f"{entry.message} {entry.object_repr} {entry.details}"
+    assert created.api_key.key_hash not in f"{entry.message} {entry.object_repr} {entry.details}"
+
+
+def _prepare_endpoint(world: World, fake: Any) -> Any:
+    from django.conf import settings
+
+    from api.webhooks.services import endpoint_create
+
+    settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES, settings.WEBHOOK_REQUIRE_HTTPS = True, False
+    return endpoint_create(firm=world.firm, url="http://127.0.0.1:9/hooks", event_types=["connection.needs_reconnect"])
+
+
+def _endpoint_disabled(world: World, fake: Any, made: Any) -> None:
+    from api.webhooks.services import endpoint_disable
+
+    with in_request(world.firm_admin):
+        endpoint_disable(endpoint=made.endpoint, reason="Paused by a person.")
+    assert not made.endpoint.is_enabled
+
+
+def _prepare_disabled_endpoint(world: World, fake: Any) -> Any:
+    from api.models import WebhookEndpoint
+
+    made = _prepare_endpoint(world, fake)
+    WebhookEndpoint.objects.filter(pk=made.endpoint.pk).update(is_enabled=False)
+    return made
+
+
+def _endpoint_enabled(world: World, fake: Any, made: Any) -> None:
+    from api.webhooks.services import endpoint_enable
+
+    with in_request(world.firm_admin):
+        endpoint_enable(endpoint=made.endpoint)
+    assert made.endpoint.is_enabled
+
+
+def _names_the_endpoint_never_its_secret(world: World, made: Any, entry: AuditEntry) -> None:
+    assert entry.object_id == str(made.endpoint.pk)
+    assert made.secret not in f"{entry.message} {entry.object_repr} {entry.details}"
+
+
+def _prepare_delivery(world: World, fake: Any) -> Any:
+    from api.models import WebhookDelivery, WebhookEvent
+
+    made = _prepare_endpoint(world, fake)
+    source = m.ConnectionEvent.objects.create(connection=world.connection, kind="check_failed", message="broken")
+    event = WebhookEvent.objects.create(
+        firm=world.firm,
+        type="connection.needs_reconnect",
+        connection=world.connection,
+        source_event=source,
+        occurred_at=source.created_at,
+    )
+    delivery = WebhookDelivery.objects.create(event=event, endpoint=made.endpoint, status="failed")
+    return made, delivery
+
+
+def _resent(world: World, fake: Any, prepared: Any) -> None:
+    from api.webhooks.services import delivery_resend
+
+    _, delivery = prepared
+    with in_request(world.firm_admin):
+        delivery_resend(delivery=delivery)
+
+
+def _broken_three(world: World, fake: Any) -> list[m.Connection]:
+    from tests.factories import ConnectionFactory
+
+    m.Connection.objects.filter(pk=world.connection.pk).update(status="needs_reconnect", reason="revoked")
+    more = [
+        ConnectionFactory(
+            client=world.client,
+            provider_app=app,
+            platform=platform,
+            status="needs_reconnect",
+            reason="revoked",
+            next_check_at=None,
+        )
+        for app, platform in ((world.turnqey, "kraken"), (world.coinify, "coinify"))
+    ]
+    return [world.connection, *more]
+
+
+def _request_sent(world: World, fake: Any, _: Any) -> None:
+    with in_request(world.adviser):
+        (result,) = services.reconnect_requests_create(households=[world.household], user=world.adviser)
+    assert result.outcome == "sent"
+
+
+def _names_the_request_its_client_and_each_connection(world: World, covered: Any, entry: AuditEntry) -> None:
+    request = m.ReconnectRequest.objects.get()
+    assert (entry.object_type, entry.object_id) == ("reconnect request", str(request.pk))
+    assert entry.household == world.household
+    assert entry.details["client_id"] == world.client.pk
+    assert sorted(entry.details["connection_ids"]) == sorted(c.pk for c in covered)
+    assert world.client.email in entry.message
+    assert "Kraken via Turnqey" in entry.message
+
+
+def _request_asked_earlier(world: World, fake: Any) -> m.ReconnectRequest:
+    _broken_three(world, fake)
+    with in_request(world.adviser):
+        (result,) = services.reconnect_requests_create(households=[world.household], user=world.adviser)
+    request = result.request
+    assert request is not None
+    earlier = request.created_at - dt.timedelta(days=3)
+    m.ReconnectRequest.objects.filter(pk=request.pk).update(created_at=earlier)
+    return request
+
+
+def _reminded(world: World, fake: Any, request: m.ReconnectRequest) -> None:
+    assert services.reconnect_reminders_send() == 1
+
+
+def _names_the_reminder_and_its_request(world: World, request: m.ReconnectRequest, entry: AuditEntry) -> None:
+    assert (entry.object_id, entry.actor_name) == (str(request.pk), "scheduled reminders")
+    assert entry.details["reminder"] == 1
+    assert len(entry.details["connection_ids"]) == 3
+
+
+def _request_for_one(world: World, fake: Any) -> m.ReconnectRequest:
+    m.Connection.objects.filter(pk=world.connection.pk).update(status="needs_reconnect", reason="revoked")
+    with in_request(world.adviser):
+        (result,) = services.reconnect_requests_create(households=[world.household], user=world.adviser)
+    assert result.request is not None
+    return result.request
+
+
+def _request_extended(world: World, fake: Any, request: m.ReconnectRequest) -> None:
+    from tests.factories import ConnectionFactory
+
+    ConnectionFactory(
+        client=world.client, provider_app=world.turnqey, platform="kraken", status="needs_reconnect", reason="revoked"
+    )
+    with in_request(world.adviser):
+        (result,) = services.reconnect_requests_create(households=[world.household], user=world.adviser)
+    assert result.outcome == "updated"
 
 
 CASES = {
@@ -233,30 +467,72 @@ CASES = {
     "exported": Case(Action.EXPORTED, "firm_admin", _as_firm_admin, _exported),
     "firm settings changed": Case(Action.FIRM_SETTINGS_CHANGED, "firm_admin", _as_firm_admin, _settings_changed),
     "admin edit": Case(Action.ADMIN_EDIT, "firm_admin", _staff, _admin_edit),
-    "watched model changed": Case(Action.INTEGRATION_CHANGED, "firm_admin", perform=_watched),
+    "role changed in admin": Case(Action.ROLE_CHANGED, "firm_admin", _staff, _role_changed_in_admin),
+    "role changed in a firm's admin page": Case(
+        Action.ROLE_CHANGED, "firm_admin", _staff, _role_changed_in_a_firms_admin_page
+    ),
+    "household assigned in admin": Case(Action.ASSIGNMENT_ADDED, "firm_admin", _staff, _assigned_in_admin),
+    "API key created": Case(Action.INTEGRATION_CHANGED, "firm_admin", perform=_api_key_created, says="created"),
+    "API key revoked": Case(
+        Action.INTEGRATION_CHANGED,
+        "firm_admin",
+        _prepare_api_key,
+        _api_key_revoked,
+        says="revoked",
+        check=_names_the_key_never_its_secret,
+    ),
+    "webhook endpoint disabled": Case(
+        Action.INTEGRATION_CHANGED,
+        "firm_admin",
+        _prepare_endpoint,
+        _endpoint_disabled,
+        says="disabled",
+        check=_names_the_endpoint_never_its_secret,
+    ),
+    "webhook endpoint enabled": Case(
+        Action.INTEGRATION_CHANGED,
+        "firm_admin",
+        _prepare_disabled_endpoint,
+        _endpoint_enabled,
+        says="enabled",
+        check=_names_the_endpoint_never_its_secret,
+    ),
+    "webhook delivery resent": Case(
+        Action.WEBHOOK_RESENT,
+        "firm_admin",
+        _prepare_delivery,
+        _resent,
+        says="sent again",
+        check=lambda world, prepared, entry: _names_the_endpoint_never_its_secret(world, prepared[0], entry),
+    ),
+    "reconnect request sent (three connections)": Case(
+        Action.REQUEST_SENT,
+        "adviser",
+        _broken_three,
+        _request_sent,
+        check=_names_the_request_its_client_and_each_connection,
+    ),
+    "reconnect reminder sent": Case(
+        Action.REMINDER_SENT,
+        "",
+        _request_asked_earlier,
+        _reminded,
+        address=None,
+        check=_names_the_reminder_and_its_request,
+    ),
+    "connection added to an open request": Case(
+        Action.REQUEST_EXTENDED, "adviser", _request_for_one, _request_extended, says="Kraken via Turnqey"
+    ),
 }
-
-
-@pytest.fixture
-def watching_provider_apps(settings: Any) -> Iterator[None]:
-    """Stands in for the API's models (not installed here): ProviderApp watched like an API key."""
-    from django.db.models.signals import post_delete, post_save
-
-    settings.AUDIT_WATCHED_MODELS = {"connections.ProviderApp": "provider app"}
-    receivers.watch_models(settings.AUDIT_WATCHED_MODELS)
-    yield
-    post_save.disconnect(sender=m.ProviderApp, dispatch_uid="audit-watch-save-connections.ProviderApp")
-    post_delete.disconnect(sender=m.ProviderApp, dispatch_uid="audit-watch-delete-connections.ProviderApp")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_each_action_writes_exactly_one_audit_row(
-    name: str, world: World, fake_provider: Any, django_capture_on_commit_callbacks: Any, request: Any
+    name: str, world: World, fake_provider: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     case = CASES[name]
-    if name == "watched model changed":
-        request.getfixturevalue("watching_provider_apps")
-    prepared = case.prepare(world, fake_provider)
+    with django_capture_on_commit_callbacks(execute=True):
+        prepared = case.prepare(world, fake_provider)
     before = set(AuditEntry.objects.values_list("pk", flat=True))
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -268,10 +544,12 @@ def test_each_action_writes_exactly_one_audit_row(
     expected_actor = getattr(world, case.actor) if case.actor else None
     assert entry.actor == expected_actor
     assert entry.firm == world.firm
-    assert entry.ip_address == ADDRESS
+    assert entry.ip_address == case.address
     assert entry.message
+    assert case.says in entry.message
     assert "secret" not in str(entry.details).lower()
     assert PASSWORD not in entry.message
+    case.check(world, prepared, entry)
 
 
 def test_a_failed_sign_in_records_the_name_typed_never_the_password(world: World) -> None:
