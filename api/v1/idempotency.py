@@ -4,8 +4,9 @@ The record is claimed (an INSERT under a unique constraint on key and API
 key) before the write runs, so two copies of a request sent at once write
 once: the second is a 409 while the first is in flight, and the first's
 reply once it is done. The same key with a different request (method, path
-or body) is a 422. A write that failed with a server error leaves no record,
-so its retry runs again; any other reply (success, or a refusal such as a
+or body) is a 422. A write that failed with a server error (a 5xx, such as
+a link whose email could not be sent) or was held back by a limit (429)
+leaves no record, so its retry runs again; any other reply (success, or a refusal such as a
 client without an email address) is kept for ``API_IDEMPOTENCY_TTL_SECONDS``
 and replayed, marked ``Idempotent-Replayed: true``. Stored replies are
 encrypted (a client link's reply carries its URL).
@@ -88,7 +89,8 @@ def idempotent(request: HttpRequest, *, key: str | None, write: Write) -> HttpRe
     except BaseException:
         record.delete()
         raise
-    if response.status_code >= 500:
+    if response.status_code >= 500 or response.status_code == 429:
+        # Nothing was done, and a retry later may succeed: replaying this answer would refuse it for good.
         record.delete()
         return response
     IdempotencyRecord.objects.filter(pk=record.pk).update(

@@ -4,12 +4,20 @@ Each goes through :mod:`connections.services`, exactly as the adviser's
 buttons do, with the key named as who did it (``api:<prefix>`` in the
 connection's history). Each takes an optional ``Idempotency-Key``; see
 :mod:`.idempotency`. A service that refuses (a client without an email
-address) answers a problem and writes nothing.
+address) answers a problem and writes nothing. A link whose email the mail
+server refuses is a 503 ``email_failed`` and is not kept either.
+
+A key is held to the same limits as a person (``CLIENT_LINK_SENDS_PER_HOUR``,
+``CHECK_NOW_PER_MINUTE``), counted per key: over them it gets a 429 with
+``Retry-After`` before anything is emailed or a provider is called, since
+every firm shares what those limits protect.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 from django.contrib.auth.models import AnonymousUser
@@ -19,9 +27,10 @@ from ninja import Field, Router, Schema
 from ninja.params import HeaderEx, P
 from pydantic import BaseModel
 
-from connections import services, wording
+from connections import attempts, services, wording
 from connections.lifecycle import rules
 from connections.models import ClientLink, Connection, Status
+from connections.services.client_links import LinkEmailFailed
 
 from .. import schemas as s
 from .. import selectors
@@ -41,6 +50,7 @@ WRITE_ERRORS: dict[int, type[Problem]] = {
     422: Problem,
     429: Problem,
     500: Problem,
+    503: Problem,
 }
 
 IdempotencyKey = HeaderEx[
@@ -55,6 +65,64 @@ IdempotencyKey = HeaderEx[
 
 def _actor(api_key: ApiKey) -> str:
     return wording.api_actor(key_prefix=api_key.prefix)
+
+
+# --- The per-person limits, per key ---------------------------------------------------------------
+
+
+def key_limit_words(*, what: str, limit: int, window_seconds: float, retry_after: float) -> str:
+    return (
+        f"Not done: this API key has {what} {limit} time{'s' if limit != 1 else ''} in the last "
+        f"{wording.window_words(window_seconds)}, the most the portal allows one key or one person, so nothing "
+        f"was sent and no provider was called. Try again in {wording.duration(retry_after)}."
+    )
+
+
+def _limit_for_keys(name: attempts.LimitName) -> attempts.Limit:
+    """The person's limit ``name`` with its own count for keys, so a key and a person never share one."""
+    person = attempts.limit(name)
+    return attempts.Limit(name=f"api-key:{person.name}", attempts=person.attempts, window_seconds=person.window_seconds)
+
+
+def key_limit_take(api_key: ApiKey, name: attempts.LimitName, *, what: str, count: int = 1) -> Callable[[], None]:
+    """Take ``count`` of the key's attempts under ``name``, or answer 429; returns what gives them back.
+
+    Taken before the write, all or none, so concurrent requests cannot pass
+    the limit together; the caller gives them back when nothing went out.
+    """
+    limit = _limit_for_keys(name)
+    taken: list[attempts.Taken] = []
+
+    def give_back() -> None:
+        for one in taken:
+            attempts.attempts_give_back(taken=one)
+
+    try:
+        for _ in range(count):
+            taken.append(attempts.attempts_take(subjects=[(limit, str(api_key.pk))]))
+    except attempts.LimitReached as exc:
+        give_back()
+        retry_after = max(math.ceil(exc.retry_after), 1)
+        raise ApiProblem(
+            429,
+            "rate_limited",
+            key_limit_words(
+                what=what, limit=limit.attempts, window_seconds=limit.window_seconds, retry_after=exc.retry_after
+            ),
+            headers={"Retry-After": str(retry_after)},
+        ) from None
+    return give_back
+
+
+def email_failed_words(*, detail: str) -> str:
+    return (
+        f"{detail} Retry this request later (the same Idempotency-Key may be used again), or create the link with "
+        '{"send_email": false} and deliver its URL yourself.'
+    )
+
+
+# Seconds a client should wait before retrying after the mail server refused.
+EMAIL_RETRY_AFTER = 60
 
 
 def _connection(request: HttpRequest, connection_id: int) -> Connection:
@@ -106,17 +174,29 @@ def create_client_link(
         connection = _connection(request, connection_id)
         if connection.status == Status.DISCONNECTED:
             raise ApiProblem(409, "disconnected", wording.api_disconnected(source=connection.source_display))
+        api_key = key_of(request)
+        give_back = key_limit_take(api_key, attempts.LimitName.LINK_SENDS_PER_USER, what="sent client links")
         try:
             created = services.client_link_create(
                 household=connection.household,
                 client=connection.client,
                 connection=connection,
                 user=AnonymousUser(),
-                actor_label=_actor(key_of(request)),
+                actor_label=_actor(api_key),
                 send_email=options.send_email,
             )
         except ValueError as exc:
+            give_back()
             raise ApiProblem(422, "not_possible", str(exc)) from None
+        except LinkEmailFailed as exc:
+            # Nothing was kept and the client got nothing: the attempt does not count.
+            give_back()
+            raise ApiProblem(
+                503,
+                "email_failed",
+                email_failed_words(detail=exc.message),
+                headers={"Retry-After": str(EMAIL_RETRY_AFTER)},
+            ) from None
         link = created.link
         return 201, ClientLinkCreated(
             id=link.pk,
@@ -140,9 +220,9 @@ def check_connection(request: HttpRequest, connection_id: int, idempotency_key: 
         source = connection.source_display
         if connection.status not in rules.CHECKABLE:
             raise ApiProblem(409, "not_checkable", wording.api_check_refused(source=source, status=connection.status))
-        services.connections_check_enqueue(
-            connection_ids=[connection.pk], actor=None, actor_label=_actor(key_of(request))
-        )
+        api_key = key_of(request)
+        key_limit_take(api_key, attempts.LimitName.CHECK_NOW_PER_USER, what="asked for a check")
+        services.connections_check_enqueue(connection_ids=[connection.pk], actor=None, actor_label=_actor(api_key))
         return 202, CheckQueued(
             connection_id=connection.pk, queued=True, message=wording.api_check_queued(source=source)
         )

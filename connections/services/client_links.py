@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urljoin
@@ -34,6 +35,8 @@ from .common import (
     sha256_hex,
 )
 
+logger = logging.getLogger("connections.client_links")
+
 # A link may still be used in these states; every other one is final.
 OPEN_STATES = (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED)
 
@@ -61,6 +64,24 @@ class ClientLinkLocked(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class LinkEmailFailed(Exception):
+    """The link's email could not be sent, so nothing was kept: no link, no event, nothing announced.
+
+    ``message`` says so to the person who asked, and what to do.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def link_email_failed_words(*, email: str) -> str:
+    return (
+        f"The email to {email} could not be sent, so no link was made and the client was told nothing. "
+        "Try again in a few minutes; if it keeps failing, the portal's mail server needs looking at."
+    )
 
 
 def _client_link_signer() -> signing.TimestampSigner:
@@ -104,6 +125,13 @@ def client_link_create(
     does not fit the household, and :class:`Throttled` when ``user`` has sent
     ``CLIENT_LINK_SENDS_PER_HOUR`` links in the last hour (nothing is created
     or sent then).
+
+    The email is sent inside the transaction that writes the link and its
+    event, so a mail server that refuses it (:class:`LinkEmailFailed`) rolls
+    both back: no link the client never got, no ``client_link.sent`` webhook
+    (the outbox announces events only once they commit), and a retry starts
+    clean. The reverse (sent, then the commit fails) leaves the client an
+    email whose link the portal does not know: it opens as not valid.
     """
     now = now or timezone.now()
     if client.household_id != household.pk:
@@ -158,9 +186,21 @@ def client_link_create(
                 actor_label=actor_label,
                 details={"client_link_id": str(link.pk), "emailed": send_email},
             )
-    url = urljoin(settings.PORTAL_BASE_URL.rstrip("/") + "/", reverse("client_link", args=[token]))
-    if send_email:
-        notifications.client_link_email_send(link=link, url=url, is_reconnect=client_link_is_reconnect(link=link))
+        url = urljoin(settings.PORTAL_BASE_URL.rstrip("/") + "/", reverse("client_link", args=[token]))
+        if send_email:
+            try:
+                notifications.client_link_email_send(
+                    link=link, url=url, is_reconnect=client_link_is_reconnect(link=link)
+                )
+            # Whatever the backend raises (SMTP, a socket, an ESP's API error):
+            # each means the client did not get the link.
+            except Exception as exc:
+                logger.warning(
+                    "Client link for connection %s: the email could not be sent (%s); nothing was kept.",
+                    connection.pk if connection is not None else "(new)",
+                    type(exc).__name__,
+                )
+                raise LinkEmailFailed(link_email_failed_words(email=client.email)) from exc
     return ClientLinkCreated(link=link, url=url)
 
 

@@ -18,6 +18,7 @@ from ..forms import (
     ClientLinkNewForm,
 )
 from ..models import Connection, Status
+from ..services.client_links import LinkEmailFailed
 from .common import (
     flow_of,
     household_url,
@@ -57,6 +58,10 @@ def connection_link_send(request: HttpRequest, pk: int) -> HttpResponseBase:
         except services.Throttled as exc:
             context["error"] = exc.message
             return too_many(render(request, "connections/link_send.html", context), exc.retry_after)
+        except LinkEmailFailed as exc:
+            # The mail server is at fault, not the adviser: nothing was kept, and the same button retries.
+            context["error"] = exc.message
+            return render(request, "connections/link_send.html", context, status=503)
         messages.success(
             request,
             f"Reconnect link sent to {created.link.sent_to}. It works until "
@@ -87,6 +92,9 @@ def household_link_new(request: HttpRequest, pk: int) -> HttpResponseBase:
             form.add_error(None, exc.message)
             page = render(request, "connections/link_new.html", {"household": household, "form": form})
             return too_many(page, exc.retry_after)
+        except LinkEmailFailed as exc:
+            form.add_error(None, exc.message)
+            return render(request, "connections/link_new.html", {"household": household, "form": form}, status=503)
         else:
             messages.success(
                 request,
