@@ -23,7 +23,7 @@ from .models import (
     ReconnectRequestItem,
 )
 from .selectors import NO_SECRETS, User, household_queryset_for, membership_for
-from .services.reconnect_requests import needing_client
+from .services.reconnect_requests import UNDELIVERABLE, needing_client
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,16 @@ class RequestRow:
     @property
     def bounced(self) -> bool:
         return self.request.delivery in (ReconnectRequest.Delivery.BOUNCED, ReconnectRequest.Delivery.COMPLAINED)
+
+    @property
+    def can_ask_again(self) -> bool:
+        """Open, but its email never reached the client: nothing follows it up, so the adviser may replace it."""
+        return self.request.is_open and self.request.delivery in UNDELIVERABLE
+
+    @property
+    def address_unchanged(self) -> bool:
+        """The client's address is still the one that bounced or complained: it must be corrected first."""
+        return self.bounced and self.request.client.email.strip().casefold() == self.request.sent_to.casefold()
 
 
 def request_rows(requests: list[ReconnectRequest]) -> list[RequestRow]:

@@ -205,6 +205,8 @@ class ReconnectRequest(models.Model):
         RESOLVED = "resolved", "Nothing left to fix"
         EXPIRED = "expired", "Expired"
         PAUSED = "paused", "Stopped by the client"
+        # Its email bounced, failed or was marked as spam, and the adviser asked again: a new request replaced it.
+        SUPERSEDED = "superseded", "Replaced by a new request"
 
     class Delivery(models.TextChoices):
         UNKNOWN = "", "Not reported"

@@ -21,6 +21,8 @@ from .common import CLIENT_LINK_ACTOR, sha256_hex
 from .reconnect_requests import OPEN, ReconnectRequestError, _signer, request_max_age
 from .reconnect_sync import reconnect_requests_sync
 
+LINK_REPLACED = "This link has been replaced by a newer email from your adviser. Please use the link in the latest one."
+
 # --- The client's side ------------------------------------------------------------------------------
 
 
@@ -28,7 +30,7 @@ def reconnect_request_resolve(*, token: str, now: dt.datetime | None = None) -> 
     """The request an emailed token names, if it may still be used.
 
     Raises :class:`ReconnectRequestError`: tampered or unknown is not ``gone``
-    (400); expired, finished or stopped is ``gone`` (410).
+    (400); expired, finished or replaced by a newer request is ``gone`` (410).
     """
     now = now or timezone.now()
     try:
@@ -54,6 +56,8 @@ def reconnect_request_resolve(*, token: str, now: dt.datetime | None = None) -> 
         )
     if request.status == ReconnectRequest.RequestStatus.EXPIRED:
         raise ReconnectRequestError(LINK_EXPIRED, gone=True, request=request)
+    if request.status == ReconnectRequest.RequestStatus.SUPERSEDED:
+        raise ReconnectRequestError(LINK_REPLACED, gone=True, request=request)
     return request
 
 

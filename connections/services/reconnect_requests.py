@@ -56,6 +56,7 @@ from ..models import (
     ReconnectRequestItem,
     Status,
 )
+from ..wording import requests as request_words
 from .common import User, actor_user, sha256_hex
 
 logger = logging.getLogger("connections.requests")
@@ -151,16 +152,47 @@ class RequestPlan:
         return [c.source_display for c in self.connections]
 
     @property
+    def replaces(self) -> ReconnectRequest | None:
+        """The open request a new one would replace: its email never reached the client, so nothing follows it up."""
+        if self.existing is not None and self.existing.delivery in UNDELIVERABLE:
+            return self.existing
+        return None
+
+    @property
     def blocker(self) -> str:
         """Why no email would go to this client ("" when one would)."""
         if not self.client.email:
             return f"{self.client.name} has no email address; add one first."
+        if self.replaces is not None:
+            return _undeliverable_blocker(self.client, self.replaces)
         if self.existing is not None:
             return (
                 f"Already asked on {timezone.localtime(self.existing.created_at):%d %b %Y}; "
                 "reminders follow by themselves."
             )
         return ""
+
+    @property
+    def note(self) -> str:
+        """What the adviser should know about an email that would go ("" when nothing)."""
+        if self.replaces is not None and not self.blocker:
+            return request_words.request_replacing(
+                delivery=self.replaces.delivery, sent_to=self.replaces.sent_to, asked_at=self.replaces.created_at
+            )
+        return ""
+
+
+def _same_address(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def _undeliverable_blocker(client: Client, request: ReconnectRequest) -> str:
+    """An address that bounced or complained is not written to again; one that merely failed to send is."""
+    if request.delivery == ReconnectRequest.Delivery.FAILED or not _same_address(client.email, request.sent_to):
+        return ""
+    return request_words.request_undeliverable_again(
+        client=client.name, delivery=request.delivery, sent_to=request.sent_to, at=request.delivery_at
+    )
 
 
 def reconnect_request_plans(*, households: Sequence[Household], now: dt.datetime | None = None) -> list[RequestPlan]:
@@ -177,7 +209,7 @@ def reconnect_request_plans(*, households: Sequence[Household], now: dt.datetime
     existing = {
         r.client_id: r
         for r in ReconnectRequest.objects.filter(household_id__in=household_ids, status__in=OPEN).only(
-            "id", "client_id", "created_at", "household_id", "status"
+            "id", "client_id", "created_at", "household_id", "status", "sent_to", "delivery", "delivery_at"
         )
     }
     plans: dict[int, RequestPlan] = {}
@@ -258,6 +290,10 @@ def reconnect_requests_create(
     within the warning window. A client with an open request gets the new
     connections added to it (the next reminder lists them) and no second
     email; a client without an email address is skipped, with the reason.
+    An open request whose email bounced, failed or was marked as spam is
+    never reminded, so asking again replaces it: it closes as superseded
+    (its links cancelled) and a new one goes to the client's current
+    address, unless that is the very address that bounced or complained.
     The rows are written in one transaction per client and the email goes
     out when it commits (``send_email=False`` leaves the sending to the
     caller, who gets the link in ``url``). ``user`` is who asks (``None`` for
@@ -270,7 +306,10 @@ def reconnect_requests_create(
         if not plan.client.email:
             results.append(ReconnectRequestResult(plan.household, plan.client, "skipped", plan.blocker))
             continue
-        if plan.existing is not None:
+        if plan.replaces is not None and plan.blocker:
+            results.append(ReconnectRequestResult(plan.household, plan.client, "skipped", plan.blocker))
+            continue
+        if plan.existing is not None and plan.replaces is None:
             added = _items_add(request=plan.existing, connections=plan.connections, user=user, now=now)
             note = plan.blocker if not added else f"Added {added} to the open request; the next reminder lists them."
             outcome = "updated" if added else "skipped"
@@ -299,6 +338,9 @@ def _request_create(
 ) -> ReconnectRequestResult:
     token, token_hash = _new_token()
     with transaction.atomic():
+        if plan.replaces is not None and not _supersede(plan.replaces, now=now):
+            # Someone else replaced it (or the client opened it) meanwhile; the unique open request stands.
+            raise IntegrityError("the request to replace is no longer open and undeliverable")
         request = ReconnectRequest.objects.create(
             household=plan.household,
             client=plan.client,
@@ -316,7 +358,21 @@ def _request_create(
         if send_email:
             email = _email_for(request=request, sources=plan.sources, token=token, reminder=False)
             transaction.on_commit(lambda: _deliver(email_row=email_row, email=email))
-    return ReconnectRequestResult(plan.household, plan.client, "sent", request=request, url=url)
+    return ReconnectRequestResult(plan.household, plan.client, "sent", plan.note, request=request, url=url)
+
+
+def _supersede(request: ReconnectRequest, *, now: dt.datetime) -> bool:
+    """Close an undeliverable open request before its replacement is made, and withdraw its links."""
+    closed = ReconnectRequest.objects.filter(pk=request.pk, status__in=OPEN, delivery__in=UNDELIVERABLE).update(
+        status=ReconnectRequest.RequestStatus.SUPERSEDED, status_changed_at=now, closed_at=now
+    )
+    if not closed:
+        return False
+    # An old email may still reach someone later (a greylisted bounce): its link must not lead anywhere.
+    ClientLink.objects.filter(
+        reconnect_item__request_id=request.pk, status__in=[ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED]
+    ).update(status=ClientLink.LinkStatus.CANCELLED)
+    return True
 
 
 def _items_add(

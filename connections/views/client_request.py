@@ -79,13 +79,16 @@ def reconnect_request_open(request: HttpRequest, token: str) -> HttpResponseBase
 
 
 def _gone(request: HttpRequest, reconnect_request: ReconnectRequest) -> HttpResponseBase | None:
-    """The page for a request that is finished, expired or stopped; ``None`` while it can be worked on."""
+    """The page for a request that is finished, expired, replaced or stopped; ``None`` while it can be worked on."""
     status = reconnect_request.status
     firm = reconnect_request.household.firm
     if status == ReconnectRequest.RequestStatus.PAUSED:
         return _page(render(request, "connections/request/stopped.html", {"firm": firm, "req": reconnect_request}))
     if status == ReconnectRequest.RequestStatus.EXPIRED:
         refusal = {"message": "This link has expired. Ask your adviser to send a new one.", "gone": True, "firm": firm}
+        return _page(render(request, "connections/link/invalid.html", refusal, status=410))
+    if status == ReconnectRequest.RequestStatus.SUPERSEDED:
+        refusal = {"message": services.reconnect_client.LINK_REPLACED, "gone": True, "firm": firm}
         return _page(render(request, "connections/link/invalid.html", refusal, status=410))
     return None
 

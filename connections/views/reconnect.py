@@ -56,7 +56,10 @@ def household_reconnect_request(request: HttpRequest, pk: int) -> HttpResponseBa
         results = services.reconnect_requests_create(households=[household], user=request.user)
         for result in results:
             if result.outcome == "sent":
-                messages.success(request, f"Reconnect request sent to {result.client.name} ({result.client.email}).")
+                note = f" {result.note}" if result.note else ""
+                messages.success(
+                    request, f"Reconnect request sent to {result.client.name} ({result.client.email}).{note}"
+                )
             else:
                 messages.info(request, f"{result.client.name}: {result.note}")
         if not results:

@@ -40,8 +40,38 @@ def request_opened(*, email: str) -> str:
     return f"The client opened the reconnect request sent to {email}."
 
 
+DELIVERY_TROUBLE: Mapping[str, str] = {
+    "bounced": "bounced",
+    "complained": "was marked as spam",
+    "failed": "could not be sent",
+}
+
+
+def request_replacing(*, delivery: str, sent_to: str, asked_at: datetime) -> str:
+    """The preview's note on a request that replaces one whose email never reached the client."""
+    trouble = DELIVERY_TROUBLE.get(delivery, "did not arrive")
+    return (
+        f"Replaces the request of {timezone.localtime(asked_at):%d %b %Y} to {sent_to}, whose email {trouble}; "
+        "its link stops working."
+    )
+
+
+def request_undeliverable_again(*, client: str, delivery: str, sent_to: str, at: datetime | None) -> str:
+    """Why asking again is refused: the client's address is still the one that bounced or complained."""
+    when = f" on {timezone.localtime(at):%d %b %Y}" if at is not None else ""
+    if delivery == "complained":
+        return (
+            f"{client} marked the email to {sent_to} as spam{when}; nothing more is sent to that address. "
+            "Correct their address if they gave you another, then ask again."
+        )
+    return f"The email to {sent_to} bounced{when}: correct {client}'s address, then ask again."
+
+
 def request_status_words(*, status: str, delivery: str, done: int, total: int, pause_reason: str = "") -> str:
     """What an adviser reads about a request: sent, opened, partly done, done, expired, stopped, bounced."""
+    if status == "superseded":
+        trouble = DELIVERY_TROUBLE.get(delivery, "did not arrive")
+        return f"Replaced by a new request: this email {trouble}, and its link no longer works."
     if delivery == "bounced":
         return "The email bounced: check the client's address."
     if delivery == "complained":

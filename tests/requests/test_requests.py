@@ -262,6 +262,105 @@ def test_a_bounce_reported_through_anymails_tracking_webhook_marks_the_request(
     assert jobs.reminders_run()["reminders_sent"] == 0  # nobody reminds an address that bounces
 
 
+def _bounce(message_id: str, address: str) -> Any:
+    bounce = {
+        "RecordType": "Bounce",
+        "Type": "HardBounce",
+        "TypeCode": 1,
+        "MessageID": message_id,
+        "Email": address,
+        "BouncedAt": "2026-12-01T10:00:00Z",
+        "Description": "The server was unable to deliver your message.",
+    }
+    return Browser().post(
+        "/anymail/postmark/tracking/",
+        json.dumps(bounce),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=_basic_auth(),
+    )
+
+
+def test_a_bounced_request_is_replaced_by_asking_again_once_the_address_is_corrected(
+    adviser_client: Any,
+    world: World,
+    settings: Any,
+) -> None:
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    _broken(world, "gemini")
+    old = _ask(world)
+    old_path = request_path(mail.outbox[0])
+    assert _bounce(old.emails.get().message_id, "linh@example.test").status_code == 200
+    url = reverse("household_reconnect_request", args=[world.household.pk])
+    household = reverse("household_detail", args=[world.household.pk])
+
+    # Same address: the household page says to correct it, and asking again is refused with the reason.
+    page = adviser_client.get(household).content.decode()
+    assert "Its address is still linh@example.test: correct it, then" in page
+    assert f'href="{url}"' in page
+    preview = adviser_client.get(url).content.decode()
+    assert "Not sent: The email to linh@example.test bounced on 01 Dec 2026: correct Linh" in preview
+    adviser_client.post(url)
+    assert len(mail.outbox) == 1
+
+    # The address is corrected (as the admin's client form does); the bounced notice now offers to ask again.
+    m.Client.objects.filter(pk=world.client.pk).update(email="linh.new@example.test")
+    page = adviser_client.get(household).content.decode()
+    assert "at linh.new@example.test: this request closes and its link stops working." in page
+    preview = adviser_client.get(url).content.decode()
+    assert "Replaces the request of" in preview
+    assert "whose email bounced; its link stops working." in preview
+    sent = adviser_client.post(url, follow=True)
+    assert "Reconnect request sent to Linh" in sent.content.decode()
+
+    assert len(mail.outbox) == 2
+    assert mail.outbox[1].to == ["linh.new@example.test"]
+    old.refresh_from_db()
+    assert old.status == m.ReconnectRequest.RequestStatus.SUPERSEDED
+    assert old.closed_at is not None
+    assert set(m.ClientLink.objects.filter(reconnect_item__request=old).values_list("status", flat=True)) == {
+        "cancelled"
+    }
+    gone = Browser().get(old_path)
+    assert gone.status_code == 410
+    assert "replaced by a newer email" in gone.content.decode()
+    new_page, new = open_request(Browser(), mail.outbox[1])
+    assert new.sent_to == "linh.new@example.test"
+    assert "Gemini via Turnqey" in new_page.content.decode()
+    page = adviser_client.get(household).content.decode()
+    assert "Replaced by a new request: this email bounced, and its link no longer works." in page
+    # Asked again at once: the new request is open and deliverable, so no third email.
+    adviser_client.post(url)
+    assert len(mail.outbox) == 2
+
+
+def test_a_browser_still_on_a_replaced_requests_pages_is_turned_away(world: World, settings: Any) -> None:
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    _broken(world, "gemini")
+    old = _ask(world)
+    browser = Browser()
+    open_request(browser, mail.outbox[0])
+    # The ESP could not take the email at all: the same address may be tried again.
+    m.ReconnectRequest.objects.filter(pk=old.pk).update(delivery=m.ReconnectRequest.Delivery.FAILED)
+    results = services.reconnect_requests_create(households=[world.household], user=world.adviser)
+    assert [(r.outcome, r.client.email) for r in results] == [("sent", "linh@example.test")]
+    assert "whose email could not be sent" in results[0].note
+    stale = browser.get(reverse("reconnect_request_page", args=[old.pk]))
+    assert stale.status_code == 410
+    assert "replaced by a newer email" in stale.content.decode()
+
+
+def test_a_complaint_blocks_asking_the_same_address_again(world: World) -> None:
+    _broken(world, "gemini")
+    old = _ask(world)
+    m.ReconnectRequest.objects.filter(pk=old.pk).update(delivery=m.ReconnectRequest.Delivery.COMPLAINED)
+    results = services.reconnect_requests_create(households=[world.household], user=world.adviser)
+    assert [r.outcome for r in results] == ["skipped"]
+    assert "marked the email to linh@example.test as spam" in results[0].note
+    old.refresh_from_db()
+    assert old.status == m.ReconnectRequest.RequestStatus.SENT
+    assert len(mail.outbox) == 1
+
+
 # --- Bulk ---------------------------------------------------------------------------------------------
 
 
