@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from base64 import b32encode
 
 import segno
@@ -20,7 +21,7 @@ from django_otp import verify_token
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from . import policy, signals
+from . import lockout, policy, signals
 from .forms import CodeForm, SetupForm
 
 
@@ -109,36 +110,73 @@ def setup(request: HttpRequest) -> HttpResponseBase:
     return _private(render(request, "mfa/setup.html", context, status=400 if form.errors else 200))
 
 
+def _locked_words(until: dt.datetime) -> str:
+    return (
+        "Too many wrong codes in a row. For your safety no code is accepted, not even the right one, "
+        f"until {timezone.localtime(until):%H:%M} ({timezone.localtime(until):%d %b %Y}). "
+        "Sign out and come back then, or ask your firm admin for help."
+    )
+
+
 @sensitive_post_parameters("code")
 @require_http_methods(["GET", "POST"])
 @login_required
 def verify(request: HttpRequest) -> HttpResponseBase:
-    """The second step of signing in: a code from the app, or a recovery code (each works once)."""
+    """The second step of signing in: a code from the app, or a recovery code (each works once).
+
+    Wrong codes lock the user out like wrong passwords (:mod:`mfa.lockout`);
+    django-otp's doubling wait per device applies beneath that.
+    """
     user = _user(request)
     device = policy.authenticator_for(user)
     if device is None or policy.session_verified(user):
         return redirect(_next(request))
     form = CodeForm(request.POST or None)
+    status = 200
+    until = lockout.locked_until(user)
     if request.method == "POST" and form.is_valid():
         code = form.normalised()
         by_app = code.isdigit()
         method = "authenticator" if by_app else "recovery_code"
         candidate = device if by_app else policy.recovery_device_for(user)
-        if candidate is not None and not candidate.verify_is_allowed()[0]:
+        if until is not None:
+            # Not even checked: a right code during the lockout would tell a guesser it was right.
+            signals.second_factor_failed.send(
+                sender=verify, request=request, user=user, method=method, throttled=True, locked_until=until
+            )
+            form.add_error("code", _locked_words(until))
+            status = 429
+        elif candidate is not None and not candidate.verify_is_allowed()[0]:
             signals.second_factor_failed.send(sender=verify, request=request, user=user, method=method, throttled=True)
             form.add_error("code", "Too many wrong codes in a row. Wait a little, then try again.")
         else:
             accepted = verify_token(user, candidate.persistent_id, code) if candidate is not None else None
             if accepted is not None:
+                lockout.success_record(user)
                 otp_login(request, accepted)
                 signals.second_factor_passed.send(sender=verify, request=request, user=user, method=method)
                 if not by_app:
                     messages.info(request, "You used a recovery code; it will not work again.")
                 return redirect(_next(request))
-            signals.second_factor_failed.send(sender=verify, request=request, user=user, method=method)
-            form.add_error("code", "That code is not right. Type the code your app shows now, or a recovery code.")
-    context = {"form": form, "next": request.POST.get("next") or request.GET.get("next", "")}
-    return _private(render(request, "mfa/verify.html", context, status=400 if form.errors else 200))
+            failure = lockout.failure_record(user)
+            if failure.locked_until is not None:
+                until = failure.locked_until
+                signals.second_factor_locked.send(
+                    sender=verify, request=request, user=user, method=method, failures=failure.failures, until=until
+                )
+                form.add_error("code", _locked_words(until))
+                status = 429
+            else:
+                signals.second_factor_failed.send(sender=verify, request=request, user=user, method=method)
+                form.add_error("code", "That code is not right. Type the code your app shows now, or a recovery code.")
+    if form.errors and status == 200:
+        status = 400
+    context = {
+        "form": form,
+        "next": request.POST.get("next") or request.GET.get("next", ""),
+        "locked_words": _locked_words(until) if until is not None and not form.errors else "",
+    }
+    return _private(render(request, "mfa/verify.html", context, status=status))
 
 
 @require_POST

@@ -1,7 +1,7 @@
 """How actions reach the audit trail, without the code that performs them knowing about it.
 
 * Sign-ins and failures: Django's ``user_logged_in`` / ``user_login_failed``.
-* The second factor: :mod:`mfa.signals` (a code accepted or refused) and
+* The second factor: :mod:`mfa.signals` (a code accepted or refused, a lockout) and
   django-otp's device rows (set up, removed, recovery codes replaced).
 * Roles and assignments: ``Membership`` saves and deletes, ``m2m_changed`` on
   ``Household.advisers`` (either side).
@@ -130,12 +130,27 @@ def _second_factor_passed(sender: Any, request: HttpRequest, user: AuthUser, met
 
 
 def _second_factor_failed(sender: Any, request: HttpRequest, user: AuthUser, method: str, **kwargs: Any) -> None:
+    locked_until = kwargs.get("locked_until")
+    during = f" during a lockout until {timezone.localtime(locked_until):%H:%M}" if locked_until else ""
     _own_step(
         Action.SECOND_FACTOR_FAILED,
         request,
         user,
-        f"A second-factor code for {wording.person_name(user)} was refused.",
-        details={"method": method, "throttled": bool(kwargs.get("throttled"))},
+        f"A second-factor code for {wording.person_name(user)} was refused{during}.",
+        details={"method": method, "throttled": bool(kwargs.get("throttled")), "locked": bool(locked_until)},
+    )
+
+
+def _second_factor_locked(
+    sender: Any, request: HttpRequest, user: AuthUser, method: str, failures: int, until: dt.datetime, **kw: Any
+) -> None:
+    _own_step(
+        Action.SECOND_FACTOR_LOCKED,
+        request,
+        user,
+        f"{failures} wrong second-factor codes in a row for {wording.person_name(user)}: "
+        f"no code is accepted until {timezone.localtime(until):%Y-%m-%d %H:%M}.",
+        details={"method": method, "failures": failures, "until": until.isoformat()},
     )
 
 
@@ -679,6 +694,7 @@ def connect() -> None:
     user_login_failed.connect(_sign_in_failed, dispatch_uid="audit-sign-in-failed")
     mfa_signals.second_factor_passed.connect(_second_factor_passed, dispatch_uid="audit-2fa-passed")
     mfa_signals.second_factor_failed.connect(_second_factor_failed, dispatch_uid="audit-2fa-failed")
+    mfa_signals.second_factor_locked.connect(_second_factor_locked, dispatch_uid="audit-2fa-locked")
     for device in (TOTPDevice, StaticDevice):
         post_init.connect(_device_loaded, sender=device, dispatch_uid=f"audit-device-init-{device.__name__}")
     post_save.connect(_totp_saved, sender=TOTPDevice, dispatch_uid="audit-totp-save")

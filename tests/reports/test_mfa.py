@@ -13,6 +13,8 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from connections import models as m
+from mfa.models import CodeFailures
+from reports.models import AuditEntry
 
 from .conftest import PASSWORD, World, code_for, enrolled
 
@@ -146,7 +148,7 @@ def test_staff_need_it_by_default_when_debug_is_off() -> None:
     assert out.stdout.strip() == "True"
 
 
-def test_wrong_codes_are_throttled_like_passwords(client: Client, world: World) -> None:
+def test_each_wrong_code_makes_the_next_try_wait_twice_as_long(client: Client, world: World) -> None:
     device = enrolled(world.adviser)
     sign_in(client)
     for _ in range(3):
@@ -181,3 +183,85 @@ def test_the_second_step_keeps_signing_out_and_client_links_open(client: Client,
     assert client.get(reverse("client_link", args=["not-a-token"])).status_code in (400, 404, 410)
     assert client.post(reverse("logout")).status_code == 302
     assert client.get(reverse("dashboard"))["Location"].startswith(reverse("login"))
+
+
+# --- The lockout: like axes for passwords ---------------------------------------------------------
+
+
+@pytest.fixture
+def without_the_doubling_wait(settings: Any) -> Any:
+    """django-otp's per-device wait switched off, so only the lockout refuses codes typed quickly."""
+    settings.OTP_TOTP_THROTTLE_FACTOR = 0
+    settings.OTP_STATIC_THROTTLE_FACTOR = 0
+    settings.AXES_FAILURE_LIMIT = 5
+    settings.AXES_COOLOFF_TIME = 0.25
+    return settings
+
+
+def _wrong(browser: Client, code: str = "000001") -> Any:
+    return browser.post(reverse("mfa:verify"), {"code": code})
+
+
+def test_after_five_wrong_codes_even_the_right_one_is_refused_until_the_cool_off_ends(
+    client: Client, world: World, without_the_doubling_wait: Any
+) -> None:
+    device = enrolled(world.adviser)
+    sign_in(client)
+    for _ in range(4):
+        assert _wrong(client).status_code == 400
+    assert not AuditEntry.objects.filter(action=AuditEntry.Action.SECOND_FACTOR_LOCKED).exists()
+
+    locked = _wrong(client)
+
+    assert locked.status_code == 429
+    assert "no code is accepted, not even the right one" in locked.content.decode()
+    (entry,) = AuditEntry.objects.filter(action=AuditEntry.Action.SECOND_FACTOR_LOCKED)
+    assert (entry.actor, entry.details["failures"]) == (world.adviser, 5)
+    # The fifth wrong code is the lockout's one row, not a refusal as well.
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.SECOND_FACTOR_FAILED).count() == 4
+    right = client.post(reverse("mfa:verify"), {"code": code_for(device)})
+    assert right.status_code == 429
+    assert "not even the right one" in right.content.decode()
+    assert client.get(reverse("dashboard")).status_code == 302
+    # The count is the user's, kept in the database: another session (or process) is locked out too.
+    elsewhere = Client()
+    sign_in(elsewhere)
+    assert "not even the right one" in elsewhere.get(reverse("mfa:verify")).content.decode()
+    assert elsewhere.post(reverse("mfa:verify"), {"code": code_for(device)}).status_code == 429
+    refused = AuditEntry.objects.filter(action=AuditEntry.Action.SECOND_FACTOR_FAILED, details__locked=True)
+    assert refused.count() == 2
+
+    # Fifteen minutes (axes' cool-off) later, the right code works and the count is gone.
+    past = timezone.now() - dt.timedelta(minutes=15, seconds=1)
+    CodeFailures.objects.filter(user=world.adviser).update(locked_until=past, last_failure_at=past)
+    assert client.post(reverse("mfa:verify"), {"code": code_for(device)}).status_code == 302
+    assert not CodeFailures.objects.filter(user=world.adviser).exists()
+
+
+def test_recovery_codes_count_towards_the_same_lockout(
+    client: Client, world: World, without_the_doubling_wait: Any
+) -> None:
+    enrolled(world.adviser)  # recovery code "recover1"
+    sign_in(client)
+    for code in ("000001", "000002", "notacode", "000003"):
+        assert _wrong(client, code).status_code == 400
+
+    assert _wrong(client, "stillnot").status_code == 429
+    assert client.post(reverse("mfa:verify"), {"code": "recover1"}).status_code == 429
+    assert StaticDevice.objects.get(user=world.adviser).token_set.filter(token="recover1").exists()  # not spent
+
+
+def test_a_right_code_before_the_limit_starts_the_count_again(
+    client: Client, world: World, without_the_doubling_wait: Any
+) -> None:
+    device = enrolled(world.adviser)
+    sign_in(client)
+    for _ in range(4):
+        _wrong(client)
+    assert client.post(reverse("mfa:verify"), {"code": code_for(device)}).status_code == 302
+
+    again = Client()
+    sign_in(again)
+    for _ in range(4):
+        assert _wrong(again).status_code == 400
+    assert CodeFailures.objects.get(user=world.adviser).locked_until is None
