@@ -30,6 +30,8 @@ from connections.models import (
     Household,
     Provider,
     Reason,
+    ReconnectRequest,
+    ReconnectRequestItem,
     Status,
 )
 
@@ -128,6 +130,34 @@ class AccountOut(BaseModel):
     balance: str = Field(description="A decimal number, as a string so no precision is lost.")
     status: str
     as_of: datetime = Field(description="When the provider last reported a change to this account.")
+
+
+class ReconnectRequestItemOut(BaseModel):
+    connection_id: int
+    source: str
+    status: ReconnectRequestItem.ItemStatus = Field(
+        description="open: still to fix; done: the client fixed it; dropped: it recovered without the client."
+    )
+
+
+class ReconnectRequestOut(BaseModel):
+    id: uuid.UUID
+    household_id: int
+    client: ClientRef
+    status: ReconnectRequest.RequestStatus
+    status_words: str = Field(description="Where the request stands, as the adviser reads it on the household page.")
+    delivery: ReconnectRequest.Delivery = Field(
+        description="What the mail provider reported about the email; empty when it reported nothing."
+    )
+    sent_to: str
+    actor: str = Field(description="Who asked, in words.")
+    created_at: datetime
+    expires_at: datetime
+    opened_at: datetime | None
+    closed_at: datetime | None
+    reminders_sent: int
+    done: int = Field(description="Items the client fixed.")
+    items: list[ReconnectRequestItemOut] = Field(description="Each connection the client is asked to fix.")
 
 
 class ClientLinkOut(BaseModel):
@@ -255,6 +285,35 @@ def account_out(account: Account) -> AccountOut:
         balance=format(account.balance, "f"),
         status=account.status,
         as_of=account.as_of,
+    )
+
+
+def reconnect_request_out(request: ReconnectRequest) -> ReconnectRequestOut:
+    """From a request with its client and its items' connections loaded."""
+    items, done, words = request.progress()
+    return ReconnectRequestOut(
+        id=request.pk,
+        household_id=request.household_id,
+        client=ClientRef(id=request.client.pk, name=request.client.name),
+        status=ReconnectRequest.RequestStatus(request.status),
+        status_words=words,
+        delivery=ReconnectRequest.Delivery(request.delivery),
+        sent_to=request.sent_to,
+        actor=wording.actor_words(actor=request.created_by, actor_label=request.actor_label),
+        created_at=request.created_at,
+        expires_at=request.expires_at,
+        opened_at=request.opened_at,
+        closed_at=request.closed_at,
+        reminders_sent=request.reminders_sent,
+        done=done,
+        items=[
+            ReconnectRequestItemOut(
+                connection_id=item.connection_id,
+                source=item.connection.source_display,
+                status=ReconnectRequestItem.ItemStatus(item.status),
+            )
+            for item in items
+        ],
     )
 
 

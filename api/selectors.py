@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from connections import selectors
-from connections.models import Account, Client, Connection, ConnectionEvent, Household
+from connections.models import (
+    Account,
+    Client,
+    Connection,
+    ConnectionEvent,
+    Household,
+    ReconnectRequest,
+    ReconnectRequestItem,
+)
 
 from .models import WebhookEvent
 
@@ -117,6 +125,27 @@ def connection_for_write(*, firm_id: int, connection_id: int) -> Connection | No
         .defer(*selectors.NO_SECRETS)
         .filter(pk=connection_id)
         .first()
+    )
+
+
+def firm_household_queryset_for_api(*, firm_id: int) -> QuerySet[Household]:
+    """The firm's households, plain (no roll-ups): for looking one up."""
+    return selectors.firm_household_queryset(firm_id=firm_id)
+
+
+def household_for_write(*, firm_id: int, household_id: int) -> Household | None:
+    """The household (with its firm) for a service to act on; None outside the firm."""
+    return selectors.firm_household_queryset(firm_id=firm_id).select_related("firm").filter(pk=household_id).first()
+
+
+def reconnect_requests_for_api(*, household: Household) -> QuerySet[ReconnectRequest]:
+    """The household's reconnect requests, newest first, with what the representation reads (three queries)."""
+    items = ReconnectRequestItem.objects.select_related("connection").order_by("position", "id")
+    return (
+        ReconnectRequest.objects.filter(household=household)
+        .select_related("client", "created_by")
+        .prefetch_related(Prefetch("items", queryset=items))
+        .order_by("-created_at", "-id")
     )
 
 

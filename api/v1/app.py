@@ -28,7 +28,7 @@ from ninja.openapi.schema import OpenAPISchema
 from ninja.parser import Parser
 from ninja.types import DictStrAny
 
-from . import problems, reads, writes
+from . import problems, reads, reconnect, writes
 from .auth import read_key
 
 DESCRIPTION = """\
@@ -134,3 +134,4 @@ api = PortalApi(
 problems.install(api)
 api.add_router("", reads.router)
 api.add_router("", writes.router)
+api.add_router("", reconnect.router)

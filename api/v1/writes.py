@@ -63,7 +63,7 @@ IdempotencyKey = HeaderEx[
 ]
 
 
-def _actor(api_key: ApiKey) -> str:
+def key_actor(api_key: ApiKey) -> str:
     return wording.api_actor(key_prefix=api_key.prefix)
 
 
@@ -182,7 +182,7 @@ def create_client_link(
                 client=connection.client,
                 connection=connection,
                 user=AnonymousUser(),
-                actor_label=_actor(api_key),
+                actor_label=key_actor(api_key),
                 send_email=options.send_email,
             )
         except ValueError as exc:
@@ -222,7 +222,7 @@ def check_connection(request: HttpRequest, connection_id: int, idempotency_key: 
             raise ApiProblem(409, "not_checkable", wording.api_check_refused(source=source, status=connection.status))
         api_key = key_of(request)
         key_limit_take(api_key, attempts.LimitName.CHECK_NOW_PER_USER, what="asked for a check")
-        services.connections_check_enqueue(connection_ids=[connection.pk], actor=None, actor_label=_actor(api_key))
+        services.connections_check_enqueue(connection_ids=[connection.pk], actor=None, actor_label=key_actor(api_key))
         return 202, CheckQueued(
             connection_id=connection.pk, queued=True, message=wording.api_check_queued(source=source)
         )
@@ -243,7 +243,7 @@ def disconnect_connection(
     def write() -> tuple[int, BaseModel]:
         connection = _connection(request, connection_id)
         services.connection_disconnect_now(
-            connection=connection, user=AnonymousUser(), actor_label=_actor(key_of(request))
+            connection=connection, user=AnonymousUser(), actor_label=key_actor(key_of(request))
         )
         fresh = selectors.connections_for_api(firm_id=firm_of(request)).get(pk=connection.pk)
         return 200, s.connection_out(fresh, now=timezone.now())

@@ -36,6 +36,9 @@ def _routes(world: ApiWorld) -> list[tuple[str, str, int]]:
         ("GET", "/events", 200),
         ("POST", f"/connections/{connection.pk}/client-links", 201),
         ("POST", f"/connections/{connection.pk}/check", 202),
+        ("GET", f"/households/{household.pk}/reconnect-requests", 200),
+        # The household has a connection that needs its client.
+        ("POST", f"/households/{household.pk}/reconnect-requests", 201),
         # Last: it ends the connection.
         ("POST", f"/connections/{connection.pk}/disconnect", 200),
     ]
@@ -73,7 +76,7 @@ def test_every_route_needs_a_valid_key_and_writes_need_the_write_scope(api_world
                 assert response.status_code == 200, (method, path, response.text)
             else:
                 assert response.status_code == write_status, (method, path, response.text)
-    assert len(seen) == len(callers) * 12
+    assert len(seen) == len(callers) * 14
 
 
 def test_a_refused_write_changes_nothing(api_world: ApiWorld) -> None:

@@ -66,8 +66,10 @@ def test_the_schema_covers_every_route(live_server: Any) -> None:
     schema = _schema(live_server)
     documented = {(method.upper(), path) for path, item in schema["paths"].items() for method in item}
     served = _served_operations(live_server.url)
-    assert len(served) >= 12
+    assert len(served) >= 14
     assert documented == served
+    requests_path = "/api/v1/households/{household_id}/reconnect-requests"
+    assert {("GET", requests_path), ("POST", requests_path)} <= served
 
 
 def test_every_operation_documents_its_key_and_its_errors_as_problems(live_server: Any) -> None:
