@@ -81,16 +81,27 @@ def reconnect_request_open(*, request: ReconnectRequest, now: dt.datetime | None
 
 
 def reconnect_request_stop(*, request: ReconnectRequest, reason: str, now: dt.datetime | None = None) -> bool:
-    """The client asked to stop ("not_me" or "stop"): pause the request, withdraw its links, tell the adviser."""
+    """The client asked to stop ("not_me" or "stop"): close the request, withdraw its links, tell the adviser.
+
+    The request closes rather than waiting: nothing it holds can be used again
+    (its links are cancelled, no reminder goes), and following it up would
+    only keep it in every sync. What the client said stays on the row, and
+    the next ask for them is refused by default (``RequestPlan.stop_words``).
+    """
     now = now or timezone.now()
     if reason not in ReconnectRequest.PauseReason.values or not reason:
         raise ValueError(f"unknown reason {reason!r}")
     paused = ReconnectRequest.objects.filter(pk=request.pk, status__in=OPEN).update(
-        status=ReconnectRequest.RequestStatus.PAUSED, paused_at=now, pause_reason=reason, status_changed_at=now
+        status=ReconnectRequest.RequestStatus.PAUSED,
+        paused_at=now,
+        pause_reason=reason,
+        status_changed_at=now,
+        closed_at=now,
     )
     if not paused:
         return False
     request.status, request.paused_at, request.pause_reason = ReconnectRequest.RequestStatus.PAUSED, now, reason
+    request.closed_at = now
     ClientLink.objects.filter(
         reconnect_item__request=request, status__in=[ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED]
     ).update(status=ClientLink.LinkStatus.CANCELLED)

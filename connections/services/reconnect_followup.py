@@ -236,7 +236,7 @@ def _bulk_one(*, bulk: BulkReconnectSend, household: Household, now: dt.datetime
             bulk.sent += 1
         else:
             bulk.skipped += 1
-            bulk.notes.append({"household": household.name, "note": f"{result.client.name}: {result.note}"})
+            bulk.notes.append({"household": household.name, "note": result.message})
 
 
 def _bulk_resume_later(bulk: BulkReconnectSend) -> None:

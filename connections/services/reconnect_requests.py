@@ -27,14 +27,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, transaction
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -70,8 +70,10 @@ OPEN = (
     ReconnectRequest.RequestStatus.OPENED,
     ReconnectRequest.RequestStatus.PARTLY_DONE,
 )
-# Still followed up by sync (items drop out as connections recover), but not reminded.
-TRACKED = (*OPEN, ReconnectRequest.RequestStatus.PAUSED)
+# Followed up by sync (items drop out as connections recover). A request the client stopped is not: it
+# closes when they stop it (:func:`.reconnect_client.reconnect_request_stop`), since nothing it holds can be
+# used any more; their wish stays on the row (``paused_at``, ``pause_reason``) for the next ask to honour.
+TRACKED = OPEN
 UNDELIVERABLE = (
     ReconnectRequest.Delivery.BOUNCED,
     ReconnectRequest.Delivery.COMPLAINED,
@@ -146,6 +148,10 @@ class RequestPlan:
     client: Client
     connections: list[Connection] = field(default_factory=list)
     existing: ReconnectRequest | None = None
+    # The client's last "not me" or "stop" that no later request was sent past, and whether the adviser
+    # confirmed sending anyway (from the household page only; a bulk send never does).
+    stopped: ReconnectRequest | None = None
+    send_despite_stop: bool = False
 
     @property
     def sources(self) -> list[str]:
@@ -170,7 +176,21 @@ class RequestPlan:
                 f"Already asked on {timezone.localtime(self.existing.created_at):%d %b %Y}; "
                 "reminders follow by themselves."
             )
+        if self.stop_words and not self.send_despite_stop:
+            return self.stop_words
         return ""
+
+    @property
+    def stop_words(self) -> str:
+        """What the client said when they stopped a request ("" when nothing stands in the way)."""
+        if self.stopped is None or self.stopped.paused_at is None:
+            return ""
+        return request_words.request_stopped_before(
+            client=self.client.name,
+            at=self.stopped.paused_at,
+            reason=self.stopped.pause_reason,
+            sent_to=self.stopped.sent_to,
+        )
 
     @property
     def note(self) -> str:
@@ -195,8 +215,47 @@ def _undeliverable_blocker(client: Client, request: ReconnectRequest) -> str:
     )
 
 
-def reconnect_request_plans(*, households: Sequence[Household], now: dt.datetime | None = None) -> list[RequestPlan]:
-    """One plan per client of ``households`` with a connection that needs them. A fixed number of queries."""
+def _stops(client_ids: Collection[int]) -> dict[int, ReconnectRequest]:
+    """Each client's standing "not me" or "stop": their latest, unless a request was sent to them after it.
+
+    A request sent after a stop is the adviser's confirmed decision to write again, so it is not asked twice.
+    A "not me" answers for one address only: once the client's address is corrected it no longer applies.
+    """
+    if not client_ids:
+        return {}
+    latest = dict(
+        ReconnectRequest.objects.filter(client_id__in=list(client_ids))
+        .order_by()
+        .values_list("client_id")
+        .annotate(last=Max("created_at"))
+    )
+    stops: dict[int, ReconnectRequest] = {}
+    for request in (
+        ReconnectRequest.objects.filter(client_id__in=list(client_ids), paused_at__isnull=False)
+        .select_related("client")
+        .only("id", "client_id", "client__email", "created_at", "paused_at", "pause_reason", "sent_to")
+        .order_by("client_id", "-paused_at")
+    ):
+        if request.client_id in stops or latest.get(request.client_id, request.created_at) > request.created_at:
+            continue
+        if request.pause_reason == ReconnectRequest.PauseReason.NOT_ME and not _same_address(
+            request.client.email, request.sent_to
+        ):
+            continue
+        stops[request.client_id] = request
+    return stops
+
+
+def reconnect_request_plans(
+    *,
+    households: Sequence[Household],
+    now: dt.datetime | None = None,
+    send_despite_stop: Collection[int] = (),
+) -> list[RequestPlan]:
+    """One plan per client of ``households`` with a connection that needs them. A fixed number of queries.
+
+    ``send_despite_stop``: ids of clients the adviser confirmed writing to although they stopped a request.
+    """
     now = now or timezone.now()
     household_ids = [h.pk for h in households]
     by_pk = {h.pk: h for h in households}
@@ -212,6 +271,7 @@ def reconnect_request_plans(*, households: Sequence[Household], now: dt.datetime
             "id", "client_id", "created_at", "household_id", "status", "sent_to", "delivery", "delivery_at"
         )
     }
+    stops = _stops({c.client_id for c in connections})
     plans: dict[int, RequestPlan] = {}
     for connection in connections:
         plan = plans.get(connection.client_id)
@@ -220,6 +280,8 @@ def reconnect_request_plans(*, households: Sequence[Household], now: dt.datetime
                 household=by_pk[connection.household_id],
                 client=connection.client,
                 existing=existing.get(connection.client_id),
+                stopped=stops.get(connection.client_id),
+                send_despite_stop=connection.client_id in send_despite_stop,
             )
         plan.connections.append(connection)
     return list(plans.values())
@@ -259,6 +321,13 @@ class ReconnectRequestResult:
     def __repr__(self) -> str:  # the URL carries the token
         return f"ReconnectRequestResult(client={self.client.pk}, outcome={self.outcome!r})"
 
+    @property
+    def message(self) -> str:
+        """The note as a line on its own: named after the client, unless it already starts with their name."""
+        if not self.note or self.note.startswith(self.client.name):
+            return self.note
+        return f"{self.client.name}: {self.note}"
+
 
 def _signer() -> signing.TimestampSigner:
     return signing.TimestampSigner(salt=REQUEST_SALT)
@@ -282,6 +351,7 @@ def reconnect_requests_create(
     actor_label: str = "",
     bulk: BulkReconnectSend | None = None,
     send_email: bool = True,
+    send_despite_stop: Collection[int] = (),
     now: dt.datetime | None = None,
 ) -> list[ReconnectRequestResult]:
     """Ask every client of ``households`` whose connections need them to reconnect: one request and email each.
@@ -294,6 +364,9 @@ def reconnect_requests_create(
     never reminded, so asking again replaces it: it closes as superseded
     (its links cancelled) and a new one goes to the client's current
     address, unless that is the very address that bounced or complained.
+    A client who said "not me" or "stop" to an earlier request is skipped
+    with what they said and when, unless their id is in
+    ``send_despite_stop`` (the adviser confirmed it on the household page).
     The rows are written in one transaction per client and the email goes
     out when it commits (``send_email=False`` leaves the sending to the
     caller, who gets the link in ``url``). ``user`` is who asks (``None`` for
@@ -302,11 +375,11 @@ def reconnect_requests_create(
     """
     now = now or timezone.now()
     results: list[ReconnectRequestResult] = []
-    for plan in reconnect_request_plans(households=households, now=now):
+    for plan in reconnect_request_plans(households=households, now=now, send_despite_stop=send_despite_stop):
         if not plan.client.email:
             results.append(ReconnectRequestResult(plan.household, plan.client, "skipped", plan.blocker))
             continue
-        if plan.replaces is not None and plan.blocker:
+        if (plan.replaces is not None or plan.existing is None) and plan.blocker:
             results.append(ReconnectRequestResult(plan.household, plan.client, "skipped", plan.blocker))
             continue
         if plan.existing is not None and plan.replaces is None:

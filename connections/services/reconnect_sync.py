@@ -30,7 +30,7 @@ def reconnect_requests_sync(
     """Read back what happened: items done (their link completed), dropped (the connection no longer needs
     the client: it recovered by itself or the adviser fixed it), and each request's status from them.
 
-    ``requests`` default to every open or paused one. Returns how many requests changed status.
+    ``requests`` default to every open one. Returns how many requests changed status.
     """
     now = now or timezone.now()
     if requests is None:

@@ -31,16 +31,21 @@ PREVIEW_EMAILS = 3
 BULK_PROGRESS_REFRESH_SECONDS = 5
 
 
-def _preview_context(request: HttpRequest, households: list[Household]) -> dict[str, Any]:
+def _preview_context(request: HttpRequest, households: list[Household], *, bulk: bool) -> dict[str, Any]:
     plans = services.reconnect_request_plans(households=households)
     sendable = [plan for plan in plans if not plan.blocker]
+    # A client who stopped an earlier request is written to again only if the adviser ticks it, one
+    # household at a time; a bulk send skips them.
+    confirmable = [] if bulk else [plan for plan in plans if plan.blocker and plan.blocker == plan.stop_words]
     return {
         "plans": plans,
         "sendable": sendable,
+        "confirmable": confirmable,
         "emails": [
-            services.reconnect_request_preview(plan=plan, user=request.user) for plan in sendable[:PREVIEW_EMAILS]
+            services.reconnect_request_preview(plan=plan, user=request.user)
+            for plan in [*sendable, *confirmable][:PREVIEW_EMAILS]
         ],
-        "more_emails": max(len(sendable) - PREVIEW_EMAILS, 0),
+        "more_emails": max(len(sendable) + len(confirmable) - PREVIEW_EMAILS, 0),
         "limit": services.reconnect_requests.requests_per_hour(
             services.reconnect_requests.firm_policy(households[0].firm_id) if households else None
         ),
@@ -53,7 +58,12 @@ def household_reconnect_request(request: HttpRequest, pk: int) -> HttpResponseBa
     """Preview (GET), then send (POST) one request per client of this household whose connections need them."""
     household = scoped_household(request, pk)
     if request.method == "POST":
-        results = services.reconnect_requests_create(households=[household], user=request.user)
+        # Ids of the clients ticked "send anyway"; anything else is ignored (only this household's clients
+        # have a plan, so another household's id does nothing).
+        despite = {int(v) for v in request.POST.getlist("send_anyway") if v.isdigit() and len(v) < 19}
+        results = services.reconnect_requests_create(
+            households=[household], user=request.user, send_despite_stop=despite
+        )
         for result in results:
             if result.outcome == "sent":
                 note = f" {result.note}" if result.note else ""
@@ -61,7 +71,7 @@ def household_reconnect_request(request: HttpRequest, pk: int) -> HttpResponseBa
                     request, f"Reconnect request sent to {result.client.name} ({result.client.email}).{note}"
                 )
             else:
-                messages.info(request, f"{result.client.name}: {result.note}")
+                messages.info(request, result.message)
         if not results:
             messages.info(request, "Nothing in this household needs the client now.")
         return redirect(household_url(household))
@@ -69,7 +79,7 @@ def household_reconnect_request(request: HttpRequest, pk: int) -> HttpResponseBa
         "household": household,
         "households": [household],
         "bulk": False,
-        **_preview_context(request, [household]),
+        **_preview_context(request, [household], bulk=False),
     }
     return render(request, "connections/reconnect_preview.html", context)
 
@@ -97,7 +107,7 @@ def reconnect_requests_ask(request: HttpRequest) -> HttpResponseBase:
         return redirect("reconnect_bulk", pk=bulk.pk)
     context = {"households": households, "bulk": True, "everything": bool(source.get("all"))}
     if households:
-        context.update(_preview_context(request, households))
+        context.update(_preview_context(request, households, bulk=True))
     return render(request, "connections/reconnect_preview.html", context, status=200 if households else 400)
 
 

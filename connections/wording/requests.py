@@ -67,6 +67,15 @@ def request_undeliverable_again(*, client: str, delivery: str, sent_to: str, at:
     return f"The email to {sent_to} bounced{when}: correct {client}'s address, then ask again."
 
 
+def request_stopped_before(*, client: str, at: datetime, reason: str, sent_to: str) -> str:
+    """Why a client is not asked again by default: they stopped an earlier request."""
+    said = request_stop_reason(reason)
+    head = f"{client} asked on {timezone.localtime(at):%d %b %Y} not to be contacted about this (\u201c{said}\u201d"
+    if reason == "not_me":
+        return f"{head} from {sent_to}); correct their address, or send anyway only if you are sure it is theirs."
+    return f"{head}); send anyway only if they have told you they want to hear about it again."
+
+
 def request_status_words(*, status: str, delivery: str, done: int, total: int, pause_reason: str = "") -> str:
     """What an adviser reads about a request: sent, opened, partly done, done, expired, stopped, bounced."""
     if status == "superseded":

@@ -216,6 +216,73 @@ def test_the_client_can_say_this_is_not_me_which_pauses_the_request_and_tells_th
     assert jobs.reminders_run()["reminders_sent"] == 0
 
 
+def _stop(message: Any, reason: str) -> None:
+    browser = Browser()
+    landing = browser.get(request_path(message) + "?then=stop")
+    assert browser.post(landing["Location"], {"reason": reason}).status_code == 200
+
+
+def test_a_client_who_said_stop_is_not_asked_again_unless_the_adviser_confirms_and_bulk_skips_them(
+    adviser_client: Any,
+    world: World,
+    clock: Clock,
+) -> None:
+    _broken(world, "gemini")
+    stopped = _ask(world)
+    _stop(mail.outbox[0], "stop")
+    stopped.refresh_from_db()
+    assert (stopped.status, stopped.closed_at) == ("paused", clock.now())  # closed: nothing follows it up
+    clock.advance(timedelta(days=3))
+    assert jobs.reminders_run()["reminders_sent"] == 0
+    sent = len(mail.outbox)  # the request and the note to the adviser
+    name = world.client.name
+    words = (
+        f"{name} asked on {timezone.localtime(stopped.paused_at):%d %b %Y} not to be contacted about this "
+        "(\u201cPlease stop asking me\u201d)"
+    )
+    url = reverse("household_reconnect_request", args=[world.household.pk])
+
+    preview = adviser_client.get(url).content.decode()
+    assert words in preview
+    assert f"Send to {name} anyway" in preview
+    refused = adviser_client.post(url, follow=True).content.decode()
+    assert "not to be contacted about this" in refused
+    assert len(mail.outbox) == sent
+
+    # Ask all: the bulk preview lists them as skipped, with no way to send anyway, and the send skips them.
+    bulk_preview = adviser_client.get(reverse("reconnect_requests_ask"), {"all": "1"}).content.decode()
+    assert "Skipped: " + name in bulk_preview
+    assert "send_anyway" not in bulk_preview
+    adviser_client.post(reverse("reconnect_requests_ask"), {"all": "1", "send_anyway": str(world.client.pk)})
+    bulk = m.BulkReconnectSend.objects.get()
+    assert (bulk.sent, bulk.skipped) == (0, 1)
+    assert bulk.notes[0]["note"].startswith(f"{name} asked on ")
+    assert len(mail.outbox) == sent
+
+    # Another household's client id in the field does nothing; ticking this client sends one request.
+    adviser_client.post(url, {"send_anyway": ["x", str(world.foreign_connection.client_id)]}, follow=True)
+    assert len(mail.outbox) == sent
+    adviser_client.post(url, {"send_anyway": str(world.client.pk)}, follow=True)
+    assert len(mail.outbox) == sent + 1
+    assert mail.outbox[-1].to == ["linh@example.test"]
+    # Sent past the stop once, by the adviser's choice: the next ask is the usual "already asked".
+    again = adviser_client.get(url).content.decode()
+    assert "Already asked on" in again
+    assert "not to be contacted" not in again
+
+
+def test_a_not_me_stands_for_its_address_only(world: World) -> None:
+    _broken(world, "gemini")
+    _ask(world)
+    _stop(mail.outbox[0], "not_me")
+    refused = services.reconnect_requests_create(households=[world.household], user=world.adviser)
+    assert [r.outcome for r in refused] == ["skipped"]
+    assert "\u201cThis is not me\u201d from linh@example.test); correct their address" in refused[0].note
+    m.Client.objects.filter(pk=world.client.pk).update(email="linh.right@example.test")
+    asked = services.reconnect_requests_create(households=[world.household], user=world.adviser)
+    assert [(r.outcome, r.client.email) for r in asked] == [("sent", "linh.right@example.test")]
+
+
 # --- Delivery reports ------------------------------------------------------------------------------
 
 
