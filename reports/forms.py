@@ -7,12 +7,17 @@ from typing import Any, cast
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from connections import wording
 from connections.models import Firm, Household
 
 from .models import AuditEntry
 
+# The longest date range an export or the audit filter takes, both ends counted.
+# A range with no start (everything up to its end, or everything) is the whole
+# history, which the streamed exports allow; a range typed with a start is held
+# to this, so a mistyped year cannot ask for decades.
 MAX_RANGE_DAYS = 366
 
 
@@ -29,7 +34,19 @@ class DateRangeForm(forms.Form):
         start, end = data.get("start"), data.get("end")
         if start and end and start > end:
             raise forms.ValidationError("The start date is after the end date.")
+        if start:
+            last = end or timezone.localdate()
+            days = (last - start).days + 1
+            if days > MAX_RANGE_DAYS:
+                raise forms.ValidationError(
+                    f"Choose at most {MAX_RANGE_DAYS} days; from {start:%d %b %Y} "
+                    f"to {last:%d %b %Y} is {days} days. Export a longer period a year at a time."
+                )
         return data
+
+    def error_words(self) -> str:
+        """The form's errors as one sentence, for a CSV link that cannot show a form."""
+        return " ".join(str(message) for messages in self.errors.values() for message in messages)
 
     def range(self) -> tuple[dt.date | None, dt.date | None]:
         if not self.is_bound or not self.is_valid():

@@ -13,6 +13,7 @@ urlpatterns = [
     path("exports/connections.csv", views.connections_csv, name="connections_csv"),
     path("exports/events.csv", views.events_csv, name="events_csv"),
     path("exports/client-links.csv", views.client_links_csv, name="client_links_csv"),
+    path("exports/reconnect-requests.csv", views.reconnect_requests_csv, name="reconnect_requests_csv"),
     path("households/<int:pk>/report.pdf", views.household_pdf, name="household_pdf"),
     path("audit/", views.audit_page, name="audit"),
     path("audit/export.csv", views.audit_csv, name="audit_csv"),

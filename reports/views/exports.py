@@ -36,6 +36,13 @@ def _stream(request: HttpRequest, export: exports.Export, *, what: str, **audite
     return csv_response(filename=f"{export.name}.csv", header=export.header, rows=export.rows)
 
 
+def _refused(form: DateRangeForm) -> HttpResponse:
+    """A 400 that says what is wrong with the dates or filters, in the form's own words; nothing is exported."""
+    return HttpResponse(
+        f"Nothing was exported. {form.error_words()}", status=400, content_type="text/plain; charset=utf-8"
+    )
+
+
 @require_GET
 @member_required
 def connections_csv(request: HttpRequest) -> HttpResponseBase:
@@ -55,7 +62,7 @@ def events_csv(request: HttpRequest) -> HttpResponseBase:
         household = scoped_household(request, pk)  # 404 outside the user's scope
     form = DateRangeForm(request.GET)
     if not form.is_valid():
-        return HttpResponse("The dates are not valid.", status=400, content_type="text/plain")
+        return _refused(form)
     start, end = form.range()
     export = exports.events_export(user=request.user, household=household, start=start, end=end)
     what = f"the event history of {household.name}" if household is not None else "the event history"
@@ -67,9 +74,20 @@ def events_csv(request: HttpRequest) -> HttpResponseBase:
 def client_links_csv(request: HttpRequest) -> HttpResponseBase:
     form = DateRangeForm(request.GET)
     if not form.is_valid():
-        return HttpResponse("The dates are not valid.", status=400, content_type="text/plain")
+        return _refused(form)
     start, end = form.range()
     return _stream(request, exports.client_links_export(user=request.user, start=start, end=end), what="client links")
+
+
+@require_GET
+@member_required
+def reconnect_requests_csv(request: HttpRequest) -> HttpResponseBase:
+    form = DateRangeForm(request.GET)
+    if not form.is_valid():
+        return _refused(form)
+    start, end = form.range()
+    export = exports.reconnect_requests_export(user=request.user, start=start, end=end)
+    return _stream(request, export, what="reconnect requests")
 
 
 @require_GET
@@ -87,7 +105,7 @@ def freshness_csv(request: HttpRequest) -> HttpResponseBase:
 def audit_csv(request: HttpRequest, firm: Firm) -> HttpResponseBase:
     form = AuditFilterForm(request.GET or None, firm=firm)
     if form.is_bound and not form.is_valid():
-        return HttpResponse("The filters are not valid.", status=400, content_type="text/plain")
+        return _refused(form)
     # The entries are chosen before this export's own row is written, so it is not in its own file.
     entries = audit_queryset(firm=firm, form=form).filter(pk__lte=_last_entry_id())
     return _stream(request, exports.audit_export(entries=entries), what="the audit trail", firm=firm)

@@ -164,12 +164,14 @@ def audit_queryset(*, firm: Firm, form: AuditFilterForm) -> Any:
 @firm_admin_required
 def audit_page(request: HttpRequest, firm: Firm) -> HttpResponseBase:
     form = AuditFilterForm(request.GET or None, firm=firm)
-    entries = audit_queryset(firm=firm, form=form).order_by("-at", "-id")
+    refused = form.is_bound and not form.is_valid()
+    # Filters that are not valid show nothing rather than the whole trail under an error.
+    entries = AuditEntry.objects.none() if refused else audit_queryset(firm=firm, form=form).order_by("-at", "-id")
     page = Paginator(entries, AUDIT_PER_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"firm": firm, "form": form, "page": page, "query": query.urlencode()}
-    return render(request, "reports/audit.html", context)
+    context = {"firm": firm, "form": form, "page": page, "query": query.urlencode(), "refused": refused}
+    return render(request, "reports/audit.html", context, status=400 if refused else 200)
 
 
 @require_GET

@@ -145,6 +145,127 @@ def test_client_link_history_says_what_each_link_was_for(client: Any, world: Wor
     )
 
 
+# --- Reconnect requests -------------------------------------------------------------------------
+
+
+def _asked(world: World, *platforms: str) -> m.ReconnectRequest:
+    from connections import services
+
+    for platform in platforms:
+        ConnectionFactory(
+            client=world.client,
+            provider_app=world.turnqey,
+            platform=platform,
+            status="needs_reconnect",
+            reason="revoked",
+        )
+    (result,) = services.reconnect_requests_create(households=[world.household], user=world.adviser)
+    assert result.request is not None
+    return result.request
+
+
+def test_reconnect_request_history_has_one_row_per_request_with_delivery_reminders_items_and_stop(
+    client: Any, world: World
+) -> None:
+    request = _asked(world, "kraken", "gemini")
+    first = request.items.order_by("position").first()
+    assert first is not None
+    m.ReconnectRequestItem.objects.filter(pk=first.pk).update(status="done")
+    now = timezone.now()
+    m.ReconnectRequest.objects.filter(pk=request.pk).update(
+        status="paused",
+        pause_reason="stop",
+        paused_at=now,
+        opened_at=now,
+        delivery="bounced",
+        delivery_at=now,
+        reminders_sent=1,
+        last_reminder_at=now,
+    )
+    m.Client.objects.filter(pk=world.client.pk).update(name="=cmd|'/c calc'!A1")
+    client.force_login(world.adviser)
+
+    response = client.get(reverse("reports:reconnect_requests_csv"))
+
+    assert response["Cache-Control"] == "no-store"
+    (row,) = csv_rows(response)
+    assert row["Request ID"] == str(request.pk)
+    assert (row["Household"], row["Client"], row["Sent to"], row["Sent by"]) == (
+        "Nguyen Household",
+        "'=cmd|'/c calc'!A1",
+        "linh@example.test",
+        "Alice",
+    )
+    assert (row["Status"], row["Delivery"], row["Reminders sent"]) == ("Stopped by the client", "Bounced", "1")
+    assert (row["Items"], row["Items done"], row["Client stopped it"]) == ("2", "1", "Please stop")
+    assert row["Opened"] == timezone.localtime(now).isoformat(timespec="seconds")
+    assert row["Closed"] == ""
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.EXPORTED)
+    assert (entry.actor, entry.details["export"]) == (world.adviser, "reconnect-requests")
+    assert "token" not in " ".join(row).lower()
+
+
+def test_reconnect_request_history_in_a_date_range(client: Any, world: World) -> None:
+    request = _asked(world, "kraken")
+    m.ReconnectRequest.objects.filter(pk=request.pk).update(created_at=timezone.now() - dt.timedelta(days=40))
+    client.force_login(world.firm_admin)
+    start = timezone.localdate() - dt.timedelta(days=10)
+
+    assert csv_rows(client.get(reverse("reports:reconnect_requests_csv"), {"start": start.isoformat()})) == []
+    assert len(csv_rows(client.get(reverse("reports:reconnect_requests_csv")))) == 1
+
+
+def test_the_freshness_page_links_every_history_export(client: Any, world: World) -> None:
+    client.force_login(world.adviser)
+    page = client.get(reverse("reports:freshness")).content.decode()
+    for name in ("events_csv", "client_links_csv", "reconnect_requests_csv"):
+        assert reverse(f"reports:{name}") in page
+
+
+# --- Date ranges --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["reports:events_csv", "reports:client_links_csv", "reports:reconnect_requests_csv"])
+def test_a_history_export_over_more_than_a_year_is_refused_and_says_why(client: Any, world: World, route: str) -> None:
+    client.force_login(world.firm_admin)
+
+    too_long = client.get(reverse(route), {"start": "2024-01-01", "end": "2025-01-01"})  # 367 days
+    a_year = client.get(reverse(route), {"start": "2024-01-01", "end": "2024-12-31"})  # 366 days
+
+    assert too_long.status_code == 400
+    assert "Choose at most 366 days" in too_long.content.decode()
+    assert "367 days" in too_long.content.decode()
+    assert a_year.status_code == 200
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.EXPORTED).count() == 1  # only the one exported
+
+
+def test_a_start_more_than_a_year_ago_without_an_end_counts_up_to_today(client: Any, world: World) -> None:
+    client.force_login(world.firm_admin)
+    start = timezone.localdate() - dt.timedelta(days=400)
+    response = client.get(reverse("reports:events_csv"), {"start": start.isoformat()})
+    assert response.status_code == 400
+    assert "401 days" in response.content.decode()
+
+
+def test_the_audit_trail_refuses_a_range_of_more_than_a_year_on_its_page_and_its_export(
+    client: Any, world: World
+) -> None:
+    from reports import audit
+
+    audit.record(AuditEntry.Action.EXPORTED, actor=world.adviser, message="alice exported")
+    client.force_login(world.firm_admin)
+    dates = {"start": "2023-01-01", "end": "2025-06-30"}
+
+    page = client.get(reverse("reports:audit"), dates)
+    export = client.get(reverse("reports:audit_csv"), dates)
+
+    assert page.status_code == 400
+    assert "Choose at most 366 days" in page.content.decode()
+    assert "alice exported" not in page.content.decode()
+    assert export.status_code == 400
+    assert "Choose at most 366 days" in export.content.decode()
+
+
 # --- Scope: a property over random firms, roles and assignments -----------------------------------
 
 USERS, HOUSEHOLDS = 4, 4
@@ -152,6 +273,7 @@ EXPORTS = {
     "connections": ("reports:connections_csv", "Household ID"),
     "events": ("reports:events_csv", "Household ID"),
     "client links": ("reports:client_links_csv", "Household ID"),
+    "reconnect requests": ("reports:reconnect_requests_csv", "Household ID"),
 }
 
 
@@ -172,7 +294,7 @@ def stage(db: None) -> Stage:
         connection = ConnectionFactory(client=ClientFactory(household=household))
         app = connection.provider_app
         ConnectionEventFactory(connection=connection)
-        m.ClientLink.objects.create(
+        link = m.ClientLink.objects.create(
             token_hash=f"{household.pk:064d}",
             household=household,
             client=connection.client,
@@ -181,6 +303,10 @@ def stage(db: None) -> Stage:
             sent_to="c@example.test",
             expires_at=timezone.now() + dt.timedelta(days=1),
         )
+        request = m.ReconnectRequest.objects.create(
+            household=household, client=connection.client, sent_to="c@example.test", expires_at=link.expires_at
+        )
+        m.ReconnectRequestItem.objects.create(request=request, connection=connection, client_link=link)
     return Stage(firms, users, households)
 
 
