@@ -7,6 +7,7 @@ from . import views
 app_name = "reports"
 
 urlpatterns = [
+    path("", views.reports_index, name="index"),
     path("freshness/", views.freshness_page, name="freshness"),
     path("freshness/export.csv", views.freshness_csv, name="freshness_csv"),
     path("providers/", views.provider_health_page, name="provider_health"),

@@ -11,7 +11,7 @@ from .exports import (
     household_pdf,
     reconnect_requests_csv,
 )
-from .pages import access_page, audit_page, firm_settings_page, freshness_page, provider_health_page
+from .pages import access_page, audit_page, firm_settings_page, freshness_page, provider_health_page, reports_index
 
 __all__ = [
     "access_csv",
@@ -27,4 +27,5 @@ __all__ = [
     "household_pdf",
     "provider_health_page",
     "reconnect_requests_csv",
+    "reports_index",
 ]

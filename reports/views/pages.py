@@ -1,4 +1,4 @@
-"""Firm oversight pages: freshness, provider health, audit trail, access review, firm settings.
+"""Firm oversight pages: the index, freshness, provider health, audit trail, access review, firm settings.
 
 Scope: freshness follows ``selectors.household_queryset_for`` (a firm admin
 sees the firm, an adviser their households); the other pages are the firm
@@ -27,7 +27,7 @@ from connections.views.common import member_required
 
 from .. import access, audit, charts, freshness
 from ..exports import day_range, firm_admin_firm
-from ..forms import AuditFilterForm, DateRangeForm, FirmSettingsForm
+from ..forms import MAX_RANGE_DAYS, AuditFilterForm, DateRangeForm, FirmSettingsForm
 from ..models import AuditEntry, BreakerDay, FreshnessSnapshot, ProviderHealthDay
 
 TREND_DAYS = 90
@@ -63,6 +63,25 @@ def _trend(snapshots: list[FreshnessSnapshot], today: dt.date) -> tuple[list[dt.
         freshness.share(by_day[d].households_fresh, by_day[d].households_with_data) if d in by_day else None
         for d in days
     ]
+
+
+@require_GET
+@member_required
+def reports_index(request: HttpRequest) -> HttpResponseBase:
+    """What the reader may open and export here: every member the freshness page and the history
+    exports of their own scope; firm admins also provider health, the audit trail, access review
+    and the firm's settings. Two queries whatever the number of households."""
+    membership = selectors.membership_for(user=request.user)
+    assert membership is not None  # member_required
+    context = {
+        "membership": membership,
+        "firm": membership.firm,
+        "is_firm_admin": membership.is_firm_admin,
+        "households": selectors.household_queryset_for(user=request.user).count(),
+        "range_form": DateRangeForm(),
+        "max_days": MAX_RANGE_DAYS,
+    }
+    return render(request, "reports/index.html", context)
 
 
 @require_GET
