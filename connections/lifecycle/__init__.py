@@ -13,9 +13,9 @@ The public contract (everything else in the package is its inside):
   sweep's side of claiming.
 * :func:`app_credentials_rejected` / :func:`app_credentials_accepted`
   (``provider_apps.py``): the portal's own standing with a provider.
-* :func:`client_for_app`, :func:`connection_state`, :func:`app_config`
-  (``clients.py``): provider clients for rows; the one seam where tests put
-  fake providers in.
+* :func:`client_for_app`, :func:`client_class_for`, :func:`connection_state`,
+  :func:`app_config`, :func:`household_grouping` (``clients.py``): provider
+  clients for rows; the one seam where tests put fake providers in.
 * :func:`event_record`, :func:`accounts_digest` (``store.py``).
 * :mod:`.rules`: the status table itself (pure), with :class:`~rules.Tunables`,
   the lifecycle's settings.
@@ -26,7 +26,14 @@ Every status, reason and failure count is decided by :func:`rules.decide`.
 from . import rules
 from .check import CheckResult, LeaseLost, Outcome, connection_check
 from .claims import SWEEP_OWNER_PREFIX, connections_claim_due, due_queryset
-from .clients import app_config, client_for_app, clients_forget, connection_state
+from .clients import (
+    app_config,
+    client_class_for,
+    client_for_app,
+    clients_forget,
+    connection_state,
+    household_grouping,
+)
 from .config import tunables
 from .grants import (
     ConnectedMeanwhile,
@@ -52,6 +59,7 @@ __all__ = [
     "app_config",
     "app_credentials_accepted",
     "app_credentials_rejected",
+    "client_class_for",
     "client_for_app",
     "clients_forget",
     "connection_check",
@@ -63,6 +71,7 @@ __all__ = [
     "due_queryset",
     "event_record",
     "grant_apply",
+    "household_grouping",
     "rules",
     "tunables",
 ]

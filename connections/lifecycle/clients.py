@@ -134,7 +134,12 @@ def deadline_fields(client: ProviderClient, state: ConnectionState) -> dict[str,
 
 
 def household_grouping(household: Household) -> dict[str, str]:
-    """Provider-side grouping a household shares across its connections (Turnqey's ``collection``)."""
+    """Provider-side grouping a household shares across its connections (Turnqey's ``collection``).
+
+    The one reader of ``Household.turnqey_collection``: a new or renewed
+    connection is started in it, and a probe falls back to it. Providers
+    without such grouping ignore it.
+    """
     if household.turnqey_collection:
         return {"collection": str(household.turnqey_collection)}
     return {}

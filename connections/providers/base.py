@@ -8,7 +8,7 @@ lifecycle turn its results into rows, and decide what a failure means for a
 connection's status.
 
 Every failure leaves a client as a :class:`~.errors.ProviderError` with one of
-three kinds (:mod:`.errors`; DESIGN.md, "One status vocabulary"):
+three kinds (:mod:`.errors`; docs/architecture.md, "One status vocabulary"):
 
 * ``transient``: timeouts, connection errors, 5xx, 429, redirects, malformed or
   unexpected replies. Retried later with backoff; never flags a connection.
@@ -87,6 +87,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import ClassVar, Literal, Protocol
 
+from ..wording.names import source_name
 from .endpoints import url_refusal
 from .errors import InvalidCredentialFields, ProviderError
 from .http import ProviderHttp
@@ -259,11 +260,6 @@ def renew_at(credential: IssuedCredential, minimum_margin: timedelta) -> datetim
 # --- The client base class ---------------------------------------------------------------
 
 
-def platform_label(platform: str) -> str:
-    """A source platform as people write it (coinbase → Coinbase)."""
-    return platform.replace("_", " ").replace("-", " ").title() if platform else "the source platform"
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -290,6 +286,11 @@ class ProviderClient:
     # ("client_id", "client_secret"); empty when every credential belongs to a
     # connection (Bloquo's key pairs).
     partner_credentials: ClassVar[tuple[str, ...]] = ()
+    # The requests a connect sends (``complete_authorization`` or
+    # ``connect_with_credentials``) on its usual path. The portal takes that
+    # many tokens of the app's rate limit before it starts, so a connect never
+    # stops half-way for want of one (a code spent, and no grant to show).
+    connect_calls: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -344,6 +345,10 @@ class ProviderClient:
             raise ProviderError.app_credentials(
                 f"{self.display_name}: nothing was sent, because the app's {what} {refusal}. Correct it in the admin."
             )
+
+    def source(self, platform: str) -> str:
+        """How this provider's messages name a source: ``wording.source_name``, as every page and event does."""
+        return source_name(provider=self.key, platform=platform)
 
     def issue(self, kind: str, value: str, *, lifetime: timedelta | None = None) -> IssuedCredential:
         issued_at = self.now()

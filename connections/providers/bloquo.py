@@ -72,6 +72,8 @@ class BloquoClient(ProviderClient):
     documented_base_urls: ClassVar[Mapping[str, str]] = {"sandbox": STAGING_BASE_URL}
     # [doc] Key pairs belong to the customer: the partner app itself holds none.
     partner_credentials: ClassVar[tuple[str, ...]] = ()
+    # Token, customer, accounts.
+    connect_calls: ClassVar[int] = 3
 
     def api_url(self, path: str) -> str:
         """As the base class, refusing a production app that points at Bloquo's staging host."""

@@ -108,6 +108,8 @@ class CoinifyClient(ProviderClient):
     documented_base_urls: ClassVar[Mapping[str, str]] = {"production": "https://app-api.coinify.com"}
     # [assumed] A partner has an id (sent as partnerId) and no secret of its own.
     partner_credentials: ClassVar[tuple[str, ...]] = ("client_id",)
+    # The sign-in grant, then /me.
+    connect_calls: ClassVar[int] = 2
 
     # --- form ---
     def credential_fields(self) -> Sequence[FormField]:

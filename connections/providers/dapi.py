@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import ClassVar, Literal
 from urllib.parse import urlencode
 
-from .base import AccountData, AuthorizationStart, ConnectionState, Grant, ProviderClient, bearer, platform_label
+from .base import AccountData, AuthorizationStart, ConnectionState, Grant, ProviderClient, bearer
 from .errors import AuthorizationDenied, ErrorKind, FailureReason, ProviderError
 from .http import HttpReply
 from .replies import JsonObject, clean_provider_text
@@ -113,6 +113,8 @@ class DapiClient(ProviderClient):
     )
     # [doc] The app key opens Connect; the app secret goes with every call.
     partner_credentials: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
+    # ExchangeToken, identity, accounts.
+    connect_calls: ClassVar[int] = 3
 
     # --- authorization ---
     def start_authorization(
@@ -131,7 +133,7 @@ class DapiClient(ProviderClient):
         ``external_account_id`` is the identity Dapi answers for the token; the
         callback's ``userID`` is ignored (the browser can rewrite it).
         """
-        source = f"{platform_label(platform)} via Dapi"
+        source = self.source(platform)
         error = params.get(CALLBACK_ERROR, "")
         if error:
             description = clean_provider_text(params.get(CALLBACK_ERROR_DESCRIPTION, ""))
@@ -212,7 +214,7 @@ class DapiClient(ProviderClient):
     # --- lifecycle ---
     def probe(self, *, connection: ConnectionState) -> Sequence[AccountData]:
         """[assumed] POST accounts/get with the permanent token; a delinked or unknown token → ``revoked``."""
-        source = f"{platform_label(connection.platform)} via Dapi"
+        source = self.source(connection.platform)
         token = self.credential(connection, "permanent")
         user_secret = self.credential(connection, "user_secret")
         if token is None or user_secret is None:
@@ -245,7 +247,7 @@ class DapiClient(ProviderClient):
             json={"appSecret": self.app.client_secret, "userSecret": user_secret.value if user_secret else ""},
         )
         try:
-            self._success(reply, source=f"{platform_label(connection.platform)} via Dapi")
+            self._success(reply, source=self.source(connection.platform))
         except ProviderError as exc:
             if exc.reason == FailureReason.REVOKED:
                 return  # already delinked: exactly what a revoke wants

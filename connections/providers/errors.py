@@ -1,4 +1,4 @@
-"""The one error taxonomy every provider client reports in (DESIGN.md, "One status vocabulary").
+"""The one error taxonomy every provider client reports in (docs/architecture.md, "One status vocabulary").
 
 A client's failure leaves it as a :class:`ProviderError` whose ``kind`` is
 ``transient``, ``reauth_required`` (with a :class:`FailureReason`) or
@@ -105,7 +105,9 @@ class ProviderError(Exception):
 class AuthorizationDenied(Exception):
     """The user declined, or the provider reported an error, during authorization.
 
-    ``outcome`` is ``"denied"`` or ``"error"``; ``message`` is plain words.
+    ``outcome`` is ``"denied"`` or ``"error"``; ``message`` is a sentence in
+    plain words that starts with the source's name (``ProviderClient.source``),
+    so it can be shown as it is.
     """
 
     def __init__(self, outcome: Literal["denied", "error"], message: str) -> None:

@@ -38,7 +38,6 @@ from .base import (
     IssuedCredential,
     ProviderClient,
     bearer,
-    platform_label,
     renew_at,
 )
 from .errors import AuthorizationDenied, FailureReason, ProviderError
@@ -150,6 +149,8 @@ class TurnqeyClient(ProviderClient):
     )
     # [doc] The app token is bought with the client id and secret.
     partner_credentials: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
+    # The app token (when the cached one is due) and the identity's accounts.
+    connect_calls: ClassVar[int] = 2
 
     # --- app token ---
     def app_token(self) -> IssuedCredential:
@@ -295,7 +296,7 @@ class TurnqeyClient(ProviderClient):
         active ones Turnqey lists; none active is no grant (an ``error``
         outcome), whatever the browser said.
         """
-        source = f"{platform_label(platform)} via Turnqey"
+        source = self.source(platform)
         status = params.get(CALLBACK_STATUS, "")
         description = clean_provider_text(params.get(CALLBACK_ERROR_DESCRIPTION, ""))
         if status == CALLBACK_DENIED:
@@ -347,7 +348,7 @@ class TurnqeyClient(ProviderClient):
         connection's own grouping, else the household's collection and the
         client's identity.
         """
-        source = f"{platform_label(connection.platform)} via Turnqey"
+        source = self.source(connection.platform)
         # A row stored before connections kept their own grouping lives in the
         # household's collection, under the client's identity.
         collection = connection.grouping.get("collection") or connection.household_grouping.get("collection", "")

@@ -30,8 +30,8 @@ from .common import (
     actor_user,
     connection_pending_get_or_create,
     grant_land,
-    household_grouping_for,
     may_still_act,
+    provider_calls_take,
     provider_error_words,
     purpose_for,
     sha256_hex,
@@ -85,7 +85,7 @@ def authorization_start(
         state=state,
         platform=platform,
         identity=str(client.identity),
-        grouping=household_grouping_for(household),
+        grouping=lifecycle.household_grouping(household),
         redirect_uri=provider_app.redirect_uri or redirect_uri,
     )
     purpose = purpose_for(connection)
@@ -128,6 +128,7 @@ class CallbackOutcome(enum.StrEnum):
     REMOVED = "removed"  # the connection was disconnected while the authorization was in flight
     NO_ACCESS = "no_access"  # whoever started it may no longer act on the household
     LINK_GONE = "link_gone"  # the client link was used, withdrawn or expired meanwhile
+    BUSY = "busy"  # the app's shared call limit had no room: nothing was sent, and the same reply can be used again
 
 
 # The HTTP status each outcome is rendered with: an outcome the user chose or
@@ -146,6 +147,7 @@ CALLBACK_HTTP_STATUS: dict[CallbackOutcome, int] = {
     CallbackOutcome.REMOVED: 410,
     CallbackOutcome.NO_ACCESS: 403,
     CallbackOutcome.LINK_GONE: 410,
+    CallbackOutcome.BUSY: 503,
 }
 
 
@@ -155,6 +157,8 @@ class AuthorizationResult:
     message: str
     authorization_request: AuthorizationRequest | None = None
     connection: Connection | None = None
+    # Seconds until trying again makes sense (BUSY only).
+    retry_after: float = 0.0
 
     @property
     def http_status(self) -> int:
@@ -254,6 +258,15 @@ def authorization_complete(
         ):
             return AuthorizationResult(CallbackOutcome.EXPIRED, message, request)
         return AuthorizationResult(CallbackOutcome.REPLAYED, f"{source}: this reply was already used.", request)
+    # The provider's calls are taken from the app's shared limit before the
+    # request is consumed: when they are not free, nothing was sent or
+    # written, so the very same reply (a reload) can finish it in a moment.
+    wait = provider_calls_take(
+        provider_app=request.provider_app, calls=lifecycle.client_class_for(request.provider).connect_calls
+    )
+    if wait > 0:
+        busy = wording.provider_busy(source=source, provider=request.provider, callback=True)
+        return AuthorizationResult(CallbackOutcome.BUSY, busy, request, retry_after=wait)
     # Single use: the conditional UPDATE is the claim. A concurrent or repeated
     # callback with the same state updates nothing and is a replay.
     claimed = AuthorizationRequest.objects.filter(pk=request.pk, used_at__isnull=True).update(used_at=now)
@@ -305,13 +318,6 @@ def _authorization_finish(
     return result
 
 
-def _without_source(text: str, source: str) -> str:
-    """A provider's sentence without its leading "<source>: ", so a message never names the source twice."""
-    prefix = f"{source}: "
-    text = text[len(prefix) :] if text.startswith(prefix) else text
-    return text.strip().rstrip(".")
-
-
 def _removed_words(source: str) -> str:
     return (
         f"{source}: this connection was removed while the authorization was in progress, so nothing was "
@@ -336,8 +342,8 @@ def _grant_from_provider(
             # Whoever was at the consent page pressed Deny: the adviser trying it out, or the client.
             message = f"{source}: access was not granted at {platform}, so nothing was connected."
         else:
-            detail = _without_source(exc.message, source)
-            message = f"{source}: {provider_name} reported a problem ({detail}). Nothing was connected."
+            # The provider's sentence already names the source, in the same words as everything else.
+            message = f"{exc.message.strip().rstrip('.')}. Nothing was connected."
         _request_outcome_save(request=request, outcome=outcome.value, message=message)
         return AuthorizationResult(outcome, message, request, connection)
     except ProviderError as exc:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
 
-from .. import attempts, lifecycle, wording
+from .. import attempts, lifecycle, throttling, wording
 from ..models import AuthorizationRequest, Client, Connection, Household, ProviderApp, Status
 from ..providers.base import Grant
 from ..providers.errors import ErrorKind, FailureReason, ProviderError
@@ -49,6 +50,23 @@ def person_throttle(*, name: attempts.LimitName, person: AuthUser, words: Callab
             words(limit=limit.attempts, window_seconds=limit.window_seconds, retry_after=exc.retry_after),
             retry_after=exc.retry_after,
         ) from None
+
+
+def provider_calls_take(*, provider_app: ProviderApp, calls: int) -> float:
+    """Take ``calls`` tokens of the app's shared rate limit before a connect sends anything.
+
+    Someone is waiting in the browser, so all of them together wait at most
+    ``RATE_LIMIT_MAX_WAIT_SECONDS``. Returns 0.0 once every token is taken,
+    else the seconds until the next would be free: then nothing may be sent.
+    Tokens already taken are not given back, which can only mean fewer calls.
+    """
+    budget = float(getattr(settings, "RATE_LIMIT_MAX_WAIT_SECONDS", throttling.DEFAULT_RATE_LIMIT_MAX_WAIT_SECONDS))
+    deadline = time.monotonic() + budget
+    for _ in range(max(calls, 1)):
+        wait = throttling.rate_limit_acquire(app=provider_app, max_wait=max(deadline - time.monotonic(), 0.0))
+        if wait > 0:
+            return wait
+    return 0.0
 
 
 def sha256_hex(value: str) -> str:
@@ -152,14 +170,6 @@ def purpose_for(connection: Connection | None) -> str:
     if connection is not None and connection.external_account_id:
         return AuthorizationRequest.Purpose.RECONNECT
     return AuthorizationRequest.Purpose.CONNECT
-
-
-def household_grouping_for(household: Household) -> dict[str, str]:
-    # The household's Turnqey collection, so a new or renewed connection joins
-    # the sources the household already has there. Other providers ignore it.
-    if household.turnqey_collection:
-        return {"collection": str(household.turnqey_collection)}
-    return {}
 
 
 def provider_error_words(*, exc: ProviderError, source: str, provider_name: str) -> str:

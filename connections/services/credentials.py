@@ -34,6 +34,7 @@ from .common import (
     actor_user,
     connection_pending_get_or_create,
     grant_land,
+    provider_calls_take,
     provider_error_words,
     purpose_for,
     source_words,
@@ -79,6 +80,9 @@ def credentials_connect(
     recorded a ``RECONNECT_REFUSED`` event). ``fields`` may hold a password: it
     goes to the provider once and nowhere else.
 
+    The connect's calls are taken from the app's shared rate limit first,
+    waiting briefly; when they are not free, :class:`Throttled` says the
+    provider is busy, and nothing was sent, counted or claimed.
     Guessing is limited before anything is sent (see :func:`_attempt_take`):
     per client address (``address``) and per signed-in ``user`` in a rolling
     window (:class:`Throttled`), and per ``client_link`` for good (it locks
@@ -103,6 +107,12 @@ def credentials_connect(
         provider_client.clean_credential_fields(fields)
     except InvalidCredentialFields as exc:
         raise CredentialsRejected(exc.message, field=exc.field) from None
+    wait = provider_calls_take(provider_app=provider_app, calls=provider_client.connect_calls)
+    if wait > 0:
+        # Before any attempt is counted or a link claimed: the same form can simply be sent again.
+        raise Throttled(
+            wording.provider_busy(source=source, provider=provider_app.provider, callback=False), retry_after=wait
+        )
     taken = _attempt_take(provider=provider_app.provider, user=user, address=address, client_link=client_link)
     claim = None
     if client_link is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -302,6 +303,7 @@ def connect_callback(request: HttpRequest, provider: str) -> HttpResponseBase:
     if request_row is not None and result.outcome not in {
         services.CallbackOutcome.WRONG_PROVIDER,
         services.CallbackOutcome.WRONG_SESSION,
+        services.CallbackOutcome.BUSY,  # still this session's to finish, with the same reply
     }:
         unbind_state(request, request_row.state_hash)
     link = result.client_link
@@ -326,7 +328,10 @@ def connect_callback(request: HttpRequest, provider: str) -> HttpResponseBase:
         "connection": result.connection if show_household else None,
         "client_link": link if result.outcome not in {services.CallbackOutcome.WRONG_SESSION} else None,
     }
-    return private(render(request, "connections/connect_result.html", context, status=result.http_status))
+    response = render(request, "connections/connect_result.html", context, status=result.http_status)
+    if result.outcome == services.CallbackOutcome.BUSY:
+        response["Retry-After"] = str(max(math.ceil(result.retry_after), 1))
+    return private(response)
 
 
 CALLBACK_TITLES: dict[services.CallbackOutcome, str] = {
@@ -343,4 +348,5 @@ CALLBACK_TITLES: dict[services.CallbackOutcome, str] = {
     services.CallbackOutcome.REMOVED: "This connection was removed",
     services.CallbackOutcome.NO_ACCESS: "You no longer have access to this household",
     services.CallbackOutcome.LINK_GONE: "This link can no longer be used",
+    services.CallbackOutcome.BUSY: "The provider is busy: try again in a moment",
 }

@@ -229,6 +229,18 @@ def too_many_wrong_credentials(*, provider: str, per_user: bool, window_seconds:
     )
 
 
+def provider_busy(*, source: str, provider: str, callback: bool) -> str:
+    """A connect held back by the app's shared call limit: nothing was sent, so nothing is lost.
+
+    The wait is a second or two at most, too short for ``duration``'s minutes.
+    """
+    again = "Reload this page" if callback else "Try again"
+    return (
+        f"{source}: {provider_name(provider)} is busy with the portal's other requests right now, so nothing was "
+        f"sent to it and nothing changed. {again} in a moment to finish."
+    )
+
+
 def check_now_throttled(*, limit: int, window_seconds: float, retry_after: float) -> str:
     return (
         f"Not checked: you asked for {limit} check{'s' if limit != 1 else ''} in the last "

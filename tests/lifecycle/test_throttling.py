@@ -11,9 +11,9 @@ import pytest
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from connections import throttling
+from connections import jobs, lifecycle, throttling
 from connections.lifecycle import Outcome, connection_check
-from connections.models import ConnectionEvent, ProviderApp, Status
+from connections.models import ConnectionEvent, Credential, ProviderApp, Status
 from connections.providers.errors import ProviderError
 from connections.throttling import Deferral, Permit, breaker_permit, rate_limit_try_acquire
 from tests.conftest import REDIS_URL
@@ -239,6 +239,49 @@ def test_rate_limited_check_defers_itself_instead_of_calling(limited_app: Any, w
     assert world.calls["probe"] == 0
     assert connection.status == Status.ACTIVE
     assert connection.next_check_at > timezone.now()
+
+
+def _spent(app: Any) -> Any:
+    """The app's bucket is empty and stays so for the test (its clock an hour ahead)."""
+    ProviderApp.objects.filter(pk=app.pk).update(
+        rate_limit_per_second=5, rate_tokens=0, rate_updated_at=timezone.now() + timedelta(hours=1)
+    )
+    return ProviderApp.objects.get(pk=app.pk)
+
+
+@pytest.mark.django_db
+def test_app_token_refresh_with_no_token_free_waits_for_the_next_run_without_calling(
+    limited_app: Any, world: FakeWorld, settings: Any
+) -> None:
+    settings.RATE_LIMIT_MAX_WAIT_SECONDS = 0
+    _spent(limited_app)
+
+    outcome = jobs.app_tokens_refresh()
+
+    assert outcome == {f"{limited_app.provider}/{limited_app.environment}/{limited_app.name}": "deferred (rate limit)"}
+    assert world.calls["app_token"] == 0
+    assert not Credential.objects.filter(provider_app=limited_app).exists()
+    # Once the bucket has room again, the next run fetches it.
+    ProviderApp.objects.filter(pk=limited_app.pk).update(rate_tokens=1, rate_updated_at=None)
+    assert list(jobs.app_tokens_refresh().values()) == ["ok"]
+    assert world.calls["app_token"] == 1
+
+
+@pytest.mark.django_db
+def test_disconnect_with_no_token_free_deletes_the_secrets_without_calling_and_says_so(
+    limited_app: Any, world: FakeWorld, settings: Any
+) -> None:
+    settings.RATE_LIMIT_MAX_WAIT_SECONDS = 0
+    connection = make_connection(_spent(limited_app))
+
+    result = lifecycle.connection_disconnect(connection=connection, actor_label="web")
+
+    assert world.calls["revoke"] == 0
+    assert result.status == Status.DISCONNECTED
+    assert not Credential.objects.filter(connection=connection).exists()
+    event = ConnectionEvent.objects.get(connection=connection)
+    assert event.details["revoke"] == "not revoked: the provider's call budget was spent"
+    assert event.details["revoke_error"] == "the portal's call limit was reached"
 
 
 @pytest.mark.django_db

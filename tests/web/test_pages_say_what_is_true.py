@@ -12,8 +12,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from connections import lifecycle, wording
 from connections import models as m
-from connections import wording
+from connections.providers.errors import AuthorizationDenied
 from tests.factories import AccountFactory, AuthorizationRequestFactory, ConnectionFactory
 
 from .conftest import World
@@ -170,3 +171,37 @@ def test_sources_have_one_name_everywhere(adviser_client: Any, world: World) -> 
         assert "via Coinify</div>" not in page
         assert "Sandbox (Sandbox)" not in page
     assert str(world.coinify) == "Coinify Sandbox"
+
+
+@pytest.mark.parametrize(
+    ("provider", "callback"),
+    [("turnqey", {"status": "denied"}), ("turnqey", {"status": "error"}), ("dapi", {"error": "access_denied"})],
+)
+@pytest.mark.parametrize("platform", ["metamask", "coinbase", "bitstamp"])
+def test_a_providers_own_sentences_name_the_source_as_the_pages_do(
+    world: World, provider: str, callback: dict[str, str], platform: str
+) -> None:
+    client = lifecycle.client_for_app(app=getattr(world, provider))
+
+    with pytest.raises(AuthorizationDenied) as refused:
+        client.complete_authorization(params=callback, platform=platform, identity=str(world.client.identity))
+
+    assert refused.value.message.startswith(f"{wording.source_name(provider=provider, platform=platform)}: ")
+
+
+def test_a_failed_check_names_the_source_in_its_error_event_and_page_as_everywhere_else(
+    adviser_client: Any, world: World
+) -> None:
+    # A Dapi connection with no token stored: the real client refuses before sending anything.
+    connection = ConnectionFactory(client=world.client, provider_app=world.dapi, platform="metamask")
+
+    lifecycle.connection_check(connection_id=connection.pk, force=True)
+
+    connection.refresh_from_db()
+    assert connection.status == m.Status.NEEDS_RECONNECT
+    assert connection.last_error.startswith("MetaMask via Dapi: no access token is stored")
+    event = connection.events.get(kind=m.ConnectionEvent.Kind.CHECK_FAILED)
+    assert "MetaMask via Dapi" in event.message
+    page = adviser_client.get(reverse("connection_detail", args=[connection.pk])).content.decode()
+    assert "MetaMask via Dapi" in page
+    assert "Metamask" not in event.message + connection.last_error + page
