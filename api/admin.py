@@ -21,7 +21,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from connections.admin import ReadOnlyAdminMixin, ReadOnlyInline
 
@@ -140,6 +142,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     autocomplete_fields = ("firm",)
     readonly_fields = (
         "secret_state",
+        "delivery_log",
         "failing_since",
         "disabled_at",
         "disabled_reason",
@@ -163,6 +166,13 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
                 f"set (never shown); the previous one still signs until {obj.previous_secret_expires_at:%Y-%m-%d %H:%M}"
             )
         return "set (never shown); rotate it to get a new one"
+
+    @admin.display(description="delivery log")
+    def delivery_log(self, obj: WebhookEndpoint) -> str:
+        if obj.pk is None:
+            return "-"
+        url = reverse("admin:api_webhookdelivery_changelist") + f"?{EndpointFilter.parameter_name}={obj.pk}"
+        return format_html('<a href="{}">Deliveries to this endpoint</a>', url)
 
     def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form: Any, change: bool) -> None:
         if not change:
@@ -210,6 +220,25 @@ class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = fields
 
 
+class EndpointFilter(admin.SimpleListFilter):
+    """Deliveries to one endpoint. Lists endpoints by URL and firm, reading neither secret column."""
+
+    title = "endpoint"
+    parameter_name = "endpoint"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        rows = WebhookEndpoint.objects.order_by("firm__name", "url", "pk").values_list("pk", "url", "firm__name")
+        return [(str(pk), f"{url} ({firm})") for pk, url, firm in rows]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value is None:
+            return queryset
+        if not value.isdigit():
+            return queryset.none()
+        return queryset.filter(endpoint_id=int(value))
+
+
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
@@ -222,7 +251,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "last_attempt_at",
         "next_attempt_at",
     )
-    list_filter = ("status", "manual")
+    list_filter = ("status", "manual", EndpointFilter, ("endpoint__firm", admin.RelatedOnlyFieldListFilter))
     search_fields = ("event__public_id", "endpoint__url")
     list_select_related = ("event", "endpoint")
     inlines = (AttemptInline,)
