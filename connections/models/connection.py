@@ -31,8 +31,10 @@ class Connection(TimeStamped):
     label = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     reason = models.CharField(max_length=30, choices=Reason.choices, blank=True, default="")
-    # The provider's id for the source account (Turnqey identity+platform,
-    # Coinify user, Bloquo client id, Dapi connectionID). A reconnect must
+    # The provider's id for the source account, as the provider's own answer
+    # gives it (Turnqey's sourceAccountId of the holder at the platform,
+    # Coinify's user id from /me, Bloquo's customer id, Dapi's user id from its
+    # identity call; Dapi's connectionID goes into grouping). A reconnect must
     # return the same one, or it is refused.
     external_account_id = models.CharField(max_length=200, blank=True)
     # Provider-side grouping and identity this connection lives under, as the
