@@ -1,7 +1,7 @@
 """Signals that apps built on ``connections`` react to; ``connections`` never knows who listens.
 
 ``events_committed``: ConnectionEvent rows were written and their transaction
-has committed. ``ConnectionEvent`` is the outbox (DESIGN.md): the lifecycle
+has committed. ``ConnectionEvent`` is the outbox (docs/architecture.md, "The outbox"): the lifecycle
 writes history in the same transaction as the change it records, and what
 reacts (webhooks, say) reads that history afterwards. This signal only says
 "there is something new to read", so a reaction can run at once instead of

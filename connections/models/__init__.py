@@ -1,4 +1,4 @@
-"""The portal's domain model (see DESIGN.md, "Domain model").
+"""The portal's domain model (see docs/architecture.md, "Domain model").
 
 Rows only: decisions about status live in :mod:`connections.lifecycle.rules`,
 writes in :mod:`connections.services`, reads in :mod:`connections.selectors`,

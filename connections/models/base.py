@@ -19,7 +19,7 @@ class Environment(models.TextChoices):
 
 
 class Status(models.TextChoices):
-    """One status vocabulary across providers (DESIGN.md)."""
+    """One status vocabulary across providers (docs/architecture.md, "One status vocabulary")."""
 
     PENDING = "pending", "Pending"
     ACTIVE = "active", "Active"

@@ -47,7 +47,7 @@ class ConnectionEventQuerySet(models.QuerySet["ConnectionEvent"]):
 class ConnectionEvent(models.Model):
     """Permanent history of a connection. Never contains a secret.
 
-    The outbox (DESIGN.md): every write of new rows is announced to
+    The outbox (docs/architecture.md, "The outbox"): every write of new rows is announced to
     :data:`signals.events_committed` after its transaction commits.
     """
 

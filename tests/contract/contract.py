@@ -10,7 +10,8 @@ control API and its pages, never imported. The two sides were written
 independently from docs/provider-assumptions.md: these tests are where they
 are shown to meet.
 
-What DESIGN.md asks of every client is checked here: transport failures and
+What the provider contract asks of every client (``connections/providers/base.py``;
+docs/architecture.md, "One status vocabulary") is checked here: transport failures and
 malformed replies are ``transient`` errors with a clear message, never a
 crash and never a silent pass; redirects are not followed; balances are
 ``Decimal``; no secret surfaces in a message, a repr or a log line. A
