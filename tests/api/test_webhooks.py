@@ -10,11 +10,14 @@ threshold; the signatures carry the real time (receivers check it).
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core import mail
+from django.test import Client as Browser
 
 from api import tasks
 from api.models import EventType, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -22,7 +25,9 @@ from api.webhooks import services
 from api.webhooks.signing import secret_new
 from connections import lifecycle
 from connections import models as m
+from connections import tasks as connection_tasks
 from connections.services import client_link_create
+from connections.services.client_links import ClientLinkCreated
 from tests.e2e.support import Clock
 from tests.factories import ClientFactory, ConnectionFactory, HouseholdFactory, MembershipFactory, UserFactory
 from tests.webhook_receiver import Answer, Receiver, webhook_receiver
@@ -302,3 +307,95 @@ def test_a_late_retry_says_where_the_connection_stands_now(connection: m.Connect
     ]
     assert late["data"]["event"]["to_status"] == "degraded"
     assert late["data"]["connection"]["status"] == "active"
+
+
+# --- The four types the lifecycle's own jobs and the client's link produce ---------------------------
+
+
+def _link_for(connection: m.Connection) -> ClientLinkCreated:
+    return client_link_create(
+        household=connection.household, client=connection.client, connection=connection, user=AnonymousUser()
+    )
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path
+
+
+def test_a_link_the_client_opens_sends_client_link_opened_once(connection: m.Connection) -> None:
+    with webhook_receiver(Answer(200)) as receiver:
+        made = endpoint_for(connection.household.firm, receiver.url)
+        created = _link_for(connection)
+        browser = Browser()
+        assert browser.get(_path(created.url)).status_code == 200
+        assert browser.get(_path(created.url)).status_code == 200  # opened again: said once
+        tasks.webhooks_tick()
+        received = receiver.wait_for(3, timeout=0.5)
+
+    assert [r.verified(made.secret)["type"] for r in received] == ["client_link.sent", "client_link.opened"]
+    opened = received[1].verified(made.secret)["data"]
+    assert opened["event"]["kind"] == "link_opened"
+    assert opened["client_link"]["id"] == str(created.link.pk)
+    assert opened["client_link"]["status"] == "opened"
+    assert opened["client_link"]["opened_at"] is not None
+    assert opened["connection"]["id"] == connection.pk
+
+
+def test_a_link_past_its_expiry_sends_client_link_expired_from_housekeeping(
+    connection: m.Connection, clock: Clock
+) -> None:
+    with webhook_receiver(Answer(200)) as receiver:
+        made = endpoint_for(connection.household.firm, receiver.url)
+        created = _link_for(connection)
+        clock.advance(timedelta(days=7, minutes=1))
+        connection_tasks.housekeeping.delay()
+        clock.advance(timedelta(minutes=5))
+        connection_tasks.housekeeping.delay()  # already expired: nothing more to say
+        tasks.webhooks_tick()
+        received = receiver.wait_for(3, timeout=0.5)
+
+    assert [r.verified(made.secret)["type"] for r in received] == ["client_link.sent", "client_link.expired"]
+    expired = received[1].verified(made.secret)["data"]
+    assert expired["event"]["kind"] == "link_expired"
+    assert expired["client_link"]["id"] == str(created.link.pk)
+    assert expired["client_link"]["status"] == "expired"
+
+
+def test_a_link_found_expired_when_opened_sends_client_link_expired(connection: m.Connection, clock: Clock) -> None:
+    with webhook_receiver(Answer(200)) as receiver:
+        made = endpoint_for(connection.household.firm, receiver.url)
+        created = _link_for(connection)
+        clock.advance(timedelta(days=7, minutes=1))  # before housekeeping has run
+        assert Browser().get(_path(created.url)).status_code == 410
+        received = receiver.wait_for(2)
+
+    expired = received[1].verified(made.secret)
+    assert expired["type"] == "client_link.expired"
+    assert expired["data"]["client_link"]["status"] == "expired"
+
+
+def test_a_hard_deadline_coming_near_sends_deadline_approaching_with_the_deadline(
+    connection: m.Connection, clock: Clock
+) -> None:
+    deadline = clock.now() + timedelta(days=3)
+    m.Connection.objects.filter(pk=connection.pk).update(reconnect_by=deadline, reconnect_by_rolls=False)
+    with webhook_receiver(Answer(200)) as receiver:
+        made = endpoint_for(connection.household.firm, receiver.url)
+        connection_tasks.housekeeping.delay()  # three days out: not near yet
+        tasks.webhooks_tick()
+        assert receiver.wait_for(1, timeout=0.3) == []
+        clock.advance(timedelta(days=1, hours=1))  # inside the 48-hour window
+        connection_tasks.housekeeping.delay()
+        clock.advance(timedelta(minutes=5))
+        connection_tasks.housekeeping.delay()  # the same deadline is announced once
+        tasks.webhooks_tick()
+        received = receiver.wait_for(2, timeout=0.5)
+
+    (request,) = received
+    payload = request.verified(made.secret)
+    assert payload["type"] == "connection.deadline_approaching"
+    assert payload["data"]["event"]["kind"] == "deadline_warning"
+    assert datetime.fromisoformat(payload["data"]["event"]["deadline"]) == deadline
+    assert datetime.fromisoformat(payload["data"]["connection"]["reconnect_by"]) == deadline
+    assert payload["data"]["connection"]["status"] == "active"
+    assert payload["data"]["client_link"] is None
