@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -81,6 +81,38 @@ def escalate_after(policy: FirmNotificationPolicy | None) -> dt.timedelta:
 def quiet_q(now: dt.datetime, prefix: str = "") -> Q:
     """Muted, or snoozed until later (``prefix`` reaches a problem through a relation, e.g. ``"problems__"``)."""
     return Q(**{f"{prefix}muted_at__isnull": False}) | Q(**{f"{prefix}snoozed_until__gt": now})
+
+
+def snoozed_until_subquery(now: dt.datetime) -> Subquery:
+    """Over connections: the latest end of a snooze still running on one of its open problems (else NULL)."""
+    return Subquery(
+        ConnectionProblem.objects.filter(connection=OuterRef("pk"), closed_at__isnull=True, snoozed_until__gt=now)
+        .order_by("-snoozed_until")
+        .values("snoozed_until")[:1]
+    )
+
+
+def muted_since_subquery() -> Subquery:
+    """Over connections: since when a problem of it is muted (else NULL)."""
+    return Subquery(
+        ConnectionProblem.objects.filter(connection=OuterRef("pk"), closed_at__isnull=True, muted_at__isnull=False)
+        .order_by("muted_at")
+        .values("muted_at")[:1]
+    )
+
+
+def quiet_connection_q(now: dt.datetime) -> Q:
+    """Over connections: muted, or with a problem snoozed until later (for ``filter`` or ``exclude``)."""
+    return Q(Exists(ConnectionProblem.objects.filter(quiet_q(now), connection=OuterRef("pk"), closed_at__isnull=True)))
+
+
+def snoozed_connection_ids(*, connection_ids: Iterable[int], now: dt.datetime) -> set[int]:
+    """Of ``connection_ids``, those with an open problem snoozed until later. One query."""
+    return set(
+        ConnectionProblem.objects.filter(
+            connection_id__in=list(connection_ids), closed_at__isnull=True, snoozed_until__gt=now
+        ).values_list("connection_id", flat=True)
+    )
 
 
 def quiet_connection_ids(*, connection_ids: Iterable[int], now: dt.datetime) -> set[int]:

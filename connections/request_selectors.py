@@ -74,10 +74,18 @@ def household_requests(*, user: User, household: Household, limit: int = 10) -> 
     return request_rows(requests)
 
 
-def households_needing_client(*, user: User, now: dt.datetime | None = None) -> QuerySet[Household]:
-    """The user's households with a connection only the client can fix (the attention list's first two ranks)."""
+def households_needing_client(
+    *, user: User, now: dt.datetime | None = None, include_quiet: bool = False
+) -> QuerySet[Household]:
+    """The user's households with a connection only the client can fix (the attention list's first two ranks).
+
+    Muted and snoozed connections do not count, so a household whose only broken connections are quiet
+    is not asked; ``include_quiet=True`` counts them too (to show them as skipped).
+    """
     now = now or timezone.now()
-    connections = needing_client(Connection.objects.filter(household__in=household_queryset_for(user=user)), now=now)
+    connections = needing_client(
+        Connection.objects.filter(household__in=household_queryset_for(user=user)), now=now, include_quiet=include_quiet
+    )
     return household_queryset_for(user=user).filter(pk__in=connections.values("household_id")).select_related("firm")
 
 

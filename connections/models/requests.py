@@ -285,6 +285,8 @@ class ReconnectRequestItem(models.Model):
         OPEN = "open", "To do"
         DONE = "done", "Done"
         DROPPED = "dropped", "Fixed without the client"
+        # The adviser muted the connection: the client is not asked about it any more.
+        WITHDRAWN = "withdrawn", "Muted, not asked any more"
 
     request = models.ForeignKey(ReconnectRequest, on_delete=models.CASCADE, related_name="items")
     connection = models.ForeignKey("connections.Connection", on_delete=models.CASCADE, related_name="reconnect_items")

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
-from .. import lifecycle, wording
+from .. import lifecycle, problems, wording
 from ..models import (
     BulkReconnectSend,
     ConnectionEvent,
@@ -47,7 +47,9 @@ def reconnect_reminders_send(*, now: dt.datetime | None = None) -> int:
 
     Follows up first (:func:`reconnect_requests_sync`), so a request whose
     connections all recovered is closed, not reminded, and a reminder lists
-    only what still needs the client. Not reminded: stopped, bounced or
+    only what still needs the client, leaving out connections whose problem is
+    snoozed (a request with nothing else waits for the snooze to end; muted
+    ones were withdrawn by the sync). Not reminded: stopped, bounced or
     complained-about requests. A reminder missed while the job was down is
     sent once, not once per missed interval.
     """
@@ -69,12 +71,18 @@ def reconnect_reminders_send(*, now: dt.datetime | None = None) -> int:
             )
         )
     )
-    for request in candidates:
+    requests = list(candidates)
+    # A snoozed connection's item waits: it is left out of reminders until the snooze ends (muted ones were
+    # withdrawn by the sync above).
+    snoozed = problems.snoozed_connection_ids(
+        connection_ids=[item.connection_id for request in requests for item in request.open_items], now=now
+    )
+    for request in requests:
         firm_id = request.household.firm_id
         if firm_id not in policies:
             policies[firm_id] = firm_policy(firm_id)
         due = [d for d in reminder_days(policies[firm_id]) if now >= request.created_at + dt.timedelta(days=d)]
-        open_items: list[ReconnectRequestItem] = request.open_items
+        open_items: list[ReconnectRequestItem] = [i for i in request.open_items if i.connection_id not in snoozed]
         if len(due) <= request.reminders_sent or not open_items:
             continue
         # The claim: of two runs, exactly one moves the count and sends.

@@ -39,7 +39,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import lifecycle, notifications, wording
+from .. import lifecycle, notifications, problems, wording
 from ..lifecycle.claims import deadline_near_q
 from ..models import (
     BulkReconnectSend,
@@ -117,24 +117,48 @@ def requests_per_hour(policy: FirmNotificationPolicy | None) -> int:
 # --- Which connections need the client --------------------------------------------------------------
 
 
-def needing_client(connections: QuerySet[Connection], *, now: dt.datetime) -> QuerySet[Connection]:
+def needing_client(
+    connections: QuerySet[Connection], *, now: dt.datetime, include_quiet: bool = False
+) -> QuerySet[Connection]:
     """Of ``connections``, those only the client can fix now: needs reconnect, or a hard deadline the rules call near.
 
     The same conditions as the attention list's first two ranks
     (``selectors.needs_attention_queryset``); a provider that is merely failing
-    is not the client's to fix.
+    is not the client's to fix. A muted connection, or one whose problem is
+    snoozed, is left out, as it is left out of the attention list: the adviser
+    asked not to hear of it, so the client is not asked about it either.
+    ``include_quiet=True`` keeps them, annotated with ``quiet_muted_since``
+    and ``quiet_snoozed_until`` (NULL when not), for a preview to say why
+    they are skipped and for the follow-up to tell the two apart.
     """
     tunables = lifecycle.tunables()
     refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
         "issued_at"
     )[:1]
     aliases, near = deadline_near_q(now=now, tunables=tunables)
-    return (
+    needing = (
         connections.filter(Q(status=Status.NEEDS_RECONNECT) | Q(reconnect_by__isnull=False))
         .alias(deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")))
         .alias(**aliases)
         .filter(Q(status=Status.NEEDS_RECONNECT) | (near & Q(status__in=[Status.ACTIVE, Status.DEGRADED])))
     )
+    if include_quiet:
+        return needing.annotate(
+            quiet_muted_since=problems.muted_since_subquery(),
+            quiet_snoozed_until=problems.snoozed_until_subquery(now),
+        )
+    return needing.exclude(problems.quiet_connection_q(now))
+
+
+def quiet_words(connection: Connection) -> str:
+    """Why a connection annotated by ``needing_client(include_quiet=True)`` is not asked ("" when it is)."""
+    muted: dt.datetime | None = getattr(connection, "quiet_muted_since", None)
+    snoozed: dt.datetime | None = getattr(connection, "quiet_snoozed_until", None)
+    if muted is not None:
+        return f"muted since {timezone.localtime(muted):%d %b %Y}"
+    if snoozed is not None:
+        return f"snoozed until {timezone.localtime(snoozed):%d %b %Y, %H:%M}"
+    return ""
 
 
 # --- Planning and preview ------------------------------------------------------------------------
@@ -152,6 +176,8 @@ class RequestPlan:
     # confirmed sending anyway (from the household page only; a bulk send never does).
     stopped: ReconnectRequest | None = None
     send_despite_stop: bool = False
+    # Connections that need the client but are muted or snoozed: not asked, each with why.
+    quiet: list[tuple[Connection, str]] = field(default_factory=list)
 
     @property
     def sources(self) -> list[str]:
@@ -167,6 +193,9 @@ class RequestPlan:
     @property
     def blocker(self) -> str:
         """Why no email would go to this client ("" when one would)."""
+        if not self.connections:
+            left_out = "; ".join(f"{c.source_display} is {words}" for c, words in self.quiet)
+            return f"Nothing to ask: {left_out}."
         if not self.client.email:
             return f"{self.client.name} has no email address; add one first."
         if self.replaces is not None:
@@ -260,7 +289,7 @@ def reconnect_request_plans(
     household_ids = [h.pk for h in households]
     by_pk = {h.pk: h for h in households}
     connections = list(
-        needing_client(Connection.objects.filter(household_id__in=household_ids), now=now)
+        needing_client(Connection.objects.filter(household_id__in=household_ids), now=now, include_quiet=True)
         .select_related("client", "provider_app")
         .defer("provider_app__client_secret")
         .order_by("household_id", "client__name", "client_id", "platform", "id")
@@ -283,7 +312,11 @@ def reconnect_request_plans(
                 stopped=stops.get(connection.client_id),
                 send_despite_stop=connection.client_id in send_despite_stop,
             )
-        plan.connections.append(connection)
+        words = quiet_words(connection)
+        if words:
+            plan.quiet.append((connection, words))
+        else:
+            plan.connections.append(connection)
     return list(plans.values())
 
 
@@ -376,7 +409,7 @@ def reconnect_requests_create(
     now = now or timezone.now()
     results: list[ReconnectRequestResult] = []
     for plan in reconnect_request_plans(households=households, now=now, send_despite_stop=send_despite_stop):
-        if not plan.client.email:
+        if not plan.connections or not plan.client.email:
             results.append(ReconnectRequestResult(plan.household, plan.client, "skipped", plan.blocker))
             continue
         if (plan.replaces is not None or plan.existing is None) and plan.blocker:

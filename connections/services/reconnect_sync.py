@@ -28,7 +28,8 @@ def reconnect_requests_sync(
     *, requests: Iterable[ReconnectRequest] | None = None, now: dt.datetime | None = None
 ) -> int:
     """Read back what happened: items done (their link completed), dropped (the connection no longer needs
-    the client: it recovered by itself or the adviser fixed it), and each request's status from them.
+    the client: it recovered by itself or the adviser fixed it), withdrawn (the adviser muted the
+    connection), and each request's status from them.
 
     ``requests`` default to every open one. Returns how many requests changed status.
     """
@@ -41,18 +42,27 @@ def reconnect_requests_sync(
         return 0
     items = list(ReconnectRequestItem.objects.filter(request_id__in=[r.pk for r in rows]).select_related("client_link"))
     open_items = [i for i in items if i.status == ReconnectRequestItem.ItemStatus.OPEN]
-    needed = set(
-        needing_client(Connection.objects.filter(pk__in=[i.connection_id for i in open_items]), now=now).values_list(
-            "pk", flat=True
-        )
-    )
+    # Snoozed connections stay in the request (the reminders leave them out until the snooze ends);
+    # muted ones are withdrawn, as the adviser asked to hear no more of them.
+    needed: set[int] = set()
+    muted: set[int] = set()
+    for connection in needing_client(
+        Connection.objects.filter(pk__in=[i.connection_id for i in open_items]), now=now, include_quiet=True
+    ).only("id"):
+        needed.add(connection.pk)
+        if getattr(connection, "quiet_muted_since", None) is not None:
+            muted.add(connection.pk)
     for item in open_items:
         link = item.client_link
         if link.status == ClientLink.LinkStatus.COMPLETED:
             item.status, item.done_at = ReconnectRequestItem.ItemStatus.DONE, link.completed_at or now
-        elif item.connection_id not in needed:
-            item.status, item.done_at = ReconnectRequestItem.ItemStatus.DROPPED, now
-            # The client must not be sent into a flow for a connection that works.
+        elif item.connection_id not in needed or item.connection_id in muted:
+            dropped = item.connection_id not in needed
+            item.status = (
+                ReconnectRequestItem.ItemStatus.DROPPED if dropped else ReconnectRequestItem.ItemStatus.WITHDRAWN
+            )
+            item.done_at = now
+            # The client must not be sent into a flow for a connection that works, or that nobody asks about.
             ClientLink.objects.filter(
                 pk=link.pk, status__in=[ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED]
             ).update(status=ClientLink.LinkStatus.CANCELLED)

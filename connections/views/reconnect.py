@@ -84,9 +84,12 @@ def household_reconnect_request(request: HttpRequest, pk: int) -> HttpResponseBa
     return render(request, "connections/reconnect_preview.html", context)
 
 
-def _chosen_households(request: HttpRequest, values: QueryDict) -> list[Household]:
-    """The chosen households (or, with ``all``, every one) among the user's that need the client now."""
-    scoped = request_selectors.households_needing_client(user=request.user)
+def _chosen_households(request: HttpRequest, values: QueryDict, *, include_quiet: bool = False) -> list[Household]:
+    """The chosen households (or, with ``all``, every one) among the user's that need the client now.
+
+    ``include_quiet``: also those whose only such connections are muted or snoozed (shown, never asked).
+    """
+    scoped = request_selectors.households_needing_client(user=request.user, include_quiet=include_quiet)
     if values.get("all"):
         return list(scoped.order_by("name", "id"))
     ids = {int(v) for v in values.getlist("household") if v.isdigit() and len(v) < 19}
@@ -107,7 +110,11 @@ def reconnect_requests_ask(request: HttpRequest) -> HttpResponseBase:
         return redirect("reconnect_bulk", pk=bulk.pk)
     context = {"households": households, "bulk": True, "everything": bool(source.get("all"))}
     if households:
-        context.update(_preview_context(request, households, bulk=True))
+        asked = {h.pk for h in households}
+        # Households left out because everything of theirs is muted or snoozed: listed as skipped, so the
+        # adviser sees why "Ask all" counts fewer than the attention list shows.
+        quiet_only = [h for h in _chosen_households(request, source, include_quiet=True) if h.pk not in asked]
+        context.update(_preview_context(request, [*households, *quiet_only], bulk=True))
     return render(request, "connections/reconnect_preview.html", context, status=200 if households else 400)
 
 

@@ -21,7 +21,7 @@ from django.test import Client as Browser
 from django.urls import reverse
 from django.utils import timezone
 
-from connections import jobs, lifecycle, services
+from connections import jobs, lifecycle, problems, services
 from connections import models as m
 from tests.e2e.support import Clock
 from tests.factories import ClientFactory, ConnectionFactory, HouseholdFactory
@@ -281,6 +281,67 @@ def test_a_not_me_stands_for_its_address_only(world: World) -> None:
     m.Client.objects.filter(pk=world.client.pk).update(email="linh.right@example.test")
     asked = services.reconnect_requests_create(households=[world.household], user=world.adviser)
     assert [(r.outcome, r.client.email) for r in asked] == [("sent", "linh.right@example.test")]
+
+
+# --- Muted and snoozed connections ---------------------------------------------------------------------
+
+
+def test_muted_and_snoozed_connections_are_not_asked_and_ask_all_lists_them_as_skipped(
+    adviser_client: Any,
+    world: World,
+    clock: Clock,
+) -> None:
+    gemini, kraken = _broken(world, "gemini"), _broken(world, "kraken", provider_app=world.coinify)
+    problems.problem_snooze(connection=gemini, until=clock.now() + timedelta(days=1), user=world.adviser)
+    problems.connection_mute(connection=kraken, user=world.adviser)
+    other = HouseholdFactory(firm=world.firm, name="Ahmed Household", advisers=[world.adviser])
+    ConnectionFactory(
+        client=ClientFactory(household=other, name="Sami Ahmed", email="sami@example.test"),
+        provider_app=world.turnqey,
+        status=m.Status.NEEDS_RECONNECT,
+        reason=m.Reason.REVOKED,
+        next_check_at=None,
+    )
+
+    # Only the household with something loud to ask about is counted.
+    attention = adviser_client.get(reverse("attention_list")).content.decode()
+    assert "Ask all 1 household to reconnect" in attention
+    preview = adviser_client.get(reverse("reconnect_requests_ask"), {"all": "1"}).content.decode()
+    assert "Send 1 request" in preview
+    assert "Gemini via Turnqey: skipped, snoozed until" in preview
+    assert "Kraken via Coinify: skipped, muted since" in preview
+    assert "Skipped: Nothing to ask: Gemini via Turnqey is snoozed until" in preview
+    household_preview = adviser_client.get(reverse("household_reconnect_request", args=[world.household.pk]))
+    assert "Send 1 request" not in household_preview.content.decode()
+
+    adviser_client.post(reverse("reconnect_requests_ask"), {"all": "1"})
+    assert [message.to for message in mail.outbox] == [["sami@example.test"]]
+    assert services.reconnect_requests_create(households=[world.household], user=world.adviser)[0].outcome == (
+        "skipped"
+    )
+    assert len(mail.outbox) == 1
+
+
+def test_reminders_leave_out_a_snoozed_connection_and_withdraw_a_muted_one(world: World, clock: Clock) -> None:
+    gemini, kraken = _broken(world, "gemini"), _broken(world, "kraken", provider_app=world.coinify)
+    request = _ask(world)
+    start = clock.now()
+    problems.connection_mute(connection=kraken, user=world.adviser)
+    problems.problem_snooze(connection=gemini, until=start + timedelta(days=3), user=world.adviser)
+
+    clock.move_to(start + timedelta(days=2, minutes=1))
+    assert jobs.reminders_run()["reminders_sent"] == 0  # Gemini is snoozed, Kraken muted: nothing to remind
+    items = {item.connection_id: item.status for item in request.items.all()}
+    assert items == {gemini.pk: "open", kraken.pk: "withdrawn"}
+    assert m.ClientLink.objects.get(reconnect_item__connection=kraken).status == "cancelled"
+
+    clock.move_to(start + timedelta(days=3, minutes=1))  # the snooze is over: the missed reminder goes once
+    assert jobs.reminders_run()["reminders_sent"] == 1
+    reminder = emails_to("linh@example.test")[-1]
+    assert "Gemini" in reminder.body
+    assert "Kraken" not in reminder.body
+    page, _ = open_request(Browser(), reminder)
+    assert "Nothing to do" in page.content.decode()
 
 
 # --- Delivery reports ------------------------------------------------------------------------------
