@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+from django.urls import reverse
 
 from api.keys import api_key_create
-from api.models import EventType
+from api.models import ApiKey, EventType
 from api.webhooks.services import endpoint_create
 from connections import models as m
 from tests.webhook_receiver import Answer, webhook_receiver
 
-from .support import Beat, Clock, Portal, SandboxControl, connect_turnqey, fresh, reconnect_turnqey
+from .support import Beat, Clock, Portal, SandboxControl, connect_turnqey, consent, fresh, reconnect_turnqey
 
 
 @pytest.fixture
@@ -75,3 +77,67 @@ def test_a_revoked_connection_sends_one_needs_reconnect_and_after_the_reconnect_
     ).json()
     assert [(e["id"], e["type"]) for e in feed["items"]] == [(p["id"], p["type"]) for p in payloads]
     assert json.loads(received[0].body)["timestamp"] == feed["items"][0]["timestamp"]
+
+
+@pytest.mark.usefixtures("local_receivers")
+def test_a_link_sent_through_the_api_is_opened_and_completed_and_each_step_is_a_signed_webhook(
+    sandbox: SandboxControl, portal: Portal, clock: Clock, beat: Beat, live_server: Any
+) -> None:
+    """Revoked at the sandbox, the firm's CRM sends a link through the API; the client opens it and reconnects."""
+    firm = portal.household.firm
+    with webhook_receiver(Answer(200)) as receiver:
+        endpoint = endpoint_create(firm=firm, url=receiver.url, event_types=EventType.values)
+        connection = connect_turnqey(portal, platform="coinbase")
+        assert sandbox.act("turnqey", "revoke", identity=str(portal.client.identity), platform="coinbase") >= 1
+        clock.move_to(fresh(connection).next_check_at)
+        beat.tick()
+        assert fresh(connection).status == m.Status.NEEDS_RECONNECT
+
+        key = api_key_create(firm=firm, name="CRM", scope=ApiKey.Scope.WRITE).key
+        sent = requests.post(
+            f"{live_server.url}/api/v1/connections/{connection.pk}/client-links",
+            json={"send_email": False},
+            headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "crm-task-1"},
+            timeout=15,
+        )
+        assert sent.status_code == 201, sent.text
+        link_path = urlsplit(sent.json()["url"]).path
+
+        with requests.Session() as browser:
+            page = browser.get(live_server.url + link_path, timeout=15)
+            assert page.status_code == 200
+            start = browser.post(live_server.url + link_path, allow_redirects=False, timeout=15)
+            assert start.status_code == 302, start.text
+            callback = consent(start.headers["Location"])  # approved at Turnqey's consent page
+            assert callback.get("status") == "success", callback
+            done = browser.get(
+                live_server.url + reverse("connect_callback", args=["turnqey"]), params=callback, timeout=15
+            )
+            assert done.status_code == 200
+            assert "you are connected" in done.text
+        assert fresh(connection).status == m.Status.ACTIVE
+        received = receiver.wait_for(6, timeout=1.0)
+
+    payloads = [r.verified(endpoint.secret) for r in received]
+    types = [p["type"] for p in payloads]
+    assert sorted(types) == sorted(
+        [
+            "connection.needs_reconnect",
+            "client_link.sent",
+            "client_link.opened",
+            "client_link.completed",
+            "connection.recovered",
+        ]
+    )
+    assert types[:3] == ["connection.needs_reconnect", "client_link.sent", "client_link.opened"]
+    by_type = {p["type"]: p["data"] for p in payloads}
+    link_id = sent.json()["id"]
+    for step in ("client_link.sent", "client_link.opened", "client_link.completed"):
+        assert by_type[step]["client_link"]["id"] == link_id, step
+        assert by_type[step]["connection"]["id"] == connection.pk, step
+    completed = by_type["client_link.completed"]
+    assert completed["event"]["kind"] == "link_completed"
+    assert completed["client_link"]["status"] == "completed"
+    assert completed["client_link"]["completed_at"] is not None
+    assert completed["connection"]["status"] == "active"
+    assert link_path not in b"".join(r.body for r in received).decode()
