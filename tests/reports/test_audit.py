@@ -80,6 +80,20 @@ def _second_factor_wrong(world: World, fake: Any, prepared: Any) -> None:
     browser.post(reverse("mfa:verify"), {"code": "000000" if code_for(device) != "000000" else "111111"})
 
 
+def _four_wrong_codes(world: World, fake: Any) -> tuple[Client, TOTPDevice]:
+    browser, device = _browser_with_device(world, fake)
+    for _ in range(4):
+        assert browser.post(reverse("mfa:verify"), {"code": "000001"}).status_code == 400
+        # django-otp's doubling wait is not what this counts: clear it between tries.
+        TOTPDevice.objects.filter(pk=device.pk).update(throttling_failure_count=0, throttling_failure_timestamp=None)
+    return browser, device
+
+
+def _fifth_wrong_code(world: World, fake: Any, prepared: Any) -> None:
+    browser, _ = prepared
+    assert browser.post(reverse("mfa:verify"), {"code": "000001"}).status_code == 429
+
+
 def _prepare_setup(world: World, fake: Any) -> Client:
     browser = Client(REMOTE_ADDR=ADDRESS)
     browser.force_login(world.adviser)
@@ -446,6 +460,9 @@ CASES = {
     "failed sign-in": Case(Action.SIGN_IN_FAILED, "", perform=_sign_in_fails),
     "second factor given": Case(Action.SECOND_FACTOR_PASSED, "adviser", _browser_with_device, _second_factor),
     "wrong second factor": Case(Action.SECOND_FACTOR_FAILED, "adviser", _browser_with_device, _second_factor_wrong),
+    "second factor locked out": Case(
+        Action.SECOND_FACTOR_LOCKED, "adviser", _four_wrong_codes, _fifth_wrong_code, says="5 wrong"
+    ),
     "second factor set up": Case(Action.MFA_ENABLED, "adviser", _prepare_setup, _set_up),
     "second factor removed": Case(Action.MFA_REMOVED, "adviser", _prepare_verified, _remove),
     "recovery codes replaced": Case(Action.RECOVERY_CODES_REPLACED, "adviser", _prepare_verified, _new_codes),
