@@ -36,17 +36,24 @@ The firm's connections to its clients' crypto data, for the firm's other systems
 
 **Authentication.** Send a firm API key as `Authorization: Bearer <key>`. A key sees exactly its firm.
 Keys are made by a firm admin (Integrations page) or with `manage.py api_key_create`; a `read` key may
-only read, a `write` key may also create client links, check and disconnect.
+only read, a `write` key may also create client links and household reconnect requests, check and
+disconnect.
 
 **Errors** are RFC 9457 problem bodies (`application/problem+json`) with a plain `detail`, a stable
-`code`, and `errors` naming each invalid field. **Rate limit:** per key; over it, `429` with `Retry-After`.
+`code`, and `errors` naming each invalid field. **Rate limits:** per key, on every request; and, as for a
+person, on link emails (`CLIENT_LINK_SENDS_PER_HOUR`) and checks (`CHECK_NOW_PER_MINUTE`). Over one,
+`429` with `Retry-After`, and nothing was sent or checked.
 
-**Lists** are `{"items": [...], "next_cursor": ...}`, ordered by id, paged by cursor (stable while rows
-are added). **Incremental sync:** `GET /connections?changed_since=...`, then keep `next_changed_since`;
-single objects carry an `ETag` for `If-None-Match`.
+**Lists** are `{"items": [...], "next_cursor": ...}` in a stable order: connections and clients by
+household, then id; households and the event feed by id; a connection's history newest first. For the
+next page pass `next_cursor` back as `cursor`, exactly as received (it is opaque: build none); a page
+never repeats or skips a row while rows are added. **Incremental sync:** `GET /connections?changed_since=...`,
+then keep `next_changed_since`; single objects carry an `ETag` for `If-None-Match`.
 
 **Writes** accept an `Idempotency-Key` header: a retry with the same key gets the first reply and does
-not, say, email the client twice.
+not, say, email the client twice. A write that failed (a `5xx`, such as `503 email_failed` when the
+mail server refused a link's email: nothing was kept) or was held back (`429`) may be retried with the
+same key.
 
 **Webhooks** are signed per Standard Webhooks; `GET /events?after=<id>` replays the same events.
 """

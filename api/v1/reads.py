@@ -34,7 +34,13 @@ router = Router()
 READ_ERRORS: dict[int, type[Problem]] = {400: Problem, 401: Problem, 422: Problem, 429: Problem, 500: Problem}
 ONE_ERRORS: dict[int, type[Problem]] = {401: Problem, 404: Problem, 422: Problem, 429: Problem, 500: Problem}
 
-Cursor = QueryEx[str | None, P(description="next_cursor of the previous page; leave out for the first page.")]
+Cursor = QueryEx[
+    str | None,
+    P(
+        description="The next_cursor of the previous page, exactly as received (opaque: build none); "
+        "leave out for the first page."
+    ),
+]
 Limit = QueryEx[int, P(ge=1, le=MAX_LIMIT, description=f"Items per page (at most {MAX_LIMIT}).")]
 
 
