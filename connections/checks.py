@@ -37,9 +37,10 @@ def encryption_keys_check(app_configs: Any = None, **kwargs: Any) -> list[Error]
 def lifecycle_tunables_check(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """Every ``LIFECYCLE_<NAME>`` setting names a tunable and holds a number, or the portal does not start.
 
-    Read at call time by the lifecycle (``Tunables.from_settings``), a bad
+    Read at call time by the lifecycle (``lifecycle.config.tunables_from``), a bad
     value would otherwise surface only inside the first check that reads it.
     """
+    from .lifecycle.config import tunables_from
     from .lifecycle.rules import Tunables
 
     known = {f"LIFECYCLE_{item.name.upper()}": item for item in fields(Tunables)}
@@ -55,7 +56,7 @@ def lifecycle_tunables_check(app_configs: Any = None, **kwargs: Any) -> list[Err
             )
             continue
         try:
-            Tunables.from_settings(type("Only", (), {name: getattr(settings, name)}))
+            tunables_from(type("Only", (), {name: getattr(settings, name)}))
         except (TypeError, ValueError):
             errors.append(Error(f"{name} must be a number.", id="connections.E004"))
     return errors

@@ -4,7 +4,8 @@ PURE: no ORM, no HTTP, no clock of its own (``now`` and the random source are
 passed in). Every status, reason and failure count a connection ever gets is
 decided here, by :func:`decide`; the rest of the lifecycle gathers what
 happened, asks, and stores the :class:`Transition` it gets back. Read this
-file to answer "when does a connection become degraded, and what does it say?"
+file to answer "when does a connection become degraded?"; what each outcome
+then says is ``connections.wording.event_sentence`` and ``status_message``.
 
 The table (rows: what happened; columns: the status now; NR = needs_reconnect)::
 
@@ -14,6 +15,10 @@ The table (rows: what happened; columns: the status now; NR = needs_reconnect)::
                                              after N in a row
   permanent failure (r)      -               NR (r)               NR (r)            NR (r)              -
   app credentials rejected   -               unchanged            unchanged         unchanged           -
+  deferred (no call made)    -               unchanged, looks     unchanged, looks  unchanged           -
+                                             again at `until`     again at `until`
+  interrupted (portal error) -               unchanged, looks     unchanged, looks  unchanged           -
+                                             again after a delay  again after a delay
   grant (connect/reconnect)  active          active               active +RECOVERED active +RECOVERED   REFUSED
   disconnect                 disconnected    disconnected         disconnected      disconnected        -
   authorization abandoned    pending (r)     -                    -                 -                   -
@@ -21,48 +26,40 @@ The table (rows: what happened; columns: the status now; NR = needs_reconnect)::
   credentials unreadable     -               NR (unreadable)      NR (unreadable)   NR (unreadable)     -
 
 "-": nothing happens (such a connection is never checked, or the event does
-not apply). Only a permanent failure (the provider said expired, revoked or
-credentials invalid) or a lapsed deadline flags a connection; a transient one
-never does. ``app rejected`` flags the ProviderApp, never the clients'
-connections. A disconnected connection is final: only a new connect that an
-adviser starts afterwards brings the source back, as a new row.
+not apply). N is ``Tunables.degraded_after``. Only a permanent failure
+(expired, revoked, credentials invalid) or a lapsed deadline flags a
+connection; a transient one never does, and a rejected app flags the
+ProviderApp, never the clients' connections. Disconnected is final: only a new
+connect brings the source back, as a new row.
 
-Scheduling: active and degraded connections are scheduled (``next_check_at``);
-needs_reconnect, pending and disconnected ones are not, so nothing retries
-what only the client can fix. After a success the next look is the earlier of
-the renewal point (minus jitter) and the probe interval; after a transient
-failure, capped exponential backoff with full jitter, never sooner than the
-provider's ``Retry-After``.
-
-Events are returned as :class:`EventSpec` (kind, statuses, reason, facts);
-:mod:`connections.wording` puts them into words and the store writes them in
-the same transaction as the row. A routine success that changes nothing writes
-no event.
+Scheduling: only active and degraded connections are scheduled, so nothing
+retries what only the client can fix. After a success the next look is the
+earlier of the renewal point (minus jitter) and the probe interval; after a
+transient failure, capped exponential backoff with full jitter, never sooner
+than the provider's ``Retry-After``. Events come back as :class:`EventSpec`,
+written by the store in the same transaction as the row; a routine success
+that changes nothing writes none.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-PENDING, ACTIVE, DEGRADED, NEEDS_RECONNECT, DISCONNECTED = (
-    "pending",
-    "active",
-    "degraded",
-    "needs_reconnect",
-    "disconnected",
-)
-EXPIRED, REVOKED, CREDENTIALS_INVALID, CREDENTIALS_UNREADABLE = (
-    "expired",
-    "revoked",
-    "credentials_invalid",
-    "credentials_unreadable",
-)
-TRANSIENT, AUTHORIZATION_ABANDONED = "transient", "authorization_abandoned"
+PENDING, ACTIVE, DEGRADED, NEEDS_RECONNECT = "pending", "active", "degraded", "needs_reconnect"
+DISCONNECTED, TRANSIENT, AUTHORIZATION_ABANDONED = "disconnected", "transient", "authorization_abandoned"
+EXPIRED, REVOKED, CREDENTIALS_INVALID = "expired", "revoked", "credentials_invalid"
+CREDENTIALS_UNREADABLE = "credentials_unreadable"
 PERMANENT_REASONS = frozenset({EXPIRED, REVOKED, CREDENTIALS_INVALID, CREDENTIALS_UNREADABLE})
+SCHEDULED = frozenset({ACTIVE, DEGRADED})  # the sweep looks at these by itself
+CHECKABLE = frozenset({ACTIVE, DEGRADED, NEEDS_RECONNECT})  # a person may force a check of these
+RECOVERING = frozenset({DEGRADED, NEEDS_RECONNECT})  # back to active from here is a recovery
+# Event kinds (connections.models.ConnectionEvent.Kind values).
+CREATED, CONNECTED, RECONNECTED, RECOVERED = "created", "connected", "reconnected", "recovered"
+CHECK_FAILED, STATUS_CHANGED, DISCONNECT = "check_failed", "status_changed", "disconnected"
 
 
 class Random(Protocol):
@@ -71,21 +68,9 @@ class Random(Protocol):
     def uniform(self, a: float, b: float) -> float: ...
 
 
-SCHEDULED = frozenset({ACTIVE, DEGRADED})  # the sweep looks at these by itself
-CHECKABLE = frozenset({ACTIVE, DEGRADED, NEEDS_RECONNECT})  # a person may force a check of these
-RECOVERING = frozenset({DEGRADED, NEEDS_RECONNECT})  # back to active from here is a recovery
-
-# Event kinds (connections.models.ConnectionEvent.Kind values).
-CREATED, CONNECTED, RECONNECTED, RECOVERED = "created", "connected", "reconnected", "recovered"
-CHECK_FAILED, STATUS_CHANGED, DISCONNECT = "check_failed", "status_changed", "disconnected"
-
-
-# --- Settings ---------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Tunables:
-    """Every lifecycle setting, in seconds unless named otherwise. Django setting: ``LIFECYCLE_<NAME>``."""
+    """Every lifecycle setting, in seconds unless named otherwise; ``config.py`` reads ``LIFECYCLE_<NAME>``."""
 
     probe_interval_seconds: float = 15 * 60  # routine look at a healthy connection
     probe_jitter_fraction: float = 0.1  # ... give or take this share
@@ -104,23 +89,8 @@ class Tunables:
     store_retry_total_seconds: float = 90  # renewed tokens arrived: keep trying to store them this long
     store_retry_seconds: float = 0.25  # first pause between store attempts (doubles, capped at 5 s)
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> Tunables:
-        """The defaults above, overridden by ``LIFECYCLE_<NAME>`` attributes of ``settings``."""
-        values: dict[str, Any] = {}
-        for item in fields(cls):
-            name = f"LIFECYCLE_{item.name.upper()}"
-            if hasattr(settings, name):
-                values[item.name] = _SETTING_TYPES[item.name](getattr(settings, name))
-        return cls(**values)
 
-
-_SETTING_TYPES: dict[str, type] = {
-    item.name: int if item.name == "degraded_after" else float for item in fields(Tunables)
-}
-
-
-# --- What the rules decide on ---------------------------------------------------------------
+# --- What the rules decide on: the row's state, and what happened --------------------------------
 
 
 @dataclass(frozen=True)
@@ -134,16 +104,12 @@ class State:
 
 
 @dataclass(frozen=True)
-class Succeeded:
-    """A check renewed what was due and the provider listed the accounts."""
-
+class Succeeded:  # a check renewed what was due and the provider listed the accounts
     renewal_due_at: datetime | None = None
 
 
 @dataclass(frozen=True)
-class FailedTransiently:
-    """Timeout, 5xx, 429, malformed reply: the provider may well answer next time."""
-
+class FailedTransiently:  # timeout, 5xx, 429, malformed reply: the provider may well answer next time
     retry_after: float | None = None
     error: str = ""
 
@@ -152,9 +118,9 @@ class FailedTransiently:
 class FailedPermanently:
     """Only the client can fix it: ``reason`` is expired, revoked or credentials_invalid.
 
-    ``from_provider`` is False when the portal found nothing usable to send
-    (no call was made): that confirms a flagged connection is still broken but
-    does not rewrite why it broke.
+    ``from_provider`` is False when the portal found nothing usable to send (no
+    call was made): that confirms a flagged connection is still broken but does
+    not rewrite why it broke.
     """
 
     reason: str
@@ -163,28 +129,22 @@ class FailedPermanently:
 
 
 @dataclass(frozen=True)
-class AppRejected:
-    """The provider rejected the portal's own app credentials (not the client's)."""
-
+class AppRejected:  # the provider rejected the portal's own app credentials (not the client's)
     error: str = ""
 
 
 @dataclass(frozen=True)
-class Deferred:
-    """No call was made (breaker open, rate limit, app disabled): look again at ``until``."""
-
+class Deferred:  # no call was made (breaker open, rate limit, app disabled): look again at ``until``
     until: datetime
 
 
 @dataclass(frozen=True)
-class Interrupted:
-    """The portal's own code failed unexpectedly mid-check."""
+class Interrupted:  # the portal's own code failed unexpectedly mid-check
+    pass
 
 
 @dataclass(frozen=True)
-class Granted:
-    """A connect or reconnect completed and its credentials were stored."""
-
+class Granted:  # a connect or reconnect completed and its credentials were stored
     reconnect: bool
     renewal_due_at: datetime | None = None
     accounts_read: bool = True
@@ -194,45 +154,30 @@ class Granted:
 
 
 @dataclass(frozen=True)
-class Disconnected:
-    """Removed on purpose (revoked at the provider where it can be, secrets deleted)."""
-
+class Disconnected:  # removed on purpose (revoked at the provider where it can be, secrets deleted)
     revoke_error: str = ""
 
 
 @dataclass(frozen=True)
-class Abandoned:
-    """Every authorization of a pending connection ran out of time unfinished."""
+class Abandoned:  # every authorization of a pending connection ran out of time unfinished
+    pass
 
 
 @dataclass(frozen=True)
-class DeadlinePassed:
-    """The hard deadline (``reconnect_by``) went by without a renewal: only the client can restore access."""
-
+class DeadlinePassed:  # the hard deadline (reconnect_by) went by: only the client can restore access
     deadline: datetime
 
 
 @dataclass(frozen=True)
-class CredentialsUnreadable:
-    """A stored credential can no longer be decrypted by any configured key."""
-
-
-Happened = (
-    Succeeded
-    | FailedTransiently
-    | FailedPermanently
-    | AppRejected
-    | Deferred
-    | Interrupted
-    | Granted
-    | Disconnected
-    | Abandoned
-    | DeadlinePassed
-    | CredentialsUnreadable
-)
+class CredentialsUnreadable:  # a stored credential can no longer be decrypted by any configured key
+    pass
 
 
 CHECK_OUTCOMES = (Succeeded, FailedTransiently, FailedPermanently, AppRejected, Deferred, Interrupted)
+Happened = (
+    Succeeded | FailedTransiently | FailedPermanently | AppRejected | Deferred | Interrupted
+    | Granted | Disconnected | Abandoned | DeadlinePassed | CredentialsUnreadable
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -287,23 +232,21 @@ def decide(state: State, happened: Happened, *, now: datetime, tunables: Tunable
         return _no_change(state)  # pending and disconnected connections are never checked
 
     if isinstance(happened, Succeeded | Granted):
-        if isinstance(happened, Granted) and status == DISCONNECTED:
+        granted = happened if isinstance(happened, Granted) else None
+        if granted is not None and status == DISCONNECTED:
             raise GrantRefused("a disconnected connection is never brought back; connect the source anew")
-        if isinstance(happened, Granted) and not happened.accounts_read:
-            # Nothing read yet: look soon, so the household shows balances.
-            next_check = now + timedelta(seconds=tunables.min_recheck_seconds)
+        if granted is not None and not granted.accounts_read:
+            next_check = now + timedelta(seconds=tunables.min_recheck_seconds)  # look soon, to show balances
         else:
             next_check = next_check_after_success(
                 renewal_due_at=happened.renewal_due_at, now=now, tunables=tunables, rng=rng
             )
         events: list[EventSpec] = []
-        if isinstance(happened, Granted):
-            kind = RECONNECTED if happened.reconnect else CONNECTED
-            connected: dict[str, Any] = {"deadline": happened.deadline, "deadline_rolls": happened.deadline_rolls}
-            events.append(EventSpec(kind, status, ACTIVE, facts=connected))
+        if granted is not None:
+            connected = {"deadline": granted.deadline, "deadline_rolls": granted.deadline_rolls}
+            events.append(EventSpec(RECONNECTED if granted.reconnect else CONNECTED, status, ACTIVE, facts=connected))
         if status in RECOVERING:
-            granted = happened if isinstance(happened, Granted) else None
-            facts: dict[str, Any] = {
+            facts = {
                 "by_reconnect": granted is not None,
                 "by_client": granted is not None and granted.by_client,
                 "previous_reason": state.reason,
@@ -328,9 +271,8 @@ def decide(state: State, happened: Happened, *, now: datetime, tunables: Tunable
     if isinstance(happened, FailedPermanently):
         if happened.reason not in PERMANENT_REASONS:
             raise ValueError(f"not a permanent reason: {happened.reason!r}")
-        reason = happened.reason
-        if status == NEEDS_RECONNECT and not happened.from_provider and state.reason:
-            reason = state.reason
+        keep = status == NEEDS_RECONNECT and not happened.from_provider and state.reason
+        reason = state.reason if keep else happened.reason
         event = EventSpec(CHECK_FAILED, status, NEEDS_RECONNECT, reason, {"error": happened.error})
         return Transition(NEEDS_RECONNECT, reason, 0, None, None, (event,), error=happened.error)
 
@@ -340,9 +282,10 @@ def decide(state: State, happened: Happened, *, now: datetime, tunables: Tunable
         rejected = {"app_rejected": True, "error": happened.error, "next_check_at": later}
         return _kept(state, later, (EventSpec(CHECK_FAILED, status, status, "", rejected),), error=happened.error)
 
-    if isinstance(happened, Deferred | Interrupted):
-        if isinstance(happened, Deferred):
-            return _kept(state, happened.until if scheduled else None, ())
+    if isinstance(happened, Deferred):
+        return _kept(state, happened.until if scheduled else None, ())
+
+    if isinstance(happened, Interrupted):
         until = now + timedelta(seconds=tunables.error_delay_seconds)
         interrupted = EventSpec(CHECK_FAILED, status, status, "", {"interrupted": True, "next_check_at": until})
         return _kept(state, until if scheduled else None, (interrupted,))
@@ -401,11 +344,8 @@ def backoff_delay(failures: int, retry_after: float | None, tunables: Tunables, 
     ``Retry-After`` is a floor.
     """
     exponent = min(max(failures, 1) - 1, 62)
-    ceiling = min(tunables.backoff_cap_seconds, tunables.backoff_base_seconds * (2**exponent))
-    delay = rng.uniform(0, ceiling)
-    if retry_after is not None and retry_after > 0:
-        delay = max(delay, float(retry_after))
-    return delay
+    delay = rng.uniform(0, min(tunables.backoff_cap_seconds, tunables.backoff_base_seconds * (2**exponent)))
+    return max(delay, float(retry_after)) if retry_after is not None and retry_after > 0 else delay
 
 
 def next_check_after_success(
@@ -437,12 +377,12 @@ def deadline_is_near(
     of life, moved on at every renewal) only once it has stopped rolling: within
     the window AND with half its own life gone since ``basis`` (the refresh
     token's last issue), which a sign-in the portal keeps renewing never reaches.
-
     Selectors and housekeeping query this as SQL (``claims.deadline_near_q``), tested against this rule.
     """
     left = deadline - now
-    within = left <= timedelta(seconds=tunables.deadline_warning_seconds)
-    return within and (not rolls or left <= (deadline - basis) / 2)
+    return left <= timedelta(seconds=tunables.deadline_warning_seconds) and (
+        not rolls or left <= (deadline - basis) / 2
+    )
 
 
 def degraded_needs_attention(*, degraded_since: datetime | None, now: datetime, tunables: Tunables) -> bool:

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connections.lifecycle import rules
+from connections.lifecycle.config import tunables_from
 from connections.lifecycle.rules import (
     ACTIVE,
     DEGRADED,
@@ -237,7 +238,7 @@ def test_tunables_come_from_lifecycle_settings() -> None:
         LIFECYCLE_DEGRADED_AFTER = "5"
         LIFECYCLE_PROBE_INTERVAL_SECONDS = 60
 
-    tunables = Tunables.from_settings(Settings())
+    tunables = tunables_from(Settings())
     assert tunables.degraded_after == 5
     assert tunables.probe_interval_seconds == 60.0
     assert tunables.backoff_cap_seconds == T.backoff_cap_seconds
