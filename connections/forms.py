@@ -261,13 +261,14 @@ class NotificationSettingsForm(forms.ModelForm):
 
 
 class SnoozeForm(forms.Form):
-    """Snooze a connection's problem (1 day, 1 week, until a date), mute the connection, or wake it."""
+    """Snooze a connection's problem (1 day, 1 week, until a date), mute or unmute the connection, or wake it."""
 
     ACTIONS = (
         ("day", "Snooze 1 day"),
         ("week", "Snooze 1 week"),
         ("until", "Snooze until"),
         ("mute", "Mute until it works again"),
+        ("unmute", "Unmute"),
         ("wake", "Wake now"),
     )
     action = forms.ChoiceField(choices=ACTIONS)

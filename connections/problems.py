@@ -18,9 +18,19 @@ questions (:func:`rules.degraded_needs_attention`, and the SQL form of
   ``NOTIFICATIONS_RECOVERY_HOLD_SECONDS`` (one hour) without trouble. A
   relapse meanwhile keeps the same problem open and silent. A problem that
   was never announced closes without a word.
-* Muting lasts until a recovery holds (it carries over when the trouble turns
-  into another cause); a snooze ends at its time. Either way the problem is
-  still tracked, only kept out of the attention list and digests.
+* Muting belongs to the connection (``Connection.muted_at``), healthy or
+  not: every problem of a muted connection is quiet. It lasts until a break
+  that began after the mute has recovered and the recovery held (that
+  recovery is not news either, ``RECOVERED_MUTED``); the next break is told.
+  So a connection muted because the client closed the account stays quiet
+  for as long as it stays broken, and one muted while healthy stays quiet
+  through its first break and recovery. Unmuting ends it at once.
+* A snooze belongs to a problem and ends at its time. It carries over when
+  the problem changes cause within the snooze (a failing provider that
+  starts refusing the token is still the trouble that was snoozed), but not
+  to a second problem beside it (a deadline coming near is new).
+  Either way the problem is still tracked, only kept out of the attention
+  list and digests.
 * A problem open past the firm's ``escalate_after_days`` (7 by default) is
   escalated once, for the firm admins' digest.
 """
@@ -78,9 +88,9 @@ def escalate_after(policy: FirmNotificationPolicy | None) -> dt.timedelta:
     return dt.timedelta(days=days)
 
 
-def quiet_q(now: dt.datetime, prefix: str = "") -> Q:
-    """Muted, or snoozed until later (``prefix`` reaches a problem through a relation, e.g. ``"problems__"``)."""
-    return Q(**{f"{prefix}muted_at__isnull": False}) | Q(**{f"{prefix}snoozed_until__gt": now})
+def snoozed_q(now: dt.datetime, prefix: str = "") -> Q:
+    """Over problems: snoozed until later (``prefix`` reaches a problem through a relation)."""
+    return Q(**{f"{prefix}snoozed_until__gt": now})
 
 
 def snoozed_until_subquery(now: dt.datetime) -> Subquery:
@@ -92,18 +102,14 @@ def snoozed_until_subquery(now: dt.datetime) -> Subquery:
     )
 
 
-def muted_since_subquery() -> Subquery:
-    """Over connections: since when a problem of it is muted (else NULL)."""
-    return Subquery(
-        ConnectionProblem.objects.filter(connection=OuterRef("pk"), closed_at__isnull=True, muted_at__isnull=False)
-        .order_by("muted_at")
-        .values("muted_at")[:1]
-    )
+def snoozed_exists(now: dt.datetime) -> Exists:
+    """Over connections: an open problem of it is snoozed until later."""
+    return Exists(ConnectionProblem.objects.filter(snoozed_q(now), connection=OuterRef("pk"), closed_at__isnull=True))
 
 
 def quiet_connection_q(now: dt.datetime) -> Q:
     """Over connections: muted, or with a problem snoozed until later (for ``filter`` or ``exclude``)."""
-    return Q(Exists(ConnectionProblem.objects.filter(quiet_q(now), connection=OuterRef("pk"), closed_at__isnull=True)))
+    return Q(muted_at__isnull=False) | Q(snoozed_exists(now))
 
 
 def snoozed_connection_ids(*, connection_ids: Iterable[int], now: dt.datetime) -> set[int]:
@@ -116,11 +122,9 @@ def snoozed_connection_ids(*, connection_ids: Iterable[int], now: dt.datetime) -
 
 
 def quiet_connection_ids(*, connection_ids: Iterable[int], now: dt.datetime) -> set[int]:
-    """Of ``connection_ids``, those with an open problem that is muted or snoozed. One query."""
+    """Of ``connection_ids``, those muted or with an open problem snoozed until later. One query."""
     return set(
-        ConnectionProblem.objects.filter(quiet_q(now), connection_id__in=list(connection_ids), closed_at__isnull=True)
-        .values_list("connection_id", flat=True)
-        .distinct()
+        Connection.objects.filter(quiet_connection_q(now), pk__in=list(connection_ids)).values_list("pk", flat=True)
     )
 
 
@@ -148,7 +152,9 @@ def _trouble_queryset(*, now: dt.datetime, tunables: rules.Tunables) -> QuerySet
                 .values("created_at")[:1]
             )
         )
-        .only("id", "status", "reason", "provider", "platform", "degraded_since", "reconnect_by", "household")
+        .only(
+            "id", "status", "reason", "provider", "platform", "degraded_since", "reconnect_by", "household", "muted_at"
+        )
     )
 
 
@@ -234,11 +240,22 @@ def problems_update(*, now: dt.datetime | None = None, connection_ids: Iterable[
     changed: dict[int, ConnectionProblem] = {}
     for connection_id, causes in wanted.items():
         row = troubled_rows[connection_id]
-        muted = next((p for (cid, _), p in problems.items() if cid == connection_id and p.muted_at), None)
         for cause in sorted(causes):
             problem = problems.get((connection_id, cause))
             if problem is None:
-                problem = _open(row, cause=cause, now=now, muted=muted)
+                # The snoozed problem this one succeeds (the same trouble, changed cause) hands its snooze on.
+                snoozed = next(
+                    (
+                        p
+                        for (cid, old_cause), p in problems.items()
+                        if cid == connection_id
+                        and cause in SUCCESSORS[old_cause]
+                        and p.snoozed_until is not None
+                        and p.snoozed_until > now
+                    ),
+                    None,
+                )
+                problem = _open(row, cause=cause, now=now, snoozed=snoozed)
                 if problem is None:
                     continue  # opened meanwhile by another run
                 problems[(connection_id, cause)] = problem
@@ -263,8 +280,9 @@ def problems_update(*, now: dt.datetime | None = None, connection_ids: Iterable[
 
     settling = [cid for (cid, cause) in problems if cause not in wanted.get(cid, ())]
     connections_now = {
-        c.pk: c for c in Connection.objects.filter(pk__in=settling).only("id", "status", "last_success_at")
+        c.pk: c for c in Connection.objects.filter(pk__in=settling).only("id", "status", "last_success_at", "muted_at")
     }
+    unmute: dict[int, dt.datetime] = {}
     for (connection_id, cause), problem in problems.items():
         if cause in wanted.get(connection_id, ()):
             continue
@@ -282,6 +300,17 @@ def problems_update(*, now: dt.datetime | None = None, connection_ids: Iterable[
             now=now,
         ):
             told = problem.announced_at is not None
+            muted_at = connection.muted_at
+            if muted_at is not None:
+                _close(problem, now=now, resolution=Resolution.RECOVERED_MUTED)
+                result.closed_quietly += 1
+                # It works again after a break that began while muted: the mute has done its job. A mute
+                # set during the break stands for the break it was set in; one set during the recovery
+                # hold waits for the next break.
+                started_muted = problem.recovering_since is not None and muted_at <= problem.recovering_since
+                if started_muted and not wanted.get(connection_id):
+                    unmute[connection_id] = muted_at
+                continue
             _close(problem, now=now, resolution=Resolution.RECOVERED if told else Resolution.CLEARED)
             if told:
                 result.recovered += 1
@@ -294,11 +323,14 @@ def problems_update(*, now: dt.datetime | None = None, connection_ids: Iterable[
         "announced_at", "closed_at", "resolution",
     ]  # fmt: skip
     ConnectionProblem.objects.bulk_update(list(changed.values()), fields, batch_size=500)
+    for connection_id, muted_at in unmute.items():
+        # Conditional: an adviser who muted it again meanwhile keeps their new mute.
+        Connection.objects.filter(pk=connection_id, muted_at=muted_at).update(muted_at=None, muted_by=None)
     return result
 
 
 def _open(
-    row: Connection, *, cause: str, now: dt.datetime, muted: ConnectionProblem | None
+    row: Connection, *, cause: str, now: dt.datetime, snoozed: ConnectionProblem | None
 ) -> ConnectionProblem | None:
     opened_at = now
     if cause == Cause.DEGRADED and row.degraded_since is not None:
@@ -307,18 +339,20 @@ def _open(
         opened_at = row.broke_at  # type: ignore[attr-defined]  # annotation
     try:
         with transaction.atomic():
-            return ConnectionProblem.objects.create(
+            problem = ConnectionProblem.objects.create(
                 connection_id=row.pk,
                 cause=cause,
                 opened_at=min(opened_at, now),
                 last_seen_at=now,
                 message=row.status_message[:500],
                 deadline=row.reconnect_by if cause == Cause.LAPSING else None,
-                muted_at=muted.muted_at if muted is not None else None,
-                muted_by=muted.muted_by if muted is not None else None,
+                snoozed_until=snoozed.snoozed_until if snoozed is not None else None,
+                snoozed_by_id=snoozed.snoozed_by_id if snoozed is not None else None,
             )
     except IntegrityError:
         return None
+    problem.connection = row  # is_quiet reads its mute; the row is at hand
+    return problem
 
 
 def _actionable(problem: ConnectionProblem, *, now: dt.datetime, tunables: rules.Tunables) -> bool:
@@ -361,12 +395,20 @@ def _close(problem: ConnectionProblem, *, now: dt.datetime, resolution: str) -> 
 
 def _escalate(open_problems: list[ConnectionProblem], *, now: dt.datetime) -> int:
     """Mark problems open past their firm's age, once; they go to the firm admins' digest."""
-    due = [p for p in open_problems if p.announced_at is not None and p.escalated_at is None and not p.is_quiet(now)]
+    due = [
+        p
+        for p in open_problems
+        if p.announced_at is not None and p.escalated_at is None and not (p.snoozed_until and p.snoozed_until > now)
+    ]
     if not due:
         return 0
+    # Read afresh: whether the connection is muted (it may have been muted since it was loaded), and its firm.
     firms = dict(
-        Connection.objects.filter(pk__in=[p.connection_id for p in due]).values_list("pk", "household__firm_id")
+        Connection.objects.filter(pk__in=[p.connection_id for p in due], muted_at__isnull=True).values_list(
+            "pk", "household__firm_id"
+        )
     )
+    due = [p for p in due if p.connection_id in firms]
     policies = {p.firm_id: p for p in FirmNotificationPolicy.objects.filter(firm_id__in=set(firms.values()))}
     escalated = 0
     for problem in due:
@@ -394,17 +436,29 @@ def problem_snooze(*, connection: Connection, until: dt.datetime, user: object, 
     return len(problems)
 
 
-def connection_mute(*, connection: Connection, user: object, now: dt.datetime | None = None) -> int:
-    """Mute the connection until it works again. Returns how many open problems it quietened."""
+def connection_mute(*, connection: Connection, user: object, now: dt.datetime | None = None) -> bool:
+    """Mute the connection, healthy or not, until a break that starts after now has recovered and held.
+
+    Returns False when it was muted already (the first mute's time stands).
+    """
     now = now or timezone.now()
-    problems = _open_problems_for(connection=connection, now=now)
     by = user if getattr(user, "is_authenticated", False) else None
-    ConnectionProblem.objects.filter(pk__in=[p.pk for p in problems]).update(muted_at=now, muted_by=by)
-    return len(problems)
+    muted = Connection.objects.filter(pk=connection.pk, muted_at__isnull=True).update(muted_at=now, muted_by=by)
+    if muted:
+        connection.muted_at = now
+    return bool(muted)
+
+
+def connection_unmute(*, connection: Connection) -> bool:
+    """End a mute now. Returns False when it was not muted."""
+    unmuted = Connection.objects.filter(pk=connection.pk, muted_at__isnull=False).update(muted_at=None, muted_by=None)
+    connection.muted_at = None
+    return bool(unmuted)
 
 
 def connection_wake(*, connection: Connection) -> int:
-    """End a snooze or mute now."""
-    return ConnectionProblem.objects.filter(connection=connection, closed_at__isnull=True).update(
-        snoozed_until=None, snoozed_by=None, muted_at=None, muted_by=None
-    )
+    """End a snooze and a mute now. Returns how many things woke (snoozed problems, and the mute)."""
+    woke = ConnectionProblem.objects.filter(
+        connection=connection, closed_at__isnull=True, snoozed_until__isnull=False
+    ).update(snoozed_until=None, snoozed_by=None)
+    return woke + int(connection_unmute(connection=connection))

@@ -66,6 +66,14 @@ class Connection(TimeStamped):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The adviser's wish to hear nothing of this connection (a client who closed the account at the
+    # exchange): left out of the attention list, digests and reconnect requests. Not a status, and the
+    # lifecycle never reads it; connections.problems lifts it once a break that began after it has
+    # recovered and held, so the next break is told.
+    muted_at = models.DateTimeField(null=True, blank=True)
+    muted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["household", "platform"]

@@ -6,8 +6,9 @@ ReconnectRequest`` works.
 
 Nothing here is a connection status. A *problem* is a notification concept
 derived from a connection's status and events (see
-:mod:`connections.problems`); snoozing and muting are the adviser's wishes
-about notifications, never about the connection.
+:mod:`connections.problems`); snoozing a problem and muting a connection
+(``Connection.muted_at``) are the adviser's wishes about notifications,
+never a connection status.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class ConnectionProblem(models.Model):
     class Resolution(models.TextChoices):
         OPEN = "", "Open"
         RECOVERED = "recovered", "Recovered"
+        # Its recovery held while the connection was muted: not news, and the mute ends with it.
+        RECOVERED_MUTED = "recovered_muted", "Recovered while muted"
         CLEARED = "cleared", "Cleared before anyone was told"
         SUPERSEDED = "superseded", "Became another problem"
         DISCONNECTED = "disconnected", "Connection removed"
@@ -111,11 +114,7 @@ class ConnectionProblem(models.Model):
     snoozed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    # Muted until the connection works again (a recovery that holds ends it).
-    muted_at = models.DateTimeField(null=True, blank=True)
-    muted_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    # Muting belongs to the connection (Connection.muted_at), not to one problem of it.
 
     class Meta:
         ordering = ["-opened_at", "-id"]
@@ -138,8 +137,8 @@ class ConnectionProblem(models.Model):
         return f"{self.get_cause_display()} since {self.opened_at:%Y-%m-%d %H:%M}"
 
     def is_quiet(self, now: dt.datetime) -> bool:
-        """Muted, or snoozed until a moment still ahead."""
-        return self.muted_at is not None or (self.snoozed_until is not None and self.snoozed_until > now)
+        """Its connection muted, or itself snoozed until a moment still ahead (select_related the connection)."""
+        return self.connection.muted_at is not None or (self.snoozed_until is not None and self.snoozed_until > now)
 
 
 # --- Reconnect requests --------------------------------------------------------------------

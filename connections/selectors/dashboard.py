@@ -70,8 +70,10 @@ def needs_attention_queryset(
 ) -> QuerySet[Connection]:
     """Connections that need a person, most urgent first.
 
-    Snoozed and muted ones (an open ``ConnectionProblem`` muted, or snoozed
-    until later) are left out; ``quiet=True`` lists only those instead.
+    Muted connections and snoozed ones (an open ``ConnectionProblem`` snoozed
+    until later) are left out; ``quiet=True`` lists those instead: the
+    snoozed that would need attention, and every live muted connection,
+    healthy or not (a mute is set on the connection, not on a problem).
 
     Included: ``needs_reconnect`` (broken now), a ``reconnect_by`` deadline that
     is near (:func:`deadline_is_near`: breaks soon unless someone acts), and
@@ -87,9 +89,10 @@ def needs_attention_queryset(
         "issued_at"
     )[:1]
     aliases, near = deadline_near_q(now=now, tunables=tunables)
+    muted = Q(muted_at__isnull=False) & ~Q(status=Status.DISCONNECTED)
     connections = (
         connection_queryset_for(user=user)
-        .filter(ATTENTION_CANDIDATES)
+        .filter(ATTENTION_CANDIDATES | muted if quiet else ATTENTION_CANDIDATES)
         .alias(deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")))
         .alias(**aliases)
     )
@@ -100,14 +103,12 @@ def needs_attention_queryset(
         | deadline_near
         | Q(status=Status.DEGRADED, degraded_since__lte=now - degraded_for)
     )
-    hushed = Exists(
-        ConnectionProblem.objects.filter(
-            Q(muted_at__isnull=False) | Q(snoozed_until__gt=now), connection=OuterRef("pk"), closed_at__isnull=True
-        )
+    snoozed = Exists(
+        ConnectionProblem.objects.filter(snoozed_until__gt=now, connection=OuterRef("pk"), closed_at__isnull=True)
     )
+    shown = (muted | (attention & Q(snoozed))) if quiet else (attention & Q(muted_at__isnull=True) & ~Q(snoozed))
     return (
-        connections.filter(attention)
-        .filter(hushed if quiet else ~hushed)
+        connections.filter(shown)
         .annotate(
             urgency=Case(
                 When(status=Status.NEEDS_RECONNECT, then=Value(0)),

@@ -144,7 +144,7 @@ def needing_client(
     )
     if include_quiet:
         return needing.annotate(
-            quiet_muted_since=problems.muted_since_subquery(),
+            quiet_muted_since=F("muted_at"),
             quiet_snoozed_until=problems.snoozed_until_subquery(now),
         )
     return needing.exclude(problems.quiet_connection_q(now))

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import problems, request_selectors, selectors, services
 from ..forms import NotificationSettingsForm, SnoozeForm
-from ..models import Household, NotificationSettings
+from ..models import Household, NotificationSettings, Status
 from .common import household_url, member_required, safe_next, scoped_connection, scoped_household
 
 # A preview lists everyone; it shows the exact email of this many of them in full.
@@ -134,7 +134,7 @@ def reconnect_bulk(request: HttpRequest, pk: uuid.UUID) -> HttpResponseBase:
 @require_POST
 @member_required
 def connection_quiet(request: HttpRequest, pk: int) -> HttpResponseBase:
-    """Snooze a connection's problem for a day, a week or until a date; mute it; or wake it."""
+    """Snooze a connection's problem for a day, a week or until a date; mute or unmute the connection; or wake it."""
     connection = scoped_connection(request, pk)
     back = safe_next(request, reverse("attention_list"))
     form = SnoozeForm(request.POST)
@@ -149,9 +149,26 @@ def connection_quiet(request: HttpRequest, pk: int) -> HttpResponseBase:
         problems.connection_wake(connection=connection)
         messages.success(request, f"{name} is back in the attention list and digests.")
         return redirect(back)
+    if action in ("mute", "unmute") and connection.status == Status.DISCONNECTED:
+        messages.info(request, f"{name} is disconnected: there is nothing to mute.")
+        return redirect(back)
+    if action == "unmute":
+        if problems.connection_unmute(connection=connection):
+            messages.success(request, f"{name} is no longer muted: it is back in the attention list and digests.")
+        else:
+            messages.info(request, f"{name} was not muted.")
+        return redirect(back)
     if action == "mute":
-        quietened = problems.connection_mute(connection=connection, user=request.user, now=now)
-        words = f"{name} is muted until it works again."
+        # Any live connection, healthy or not: the mute is the connection's, so it also covers a break to come.
+        if not problems.connection_mute(connection=connection, user=request.user, now=now):
+            messages.info(request, f"{name} is already muted.")
+            return redirect(back)
+        messages.success(
+            request,
+            f"{name} is muted: it is left out of the attention list, digests and reconnect requests until it "
+            "has broken and works again, or until you unmute it. Find it under \u201cSnoozed and muted\u201d.",
+        )
+        return redirect(back)
     else:
         if action == "day":
             until = now + dt.timedelta(days=1)
@@ -163,7 +180,7 @@ def connection_quiet(request: HttpRequest, pk: int) -> HttpResponseBase:
         quietened = problems.problem_snooze(connection=connection, until=until, user=request.user, now=now)
         words = f"{name} is snoozed until {timezone.localtime(until):%d %b %Y, %H:%M}."
     if not quietened:
-        messages.info(request, f"{name} has nothing to snooze: it does not need attention now.")
+        messages.info(request, f"{name} has nothing to snooze: it does not need attention now. Mute it instead.")
     else:
         messages.success(request, f"{words} Find it under “Snoozed and muted”.")
     return redirect(back)

@@ -157,7 +157,7 @@ def test_a_muted_connection_stays_quiet_until_it_works_again_then_a_new_break_is
     connection = office["connection"]
     world.probe_script.append(ProviderError.reauth(FailureReason.REVOKED, "Fake: account closed."))
     connection_check(connection_id=connection.pk, force=True)
-    assert problems.connection_mute(connection=connection, user=office["adviser"]) == 1
+    assert problems.connection_mute(connection=connection, user=office["adviser"]) is True
     _run_quarter_hours(clock, 4 * 24 * 9)  # nine days: no digest, no escalation
     assert _digests("ana@example.test") == []
     assert _digests("boss@example.test") == []
