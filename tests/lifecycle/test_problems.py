@@ -232,3 +232,99 @@ def test_the_hourly_digest_lists_what_is_still_broken_and_lapsing_beside_the_new
     assert "Kraken" in latest.split("STILL TO DO")[0]
     assert "STILL TO DO (told before)" in latest
     assert "Gemini" in latest.split("STILL TO DO")[1]
+
+
+def test_a_healthy_connection_muted_from_the_household_page_stays_quiet_through_a_break_then_the_next_is_told(
+    office: dict[str, Any], world: FakeWorld, clock: Clock, client: Any
+) -> None:
+    connection = office["connection"]
+    client.force_login(office["adviser"])
+    household = reverse("household_detail", args=[office["household"].pk])
+    row = f'href="{reverse("connection_detail", args=[connection.pk])}"'
+    muted = client.post(reverse("connection_quiet", args=[connection.pk]), {"action": "mute", "next": household})
+    assert muted.status_code == 302
+    assert muted["Location"] == household
+    connection.refresh_from_db()
+    assert connection.muted_at == clock.now()
+    page = client.get(household).content.decode()
+    assert "Unmute" in page
+    assert "left out of the attention list, digests and reconnect requests" in page
+    assert row in client.get(reverse("attention_list"), {"show": "quiet"}).content.decode()  # healthy, yet listed
+
+    world.probe_script.append(ProviderError.reauth(FailureReason.REVOKED, "Fake: account closed."))
+    connection_check(connection_id=connection.pk, force=True)
+    _run_quarter_hours(clock, 4 * 24 * 9)  # nine days broken: no digest, no escalation, not in the list
+    assert _digests("ana@example.test") == []
+    assert _digests("boss@example.test") == []
+    assert row not in client.get(reverse("attention_list")).content.decode()
+    assert row in client.get(reverse("attention_list"), {"show": "quiet"}).content.decode()
+
+    connection_check(connection_id=connection.pk, force=True)  # it works again, and holds
+    _run_quarter_hours(clock, 8, lambda: connection_check(connection_id=connection.pk, force=True))
+    assert _digests("ana@example.test") == []  # its recovery is not news either
+    connection.refresh_from_db()
+    assert connection.muted_at is None  # the mute has done its job
+    assert ConnectionProblem.objects.get(connection=connection).resolution == "recovered_muted"
+
+    world.probe_script.append(ProviderError.reauth(FailureReason.REVOKED, "Fake: revoked."))
+    connection_check(connection_id=connection.pk, force=True)
+    _run_quarter_hours(clock, 4)
+    bodies = _digests("ana@example.test")
+    assert len(bodies) == 1
+    assert "NEED RECONNECTING" in bodies[0]
+
+
+def test_unmuting_from_the_household_page_brings_a_broken_connection_back_at_once(
+    office: dict[str, Any], world: FakeWorld, clock: Clock, client: Any
+) -> None:
+    connection = office["connection"]
+    world.probe_script.append(ProviderError.reauth(FailureReason.REVOKED, "Fake: revoked."))
+    connection_check(connection_id=connection.pk, force=True)
+    assert problems.connection_mute(connection=connection, user=office["adviser"]) is True
+    assert problems.connection_mute(connection=connection, user=office["adviser"]) is False  # the first time stands
+    client.force_login(office["adviser"])
+    row = f'href="{reverse("connection_detail", args=[connection.pk])}"'
+    assert row not in client.get(reverse("attention_list")).content.decode()
+
+    quiet = reverse("connection_quiet", args=[connection.pk])
+    unmuted = client.post(quiet, {"action": "unmute"}, follow=True).content.decode()
+    assert "is no longer muted" in unmuted
+    assert row in client.get(reverse("attention_list")).content.decode()
+    again = client.post(quiet, {"action": "unmute"}, follow=True).content.decode()
+    assert "was not muted" in again
+    # Another firm's adviser cannot reach it.
+    stranger = MembershipFactory(firm=FirmFactory(), user=UserFactory(username="eve")).user
+    client.force_login(stranger)
+    assert client.post(quiet, {"action": "mute"}).status_code == 404
+    connection.refresh_from_db()
+    assert connection.muted_at is None
+
+
+def test_a_snooze_carries_over_when_the_same_connections_problem_changes_cause(
+    office: dict[str, Any], world: FakeWorld, clock: Clock, client: Any
+) -> None:
+    connection = office["connection"]
+    connection.__class__.objects.filter(pk=connection.pk).update(
+        status="degraded", reason="transient", degraded_since=clock.now() - timedelta(hours=2), consecutive_failures=3
+    )
+    client.force_login(office["adviser"])
+    assert client.post(reverse("connection_quiet", args=[connection.pk]), {"action": "day"}).status_code == 302
+    degraded = ConnectionProblem.objects.get(connection=connection, cause=Cause.DEGRADED)
+    assert degraded.snoozed_until == clock.now() + timedelta(days=1)
+
+    # The provider now refuses the token: the same trouble as another cause, still within the snooze.
+    world.probe_script.append(ProviderError.reauth(FailureReason.REVOKED, "Fake: revoked."))
+    connection_check(connection_id=connection.pk, force=True)
+    _run_quarter_hours(clock, 4 * 12)
+    broken = ConnectionProblem.objects.get(connection=connection, cause=Cause.BROKEN)
+    assert broken.snoozed_until == degraded.snoozed_until
+    assert ConnectionProblem.objects.get(pk=degraded.pk).resolution == ConnectionProblem.Resolution.SUPERSEDED
+    row = f'href="{reverse("connection_detail", args=[connection.pk])}"'
+    assert row not in client.get(reverse("attention_list")).content.decode()
+    assert _digests("ana@example.test") == []
+
+    _run_quarter_hours(clock, 4 * 13)  # the day is over: it comes back, once
+    assert row in client.get(reverse("attention_list")).content.decode()
+    bodies = _digests("ana@example.test")
+    assert len(bodies) == 1
+    assert "BACK FROM SNOOZE" in bodies[0]
