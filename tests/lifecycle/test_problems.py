@@ -328,3 +328,42 @@ def test_a_snooze_carries_over_when_the_same_connections_problem_changes_cause(
     bodies = _digests("ana@example.test")
     assert len(bodies) == 1
     assert "BACK FROM SNOOZE" in bodies[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_moves_an_open_problems_mute_onto_its_connection_and_back() -> None:
+    from django.db import connection as db
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = (
+        [("connections", "0011_request_item_withdrawn")],
+        [("connections", "0012_mute_belongs_to_the_connection")],
+    )
+    executor = MigrationExecutor(db)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    firm = old.get_model("connections", "Firm").objects.create(name="Harbour Wealth")
+    household = old.get_model("connections", "Household").objects.create(firm=firm, name="Ashford")
+    person = old.get_model("connections", "Client").objects.create(household=household, name="Linh")
+    app = old.get_model("connections", "ProviderApp").objects.create(name="Fake", provider="turnqey")
+    make = old.get_model("connections", "Connection").objects.create
+    muted, loud = (make(household=household, client=person, provider_app=app, provider="turnqey") for _ in range(2))
+    problem = old.get_model("connections", "ConnectionProblem").objects
+    at = timezone.now().replace(microsecond=0)
+    problem.create(connection=muted, cause="broken", muted_at=at)
+    problem.create(connection=loud, cause="broken")
+    problem.create(connection=loud, cause="degraded", muted_at=at, closed_at=at)  # a mute that already ended
+
+    executor = MigrationExecutor(db)
+    executor.migrate(after)
+    new = executor.loader.project_state(after).apps.get_model("connections", "Connection").objects
+    assert new.get(pk=muted.pk).muted_at == at
+    assert new.get(pk=loud.pk).muted_at is None
+
+    executor = MigrationExecutor(db)
+    executor.migrate(before)
+    back = executor.loader.project_state(before).apps.get_model("connections", "ConnectionProblem").objects
+    assert back.get(connection_id=muted.pk).muted_at == at
+    executor = MigrationExecutor(db)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
