@@ -12,7 +12,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q
 
 from .. import wording
 from ..fields import EncryptedTextField
-from ..providers.endpoints import url_refusal
+from ..providers.endpoints import redirect_refusal, url_refusal
 from .base import Environment, Provider, TimeStamped
 
 # --- Providers ----------------------------------------------------------------
@@ -131,6 +131,8 @@ class ProviderApp(TimeStamped):
 
         They decide where the app's client secret, its app token and every
         connection's tokens are sent, and where browsers go with a ``state``.
+        ``redirect_uri`` must pass :func:`~connections.providers.endpoints.redirect_refusal`:
+        the provider sends the client's browser there with the authorization.
         """
         super().clean()
         errors: dict[str, str] = {}
@@ -143,6 +145,13 @@ class ProviderApp(TimeStamped):
                 errors[name] = (
                     f"Refused: this URL {refusal}. The portal sends the app's secrets and its clients' tokens "
                     "to this address, so only the provider's own hosts are accepted."
+                )
+        if self.redirect_uri:
+            refusal = redirect_refusal(str(self.redirect_uri))
+            if refusal is not None:
+                errors["redirect_uri"] = (
+                    f"Refused: this URL {refusal}. The provider sends clients back to this address with their "
+                    "authorization, so only the portal's own callback address is accepted."
                 )
         if errors:
             raise ValidationError(errors)

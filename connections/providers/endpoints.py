@@ -24,6 +24,12 @@ it). So a URL is accepted only when all of this holds:
 whatever admins, forms and scripts save, and ``ProviderClient.api_url`` and
 ``browser_url`` apply it again to every URL a client builds, so a row written
 past validation still sends nothing anywhere.
+
+An app's ``redirect_uri`` is the other way round: it is where the provider
+sends the client's browser back with the authorization, so it must be the
+portal's own address. :func:`redirect_refusal` holds it to
+``PORTAL_BASE_URL``'s host and port (and to ``https`` under
+``PROVIDER_URLS_STRICT``), with the same plain-URL rule.
 """
 
 from __future__ import annotations
@@ -132,14 +138,8 @@ def _listing(hosts: Sequence[str]) -> str:
     return ", ".join(hosts) if hosts else "none yet"
 
 
-def url_refusal(url: str, *, provider: str, environment: str) -> str | None:
-    """Why the portal may not call (or send a browser to) ``url`` for this provider and environment.
-
-    ``None`` when it may. Otherwise plain words that complete "this URL ..."
-    ("points at evil.example, which is not ..."), naming the host but never
-    anything else the URL carries.
-    """
-    text = url.strip()
+def _plain_refusal(text: str) -> str | None:
+    """Why ``text`` is not a plain ``http(s)://host[:port][/path]`` (see the module docstring), else ``None``."""
     if not text:
         return "is empty"
     if not _PLAIN.fullmatch(text):
@@ -149,13 +149,50 @@ def url_refusal(url: str, *, provider: str, environment: str) -> str | None:
         parts.port  # noqa: B018 (reading it validates the port)
     except ValueError:
         return "is not a URL the portal can call"
-    origin = origin_of(text)
-    if origin is None:
+    if origin_of(text) is None:
         return "is not an http:// or https:// URL with a host"
     if "@" in parts.netloc:
         return "carries a user name or password"
     if parts.query or parts.fragment or "?" in text or "#" in text:
         return "carries a query or fragment (give the base URL only)"
+    return None
+
+
+def redirect_refusal(url: str) -> str | None:
+    """Why a provider may not send browsers back to ``url`` with an authorization; ``None`` when it may.
+
+    Only the portal's own origin qualifies (``PORTAL_BASE_URL``'s host and
+    port): anywhere else, whoever runs that host receives the client's
+    authorization code or tokens. Plain words that complete "this URL ...".
+    """
+    text = url.strip()
+    refusal = _plain_refusal(text)
+    if refusal is not None:
+        return refusal
+    origin = origin_of(text)
+    portal = origin_of(str(getattr(settings, "PORTAL_BASE_URL", "") or ""))
+    assert origin is not None  # _plain_refusal refused every URL without one
+    if getattr(settings, "PROVIDER_URLS_STRICT", False) and origin.scheme != "https":
+        return "does not use https, which production requires"
+    if portal is None or (origin.host, origin.port) != (portal.host, portal.port):
+        shown = _shown(origin.host) + ("" if origin.port == DEFAULT_PORTS[origin.scheme] else f":{origin.port}")
+        return f"points at {shown}, which is not the portal's own address ({portal or 'PORTAL_BASE_URL is not set'})"
+    return None
+
+
+def url_refusal(url: str, *, provider: str, environment: str) -> str | None:
+    """Why the portal may not call (or send a browser to) ``url`` for this provider and environment.
+
+    ``None`` when it may. Otherwise plain words that complete "this URL ..."
+    ("points at evil.example, which is not ..."), naming the host but never
+    anything else the URL carries.
+    """
+    text = url.strip()
+    refusal = _plain_refusal(text)
+    if refusal is not None:
+        return refusal
+    origin = origin_of(text)
+    assert origin is not None  # _plain_refusal refused every URL without one
     if origin == _sandbox_origin():
         return None
     host = _shown(origin.host)

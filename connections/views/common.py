@@ -6,7 +6,9 @@ import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urljoin
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import get_object_or_404, render
@@ -99,7 +101,13 @@ def too_many(response: HttpResponseBase, retry_after: float) -> HttpResponseBase
 
 
 def callback_url(request: HttpRequest, provider: str) -> str:
-    return request.build_absolute_uri(reverse("connect_callback", args=[provider]))
+    """The portal's callback for ``provider``, on ``PORTAL_BASE_URL``.
+
+    Never on the request's ``Host``: the provider sends the client back there
+    with the authorization, so a forged Host would hand it to another server.
+    (``request`` is taken for the callers' sake and deliberately not read.)
+    """
+    return urljoin(settings.PORTAL_BASE_URL.rstrip("/") + "/", reverse("connect_callback", args=[provider]))
 
 
 def household_url(household: Household | int) -> str:

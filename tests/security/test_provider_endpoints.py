@@ -234,6 +234,73 @@ def test_the_sandbox_url_is_accepted_only_while_the_sandbox_is_on(db: None, sett
         app.full_clean()
 
 
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "https://collector.attacker.example/connect/dapi/callback/",
+        "https://portal.example.com.attacker.example/connect/dapi/callback/",
+        "https://portal.example.com:8443/connect/dapi/callback/",
+        "https://portal.example.com@attacker.example/connect/dapi/callback/",
+    ],
+)
+def test_a_redirect_uri_off_the_portals_own_host_is_refused(db: None, settings: Any, redirect_uri: str) -> None:
+    settings.PORTAL_BASE_URL = "https://portal.example.com"
+    app = m.ProviderApp(
+        provider="dapi",
+        environment="sandbox",
+        name="s",
+        base_url="http://provider.test/dapi",
+        redirect_uri=redirect_uri,
+    )
+
+    with pytest.raises(ValidationError) as info:
+        app.full_clean()
+
+    assert list(info.value.message_dict) == ["redirect_uri"]
+    assert "Refused: this URL" in info.value.message_dict["redirect_uri"][0]
+
+
+def test_a_redirect_uri_on_the_portals_host_is_accepted_and_production_wants_https(
+    db: None, settings: Any, allow_hosts: Callable[..., None]
+) -> None:
+    settings.PORTAL_BASE_URL = "https://portal.example.com"
+    allow_hosts("dapi", "production", "api.dapi.example")
+    app = m.ProviderApp(
+        provider="dapi",
+        environment="production",
+        name="p",
+        base_url="https://api.dapi.example",
+        redirect_uri="https://portal.example.com/connect/dapi/callback/",
+    )
+    app.full_clean()
+
+    settings.PORTAL_BASE_URL = "http://portal.example.com"
+    app.redirect_uri = "http://portal.example.com/connect/dapi/callback/"
+    settings.PROVIDER_URLS_STRICT = False
+    app.full_clean()
+    settings.PROVIDER_URLS_STRICT = True
+    with pytest.raises(ValidationError) as info:
+        app.full_clean()
+    assert "does not use https" in info.value.message_dict["redirect_uri"][0]
+
+
+def test_a_staff_editor_cannot_send_redirects_to_another_host(
+    staff_editor: Client, documented_app: m.ProviderApp, settings: Any
+) -> None:
+    settings.PORTAL_BASE_URL = "https://portal.example.com"
+
+    response = staff_editor.post(
+        admin_change_url(documented_app),
+        admin_form(documented_app, redirect_uri="https://collector.attacker.example/connect/turnqey/callback/"),
+    )
+
+    assert response.status_code == 200
+    [message] = response.context["adminform"].form.errors["redirect_uri"]
+    assert "points at collector.attacker.example" in message
+    assert "portal.example.com" in message
+    assert m.ProviderApp.objects.get(pk=documented_app.pk).redirect_uri == ""
+
+
 # --- Changing an endpoint forgets the secret -----------------------------------------------------
 
 

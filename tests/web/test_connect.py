@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
@@ -92,7 +93,8 @@ def test_redirect_connect_creates_a_pending_connection_and_a_hashed_single_use_s
     start = fake_provider.starts[0]
     assert start["grouping"] == {"collection": str(world.household.turnqey_collection)}
     assert start["identity"] == str(world.client.identity)
-    assert start["redirect_uri"] == "http://testserver/connect/turnqey/callback/"
+    # The portal's configured address, not the test client's Host (testserver).
+    assert start["redirect_uri"] == f"{settings.PORTAL_BASE_URL}/connect/turnqey/callback/"
 
 
 def test_starting_twice_reuses_the_unfinished_connection(
