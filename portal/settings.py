@@ -281,7 +281,8 @@ MFA_REQUIRED_FOR_STAFF: bool = env.bool("MFA_REQUIRED_FOR_STAFF", default=not DE
 # The issuer shown in authenticator apps beside the user name.
 OTP_TOTP_ISSUER: str = env.str("OTP_TOTP_ISSUER", default="Adviser portal")
 # A wrong code makes the next try wait 1, 2, 4, 8 ... seconds (django-otp's
-# throttling, per device, reset by a right code), like axes for passwords.
+# throttling, per device, reset by a right code); on top of it, mfa.lockout
+# refuses every code for AXES_COOLOFF_TIME after AXES_FAILURE_LIMIT wrong ones.
 OTP_TOTP_THROTTLE_FACTOR = 1
 OTP_STATIC_THROTTLE_FACTOR = 1
 

@@ -513,6 +513,8 @@ def _items_add(
             actor=actor_user(user),
             actor_label=request.actor_label,
             created_at=now,
+            # Which link and request: the webhook's ``client_link`` and the audit trail read these.
+            details={"client_link_id": str(link.pk), "reconnect_request_id": str(request.pk)},
         )
         position += 1
         added += 1

@@ -399,3 +399,21 @@ def test_a_hard_deadline_coming_near_sends_deadline_approaching_with_the_deadlin
     assert datetime.fromisoformat(payload["data"]["connection"]["reconnect_by"]) == deadline
     assert payload["data"]["connection"]["status"] == "active"
     assert payload["data"]["client_link"] is None
+
+
+def test_a_reconnect_requests_client_link_sent_names_the_link_behind_each_item(connection: m.Connection) -> None:
+    from connections.services import reconnect_requests_create
+
+    _revoked(connection)
+    with webhook_receiver(Answer(200)) as receiver:
+        made = endpoint_for(connection.household.firm, receiver.url)
+        [result] = reconnect_requests_create(households=[connection.household], actor_label="api:test")
+        assert result.outcome == "sent"
+        tasks.webhooks_tick()
+        received = receiver.wait_for(2, timeout=0.5)
+
+    sent = [r.verified(made.secret) for r in received if r.verified(made.secret)["type"] == "client_link.sent"]
+    assert len(sent) == 1
+    item = m.ReconnectRequestItem.objects.get(request__client=connection.client, connection=connection)
+    assert sent[0]["data"]["client_link"]["id"] == str(item.client_link_id)
+    assert sent[0]["data"]["connection"]["id"] == connection.pk

@@ -189,10 +189,11 @@ def test_freshness_page_queries_do_not_grow_with_households(client: Any, world: 
     assert queries() == small
 
 
-def test_the_dashboard_links_the_freshness_page(client: Any, world: World) -> None:
+def test_the_dashboard_links_the_freshness_page_and_every_report(client: Any, world: World) -> None:
     client.force_login(world.adviser)
     body = client.get(reverse("dashboard")).content.decode()
     assert f'href="{reverse("reports:freshness")}"' in body
+    assert f'href="{reverse("reports:index")}"' in body
 
 
 def test_freshness_csv_holds_the_daily_figures_of_the_readers_scope(client: Any, world: World) -> None:
