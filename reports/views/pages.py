@@ -119,6 +119,7 @@ def freshness_page(request: HttpRequest) -> HttpResponseBase:
         "trend": charts.line_chart(days, values),
         "trend_first": days[0],
         "range_form": DateRangeForm(),
+        "max_days": MAX_RANGE_DAYS,
     }
     return render(request, "reports/freshness.html", context)
 
