@@ -16,7 +16,7 @@ from connections import selectors
 from connections.models import Firm
 from connections.views.common import member_required, scoped_household
 
-from .. import audit, exports, pdf
+from .. import audit, exports, pdf, sent_exports
 from ..csvstream import csv_response
 from ..forms import AuditFilterForm, DateRangeForm
 from ..models import AuditEntry
@@ -76,7 +76,9 @@ def client_links_csv(request: HttpRequest) -> HttpResponseBase:
     if not form.is_valid():
         return _refused(form)
     start, end = form.range()
-    return _stream(request, exports.client_links_export(user=request.user, start=start, end=end), what="client links")
+    return _stream(
+        request, sent_exports.client_links_export(user=request.user, start=start, end=end), what="client links"
+    )
 
 
 @require_GET
@@ -86,7 +88,7 @@ def reconnect_requests_csv(request: HttpRequest) -> HttpResponseBase:
     if not form.is_valid():
         return _refused(form)
     start, end = form.range()
-    export = exports.reconnect_requests_export(user=request.user, start=start, end=end)
+    export = sent_exports.reconnect_requests_export(user=request.user, start=start, end=end)
     return _stream(request, export, what="reconnect requests")
 
 
