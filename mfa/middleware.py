@@ -43,9 +43,12 @@ class SecondFactorMiddleware:
             return None
         if policy.session_verified(user):
             return None
-        if isinstance(user, AuthUser) and policy.has_second_factor(user):
+        if not isinstance(user, AuthUser):
+            return None
+        standing = policy.standing(user)
+        if standing.has_second_factor:
             return _to("mfa:verify", request)
-        if policy.second_factor_required(user):
+        if standing.required:
             return _to("mfa:setup", request)
         return None
 

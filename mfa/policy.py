@@ -1,11 +1,13 @@
-"""Who must have a second factor, and who has one. Reads only; two small queries at most."""
+"""Who must have a second factor, and who has one. Reads only; one query for what every page asks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User as AuthUser
+from django.db.models import Exists, OuterRef
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -26,6 +28,33 @@ def second_factor_required(user: Any) -> bool:
     except Membership.DoesNotExist:
         return False
     return bool(membership.firm.mfa_required)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the second step needs to know about a signed-in user whose session has not given a code."""
+
+    has_second_factor: bool
+    required: bool
+
+
+def standing(user: AuthUser) -> Standing:
+    """Both answers in one query: the user's membership and firm, with whether a confirmed authenticator
+    exists. Every page of an unverified session asks this, so it must not cost three queries; the
+    membership it loads is left on ``user`` (pages read ``user.membership.firm`` next)."""
+    authenticator = TOTPDevice.objects.filter(user_id=OuterRef("user_id"), confirmed=True)
+    membership = (
+        Membership.objects.select_related("firm")
+        .annotate(has_authenticator=Exists(authenticator))
+        .filter(user_id=user.pk)
+        .first()
+    )
+    if membership is None:  # staff without a firm
+        has = has_second_factor(user)
+        return Standing(has, bool(user.is_staff and settings.MFA_REQUIRED_FOR_STAFF))
+    user.membership = membership  # the reverse one-to-one cache: no second query for it later
+    required = bool(user.is_staff and settings.MFA_REQUIRED_FOR_STAFF) or bool(membership.firm.mfa_required)
+    return Standing(bool(membership.has_authenticator), required)
 
 
 def session_verified(user: Any) -> bool:
