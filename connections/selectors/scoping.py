@@ -48,15 +48,24 @@ NO_SECRETS = ("provider_app__client_secret",)
 def membership_for(*, user: User) -> Membership | None:
     """The user's membership, or ``None`` (anonymous, or not attached to a firm).
 
-    Uses the one-to-one accessor, so the row is cached on the user object for the
-    rest of the request.
+    Loaded once with its firm (pages read both) and cached on the user object's
+    one-to-one accessor for the rest of the request; a membership the second
+    step already loaded is reused as it is.
     """
     if not isinstance(user, AuthUser) or not user.is_authenticated:
         return None
+    if not _MEMBERSHIP_OF_USER.is_cached(user):
+        membership = Membership.objects.select_related("firm").filter(user_id=user.pk).first()
+        if membership is None:
+            return None
+        user.membership = membership
     try:
         return user.membership
     except Membership.DoesNotExist:
         return None
+
+
+_MEMBERSHIP_OF_USER = Membership._meta.get_field("user").remote_field  # the User -> Membership accessor
 
 
 def household_queryset_for(*, user: User) -> QuerySet[Household]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from connections import models as m
@@ -139,3 +140,15 @@ def test_client_links_of_other_households_are_not_visible(world: World) -> None:
     )
     assert selectors.client_link_queryset_for(user=world.other_adviser).count() == 1
     assert selectors.client_link_queryset_for(user=world.adviser).count() == 0
+
+
+def test_a_users_membership_and_firm_are_read_once_per_request(world: World, django_assert_num_queries: Any) -> None:
+    user = User.objects.get(pk=world.adviser.pk)  # fresh: nothing cached on it
+    with django_assert_num_queries(1):
+        membership = selectors.membership_for(user=user)
+        assert membership is not None
+        assert membership.firm.name == world.firm.name
+        assert selectors.membership_for(user=user) is membership  # cached on the user for the request
+    nobody = UserFactory()
+    with django_assert_num_queries(1):
+        assert selectors.membership_for(user=nobody) is None
