@@ -387,25 +387,29 @@ PROVIDER_READ_TIMEOUT: float = env.float("PROVIDER_READ_TIMEOUT", default=10.0)
 PROVIDER_TOTAL_TIMEOUT: float = env.float("PROVIDER_TOTAL_TIMEOUT", default=30.0)
 
 # The hosts each provider's apps may call, and send browsers to, per
-# environment (connections.providers.endpoints): the ones the providers
-# document. Each list is replaced from the environment when
-# PROVIDER_HOSTS_<PROVIDER>_<ENVIRONMENT> is set (comma-separated `host` or
-# `host:port`): Bloquo hands out its production host on request
-# (PROVIDER_HOSTS_BLOQUO_PRODUCTION), and Dapi's docs name no host at all.
+# environment (connections.providers.endpoints): the ones the provider
+# documents, declared by its client (documented_base_urls). Each list is
+# replaced from the environment when PROVIDER_HOSTS_<PROVIDER>_<ENVIRONMENT>
+# is set (comma-separated `host` or `host:port`): Bloquo hands out its
+# production host on request (PROVIDER_HOSTS_BLOQUO_PRODUCTION), and Dapi's
+# docs name no host at all. Only those replacements are read here (the
+# clients are not importable from settings); endpoints.allowed_hosts takes a
+# pair listed here over the declared one.
 # The sandbox's own host (SANDBOX_BASE_URL) is allowed while SANDBOX_ENABLED is on.
-_DOCUMENTED_PROVIDER_HOSTS: dict[str, dict[str, list[str]]] = {
-    "turnqey": {"production": ["api.turnqey.xyz"], "sandbox": ["sandbox.turnqey.xyz"]},
-    "coinify": {"production": ["app-api.coinify.com"], "sandbox": []},
-    "bloquo": {"production": [], "sandbox": ["staging-api.bloquo.io"]},
-    "dapi": {"production": [], "sandbox": []},
-}
-PROVIDER_HOSTS: dict[str, dict[str, list[str]]] = {
-    provider: {
-        environment: env.list(f"PROVIDER_HOSTS_{provider.upper()}_{environment.upper()}", default=hosts)
-        for environment, hosts in environments.items()
-    }
-    for provider, environments in _DOCUMENTED_PROVIDER_HOSTS.items()
-}
+_PROVIDER_HOSTS_PREFIX = "PROVIDER_HOSTS_"
+
+
+def provider_hosts_from_environment() -> dict[str, dict[str, list[str]]]:
+    listed: dict[str, dict[str, list[str]]] = {}
+    for name in sorted(os.environ):
+        provider, _, environment = name.removeprefix(_PROVIDER_HOSTS_PREFIX).rpartition("_")
+        if name.startswith(_PROVIDER_HOSTS_PREFIX) and provider and environment:
+            listed.setdefault(provider.lower(), {})[environment.lower()] = env.list(name)
+    return listed
+
+
+PROVIDER_HOSTS: dict[str, dict[str, list[str]]] = provider_hosts_from_environment()
+
 # Production's rule for provider URLs: https only and never an internal address
 # (loopback, private, link-local, localhost...). Follows DEBUG, not the
 # environment, so a deployment cannot switch it off by accident.

@@ -163,9 +163,11 @@ def _providers_of_the_test_world(request: pytest.FixtureRequest, settings: Any) 
     The host rule itself (connections.providers.endpoints) is tested with the
     settings each of those tests sets; the rest of the suite lives in this world.
     """
+    from connections.providers.endpoints import host_table
+
     settings.PROVIDER_HOSTS = {
         provider: {environment: [*hosts, TEST_PROVIDER_HOST] for environment, hosts in environments.items()}
-        for provider, environments in settings.PROVIDER_HOSTS.items()
+        for provider, environments in host_table().items()
     }
     if "live_server" in request.fixturenames:
         # The sandbox is served by the live server, at whatever port it got.

@@ -88,7 +88,7 @@ from decimal import Decimal
 from typing import ClassVar, Literal, Protocol
 
 from ..wording.names import source_name
-from .endpoints import url_refusal
+from .endpoints import host_entry, url_refusal
 from .errors import InvalidCredentialFields, ProviderError
 from .http import ProviderHttp
 from .replies import JsonObject
@@ -274,7 +274,9 @@ class ProviderClient:
     flow: ClassVar[Literal["redirect", "form"]]
     # Platforms offered in the connect form for this provider.
     platforms: ClassVar[Sequence[str]] = ()
-    # Base URLs the provider documents, by environment (a hint for admins).
+    # Base URLs the provider documents, by environment: a hint for admins, and
+    # the hosts its apps may call unless the deployment lists others
+    # (endpoints.allowed_hosts, PROVIDER_HOSTS_<PROVIDER>_<ENVIRONMENT>).
     documented_base_urls: ClassVar[Mapping[str, str]] = {}
     # How long the provider's authorization result stays exchangeable (Dapi's
     # access code); None when the callback carries nothing that lapses.
@@ -309,6 +311,12 @@ class ProviderClient:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(app={self.app!r})"
+
+    @classmethod
+    def documented_hosts(cls, environment: str) -> list[str]:
+        """The host (``host`` or ``host:port``) of the base URL the provider documents for ``environment``, if any."""
+        entry = host_entry(cls.documented_base_urls.get(environment, ""))
+        return [entry] if entry else []
 
     # --- helpers for subclasses ---
     def now(self) -> datetime:

@@ -17,8 +17,10 @@ it). So a URL is accepted only when all of this holds:
   link-local such as the cloud metadata address ``169.254.169.254``,
   ``localhost`` and other single-label or ``.internal``-style names, in any
   spelling of an IP address); and its host is listed for the provider and
-  environment in ``settings.PROVIDER_HOSTS`` (a ``host`` entry allows the
-  scheme's default port, ``host:port`` that port only).
+  environment (:func:`allowed_hosts`: the host of the base URL the
+  provider's client documents, unless ``settings.PROVIDER_HOSTS``, read from
+  ``PROVIDER_HOSTS_<PROVIDER>_<ENVIRONMENT>``, lists the pair; a ``host`` entry
+  allows the scheme's default port, ``host:port`` that port only).
 
 :func:`url_refusal` states the rule. ``ProviderApp.clean()`` applies it to
 whatever admins, forms and scripts save, and ``ProviderClient.api_url`` and
@@ -43,6 +45,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+# The values of connections.models.Environment (this module imports no models).
+ENVIRONMENTS = ("sandbox", "production")
 SCHEMES = frozenset({"http", "https"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Names that only mean something inside a network: never a provider's.
@@ -80,11 +84,49 @@ def origin_of(url: str) -> Origin | None:
     return Origin(scheme=scheme, host=parts.hostname.lower(), port=port or DEFAULT_PORTS[scheme])
 
 
+def host_entry(url: str) -> str | None:
+    """The ``host`` (or ``host:port``, off the scheme's default port) a URL's requests go to, as host lists spell it."""
+    origin = origin_of(url) if url else None
+    if origin is None:
+        return None
+    host = f"[{origin.host}]" if ":" in origin.host else origin.host
+    return host if DEFAULT_PORTS[origin.scheme] == origin.port else f"{host}:{origin.port}"
+
+
+def documented_hosts(provider: str, environment: str) -> list[str]:
+    """The hosts the provider's client documents for an environment (none for a provider the registry lacks)."""
+    # Imported here: the clients import this module.
+    from .registry import PROVIDERS
+
+    client = PROVIDERS.get(provider)
+    return client.documented_hosts(environment) if client is not None else []
+
+
 def allowed_hosts(provider: str, environment: str) -> list[str]:
-    """``settings.PROVIDER_HOSTS[provider][environment]``, read now (an unknown pair allows nothing)."""
-    hosts = getattr(settings, "PROVIDER_HOSTS", {}) or {}
-    listed = (hosts.get(provider) or {}).get(environment) or []
+    """The hosts the provider's apps may call in an environment, read now.
+
+    ``settings.PROVIDER_HOSTS[provider][environment]`` when the deployment
+    lists the pair (``PROVIDER_HOSTS_<PROVIDER>_<ENVIRONMENT>``, even empty),
+    else the ones the provider documents; a pair neither names allows nothing.
+    """
+    configured = getattr(settings, "PROVIDER_HOSTS", {}) or {}
+    listed = (configured.get(provider) or {}).get(environment)
+    if listed is None:
+        listed = documented_hosts(provider, environment)
     return [str(entry).strip().lower() for entry in listed if str(entry).strip()]
+
+
+def host_table() -> dict[str, dict[str, list[str]]]:
+    """:func:`allowed_hosts` for every registered provider and environment, and for every pair the settings list."""
+    from .registry import PROVIDERS
+
+    configured = getattr(settings, "PROVIDER_HOSTS", {}) or {}
+    pairs = {(provider, environment) for provider in PROVIDERS for environment in ENVIRONMENTS}
+    pairs |= {(provider, environment) for provider, listed in configured.items() for environment in listed}
+    table: dict[str, dict[str, list[str]]] = {}
+    for provider, environment in sorted(pairs):
+        table.setdefault(provider, {})[environment] = allowed_hosts(provider, environment)
+    return table
 
 
 def _entry_matches(entry: str, origin: Origin) -> bool:

@@ -18,6 +18,9 @@ PROVIDERS: dict[str, type[ProviderClient]] = {
     DapiClient.key: DapiClient,
 }
 
+# What pages, messages and events call each provider (connections.wording.provider_name).
+PROVIDER_NAMES: dict[str, str] = {key: client.display_name for key, client in PROVIDERS.items()}
+
 
 def client_class(key: str) -> type[ProviderClient]:
     """The client class for a provider key; ``KeyError`` names an unknown one."""

@@ -26,13 +26,6 @@ EXPIRED, REVOKED, CREDENTIALS_INVALID, CREDENTIALS_UNREADABLE, TRANSIENT, AUTHOR
     "authorization_abandoned",
 )
 
-PROVIDER_NAMES: Mapping[str, str] = {
-    "turnqey": "Turnqey",
-    "coinify": "Coinify",
-    "bloquo": "Bloquo",
-    "dapi": "Dapi",
-}
-
 PLATFORM_NAMES: Mapping[str, str] = {
     "coinbase": "Coinbase",
     "gemini": "Gemini",
@@ -41,8 +34,6 @@ PLATFORM_NAMES: Mapping[str, str] = {
     "bitstamp": "Bitstamp",
     "ledger": "Ledger",
     "metamask": "MetaMask",
-    "coinify": "Coinify",
-    "bloquo": "Bloquo",
 }
 
 ENVIRONMENT_NAMES: Mapping[str, str] = {"sandbox": "Sandbox", "production": "Production"}
@@ -111,12 +102,22 @@ def actor_words(*, actor: Any = None, actor_label: str = "", viewer: Any = None)
 # --- Names ------------------------------------------------------------------------
 
 
+def _provider_names() -> Mapping[str, str]:
+    # Each provider's client declares its name; imported here, as the clients
+    # import this module (and models.py imports it before any client).
+    from ..providers.registry import PROVIDER_NAMES
+
+    return PROVIDER_NAMES
+
+
 def provider_name(provider: str) -> str:
-    return PROVIDER_NAMES.get(provider, provider.replace("_", " ").title())
+    return _provider_names().get(provider, provider.replace("_", " ").title())
 
 
 def platform_name(platform: str) -> str:
-    return PLATFORM_NAMES.get(platform, platform.replace("_", " ").replace("-", " ").title())
+    """A platform's name; a provider that is its own platform (Coinify's accounts) is named as the provider."""
+    named = PLATFORM_NAMES.get(platform) or _provider_names().get(platform)
+    return named or platform.replace("_", " ").replace("-", " ").title()
 
 
 def source_name(*, provider: str, platform: str) -> str:

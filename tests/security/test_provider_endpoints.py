@@ -29,6 +29,7 @@ from django.utils import timezone
 from connections import lifecycle
 from connections import models as m
 from connections.providers.base import AppConfig, IssuedCredential
+from connections.providers.endpoints import allowed_hosts, host_table, url_refusal
 from connections.providers.errors import ErrorKind, ProviderError
 from connections.providers.turnqey import TurnqeyClient
 from tests.factories import ProviderAppFactory, UserFactory
@@ -192,6 +193,40 @@ def test_a_host_documented_for_the_other_environment_is_refused(db: None) -> Non
         app.full_clean()
 
     assert "not a Turnqey production host" in info.value.message_dict["base_url"][0]
+
+
+def test_an_environment_variable_replaces_the_documented_hosts_of_its_pair_only(
+    db: None, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portal import settings as portal_settings
+
+    monkeypatch.setenv("PROVIDER_HOSTS_BLOQUO_PRODUCTION", "api.bloquo.example,eu.bloquo.example:8443")
+    monkeypatch.setenv("PROVIDER_HOSTS_TURNQEY_SANDBOX", "")
+    # As the settings module reads them at start-up.
+    settings.PROVIDER_HOSTS = portal_settings.provider_hosts_from_environment()
+
+    assert allowed_hosts("bloquo", "production") == ["api.bloquo.example", "eu.bloquo.example:8443"]
+    assert url_refusal("https://eu.bloquo.example:8443", provider="bloquo", environment="production") is None
+    # Set but empty: the documented host is no longer allowed either.
+    assert allowed_hosts("turnqey", "sandbox") == []
+    assert "PROVIDER_HOSTS_TURNQEY_SANDBOX" in (
+        url_refusal("https://sandbox.turnqey.xyz", provider="turnqey", environment="sandbox") or ""
+    )
+    # Pairs no variable names keep what the provider documents.
+    assert allowed_hosts("bloquo", "sandbox") == ["staging-api.bloquo.io"]
+    assert allowed_hosts("turnqey", "production") == ["api.turnqey.xyz"]
+    assert allowed_hosts("dapi", "production") == []
+
+
+def test_each_provider_is_allowed_the_hosts_of_the_base_urls_its_client_documents(settings: Any) -> None:
+    settings.PROVIDER_HOSTS = {}
+
+    assert host_table() == {
+        "bloquo": {"production": [], "sandbox": ["staging-api.bloquo.io"]},
+        "coinify": {"production": ["app-api.coinify.com"], "sandbox": []},
+        "dapi": {"production": [], "sandbox": []},
+        "turnqey": {"production": ["api.turnqey.xyz"], "sandbox": ["sandbox.turnqey.xyz"]},
+    }
 
 
 def test_production_refuses_plain_http_even_to_the_providers_host(db: None, production: None) -> None:
