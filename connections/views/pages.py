@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
+
 from django.core.paginator import Paginator
+from django.db.models import prefetch_related_objects
 from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import render
 from django.utils import timezone
@@ -12,6 +16,7 @@ from .. import request_selectors, selectors, services
 from ..forms import (
     HouseholdFilterForm,
 )
+from ..models import Connection, ConnectionProblem, Status
 from .common import (
     ATTENTION_ON_DASHBOARD,
     ATTENTION_PER_PAGE,
@@ -22,6 +27,12 @@ from .common import (
     scoped_connection,
     scoped_household,
 )
+
+# Snoozing from the attention list, and from the household page (where Mute is a button of its own).
+ATTENTION_QUIET_ACTIONS = (("day", "1 day"), ("week", "1 week"), ("mute", "Mute until it works again"))
+HOUSEHOLD_SNOOZE_CHOICES = (("day", "1 day"), ("week", "1 week"))
+# A connection in these is snoozable even before its problem row is made (snoozing makes it first).
+SNOOZABLE_STATUSES = (Status.NEEDS_RECONNECT, Status.DEGRADED)
 
 # The dashboard's count cards, worst first; each links to that status's list.
 STATUS_CARDS = (
@@ -74,7 +85,7 @@ def attention_list(request: HttpRequest) -> HttpResponseBase:
         "page": page,
         "now": timezone.now(),
         "quiet": quiet,
-        "quiet_actions": [("day", "1 day"), ("week", "1 week"), ("mute", "Mute until it works again")],
+        "quiet_actions": ATTENTION_QUIET_ACTIONS,
         "needing_client": 0 if quiet else request_selectors.households_needing_client(user=request.user).count(),
     }
     return allow_provider_form_actions(render(request, "connections/attention_list.html", context))
@@ -106,13 +117,35 @@ def household_detail(request: HttpRequest, pk: int) -> HttpResponseBase:
         requests=household.reconnect_requests.filter(status__in=services.reconnect_requests.TRACKED)
     )
     page = selectors.household_page(user=request.user, household=household)
+    now = timezone.now()
+    mark_quiet(page.connections, now=now)
     context = {
         "household": household,
         "page": page,
-        "now": timezone.now(),
+        "now": now,
+        "snooze_choices": HOUSEHOLD_SNOOZE_CHOICES,
         "requests": request_selectors.household_requests(user=request.user, household=household),
     }
     return allow_provider_form_actions(render(request, "connections/household_detail.html", context))
+
+
+def mark_quiet(connections: Iterable[Connection], *, now: dt.datetime) -> None:
+    """Set each card's ``snoozed_until`` (its latest snooze still ahead, or None) and ``snoozable``, in one query.
+
+    Snoozable: not muted, not snoozed, and something to snooze (an open problem, or a status that makes one).
+    """
+    rows = list(connections)
+    prefetch_related_objects(rows, request_selectors.open_problems_prefetch())
+    for connection in rows:
+        problems: list[ConnectionProblem] = connection.open_problems  # type: ignore[attr-defined]
+        ahead = [p.snoozed_until for p in problems if p.snoozed_until is not None and p.snoozed_until > now]
+        snoozed_until = max(ahead, default=None)
+        connection.snoozed_until = snoozed_until  # type: ignore[attr-defined]
+        connection.snoozable = (  # type: ignore[attr-defined]
+            connection.muted_at is None
+            and snoozed_until is None
+            and (bool(problems) or connection.status in SNOOZABLE_STATUSES)
+        )
 
 
 @require_GET

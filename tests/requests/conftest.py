@@ -12,7 +12,7 @@ from django.core import mail
 from connections import models as m
 from tests.e2e.conftest import beat, clock, portal, sandbox  # noqa: F401 - the sandbox world, reused
 from tests.factories import MembershipFactory, UserFactory
-from tests.web.conftest import adviser_client, fake_provider, world  # noqa: F401 - the web suite's world, reused
+from tests.web.conftest import adviser_client, broken, fake_provider, world  # noqa: F401 - the web suite's world, reused
 
 REQUEST_URL = re.compile(r"https?://[^\s]+/r/[^\s/]+/")
 
