@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import wraps
 from http import HTTPStatus
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -58,7 +59,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.views.decorators.csrf import csrf_exempt
 
 from . import clock, state
-from .models import Fault, Provider, RequestLog
+from .models import Fault, RequestLog
+from .services import SIMULATORS
 from .state import FaultRule
 
 View = Callable[..., HttpResponseBase]
@@ -85,19 +87,9 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-def error_body(provider: str, status: int) -> dict[str, object]:
-    """An injected error in the provider's own error shape (docs/provider-assumptions.md)."""
-    phrase = _phrase(status)
-    if provider == Provider.TURNQEY:
-        return {"statusCode": status, "isError": True, "responseException": {"exceptionMessage": phrase}}
-    if provider == Provider.COINIFY:
-        code = {400: "invalid_request", 401: "invalid_token", 403: "forbidden", 503: "temporarily_unavailable"}.get(
-            status, "server_error" if status >= 500 else "error"
-        )
-        return {"error": code, "error_description": phrase}
-    if provider in (Provider.BLOQUO, Provider.BLOQUO_PRODUCTION):
-        return {"status": False, "message": phrase}
-    return {"success": False, "type": phrase.upper().replace(" ", "_"), "msg": phrase}
+def error_body(provider: str, status: int) -> dict[str, Any]:
+    """An injected error in the provider's own error shape, as the mount's simulator declares it."""
+    return SIMULATORS[provider].error_body(status=status, message=_phrase(status))
 
 
 def _error_response(rule: FaultRule, provider: str, status: int, *, page: bool) -> HttpResponse:

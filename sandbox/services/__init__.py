@@ -59,6 +59,10 @@ class Simulator(Protocol):
     #: The mount's own tables, in an order that deletes cleanly (reset).
     MODELS: tuple[type[models.Model], ...]
 
+    def error_body(self, *, status: int, message: str) -> dict[str, Any]:
+        """The provider's own error shape, with ``message`` in it: what an injected ``status`` fault answers."""
+        ...
+
     def subject_create(self, *, mount: str, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create (or update) a subject from the control fields; returns (reply, created)."""
         ...

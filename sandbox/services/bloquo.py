@@ -23,6 +23,11 @@ APPS: AppKind = AppKind.NONE
 MODELS: tuple[type[models.Model], ...] = (BloquoKey,)
 
 
+def error_body(*, status: int, message: str) -> dict[str, Any]:
+    """Bloquo's failure shape (docs/provider-assumptions.md); the status is only the HTTP one."""
+    return {"status": False, "message": message}
+
+
 def bloquo_key_create(
     *, provider: str, client_id: str = "", client_secret: str = "", name: str = "", email: str = ""
 ) -> tuple[BloquoKey, str, str]:

@@ -22,6 +22,24 @@ from .common import AppKind, Person, SandboxError, check_columns, read_text
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "deactivate", "restore")
 APPS: AppKind = AppKind.ID_ONLY
 MODELS: tuple[type[models.Model], ...] = (CoinifyUser,)
+# The OAuth2 error code an injected fault answers with, by status.
+FAULT_ERRORS: dict[int, str] = {
+    400: "invalid_request",
+    401: "invalid_token",
+    403: "forbidden",
+    503: "temporarily_unavailable",
+}
+
+
+def oauth_error_body(*, error: str, description: str) -> dict[str, Any]:
+    """Coinify's errors are OAuth2 error responses (docs/provider-assumptions.md)."""
+    return {"error": error, "error_description": description}
+
+
+def error_body(*, status: int, message: str) -> dict[str, Any]:
+    """An injected fault's error: the OAuth2 code its status stands for, and ``message`` as the description."""
+    error = FAULT_ERRORS.get(status, "server_error" if status >= 500 else "error")
+    return oauth_error_body(error=error, description=message)
 
 
 def _password_digest(salt: str, password: str) -> str:

@@ -25,6 +25,11 @@ APPS: AppKind = AppKind.WITH_SECRET
 MODELS: tuple[type[models.Model], ...] = (DapiConnection,)
 
 
+def error_body(*, status: int, message: str, kind: str = "") -> dict[str, Any]:
+    """Dapi's failure shape (docs/provider-assumptions.md): ``kind`` its error type, else ``message`` as one."""
+    return {"success": False, "type": kind or message.upper().replace(" ", "_"), "msg": message}
+
+
 def dapi_user_id(*, app_key: str, username: str) -> str:
     """The Dapi user id of a login: stable per (app, username), so a reconnect returns it unchanged."""
     return hashlib.sha256(f"{app_key}|{username}".encode()).hexdigest()[:32]

@@ -25,6 +25,11 @@ APPS: AppKind = AppKind.WITH_SECRET
 MODELS: tuple[type[models.Model], ...] = (TurnqeyAuthorization, TurnqeyCollection)
 
 
+def error_body(*, status: int, message: Any) -> dict[str, Any]:
+    """Turnqey's error envelope (docs/provider-assumptions.md): what its endpoints and an injected fault answer."""
+    return {"statusCode": status, "isError": True, "responseException": {"exceptionMessage": message}}
+
+
 def turnqey_checksum(*, secret: str, params: dict[str, str]) -> str:
     """The authorize checksum (assumed, docs/provider-assumptions.md).
 

@@ -21,11 +21,12 @@ from .. import clock, tokens
 from ..data import accounts_for
 from ..faults import provider_endpoint
 from ..models import BloquoKey, Token
+from ..services.bloquo import error_body
 from .common import json_response, lifetime, one, read_json, text_field
 
 
 def _failure(status: int, message: str) -> HttpResponse:
-    return json_response({"status": False, "message": message}, status=status)
+    return json_response(error_body(status=status, message=message), status=status)
 
 
 @provider_endpoint()

@@ -23,7 +23,7 @@ from .. import clock, tokens
 from ..data import accounts_for
 from ..faults import provider_endpoint
 from ..models import CoinifyUser, Token
-from ..services.coinify import coinify_grant_issue, coinify_password_matches
+from ..services.coinify import coinify_grant_issue, coinify_password_matches, oauth_error_body
 from ..state import Snapshot
 from .common import json_response, one, read_json, text_field
 
@@ -48,7 +48,7 @@ def grant_type_of(request: HttpRequest) -> str:
 
 
 def oauth_error(error: str, description: str, *, status: int = 400) -> HttpResponse:
-    return json_response({"error": error, "error_description": description}, status=status)
+    return json_response(oauth_error_body(error=error, description=description), status=status)
 
 
 def _user(subject: str) -> CoinifyUser | None:

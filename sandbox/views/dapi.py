@@ -30,13 +30,13 @@ from ..faults import provider_endpoint
 from ..hints import dapi_usernames, hints_enabled
 from ..models import App, DapiConnection, Provider, Token
 from ..services.common import SandboxError
-from ..services.dapi import dapi_connection_create, dapi_identity
+from ..services.dapi import dapi_connection_create, dapi_identity, error_body
 from ..state import Snapshot
 from .common import json_response, one, origin, read_json, text_field, with_query
 
 
 def _failure(status: int, kind: str, message: str) -> HttpResponse:
-    return json_response({"success": False, "type": kind, "msg": message}, status=status)
+    return json_response(error_body(status=status, message=message, kind=kind), status=status)
 
 
 def _error_page(request: HttpRequest, message: str) -> HttpResponse:

@@ -30,7 +30,7 @@ from ..faults import provider_endpoint
 from ..hints import hints_enabled, turnqey_usernames
 from ..models import App, Provider, Token, TurnqeyAuthorization, TurnqeyCollection
 from ..services.common import SandboxError
-from ..services.turnqey import turnqey_authorization_grant, turnqey_checksum, turnqey_default_username
+from ..services.turnqey import error_body, turnqey_authorization_grant, turnqey_checksum, turnqey_default_username
 from .common import json_response, lifetime, origin, platform_name, with_query
 
 # The doc's example reply carries a +05:30 offset and seven fractional digits
@@ -47,9 +47,7 @@ def format_expires_on(moment: datetime) -> str:
 
 
 def _envelope_error(status: int, message: Any) -> HttpResponse:
-    return json_response(
-        {"statusCode": status, "isError": True, "responseException": {"exceptionMessage": message}}, status=status
-    )
+    return json_response(error_body(status=status, message=message), status=status)
 
 
 def _trace_id() -> str:

@@ -12,7 +12,7 @@ import requests
 from django.test import Client
 from django.utils import timezone
 
-from sandbox import clock
+from sandbox import clock, faults
 from sandbox.models import Provider
 from tests.sandbox_client import control_headers
 
@@ -356,6 +356,23 @@ def test_error_faults_keep_each_provider_error_shape(client: Client, control: Co
         "responseException": {"exceptionMessage": "Service Unavailable"},
     }
     assert dapi.json() == {"success": False, "type": "INTERNAL_SERVER_ERROR", "msg": "Internal Server Error"}
+
+
+@pytest.mark.parametrize(
+    ("mount", "body"),
+    [
+        (
+            "turnqey",
+            {"statusCode": 503, "isError": True, "responseException": {"exceptionMessage": "Service Unavailable"}},
+        ),
+        ("coinify", {"error": "temporarily_unavailable", "error_description": "Service Unavailable"}),
+        ("bloquo", {"status": False, "message": "Service Unavailable"}),
+        ("bloquo-production", {"status": False, "message": "Service Unavailable"}),
+        ("dapi", {"success": False, "type": "SERVICE_UNAVAILABLE", "msg": "Service Unavailable"}),
+    ],
+)
+def test_every_mount_injects_errors_in_the_shape_its_simulator_declares(mount: str, body: dict[str, Any]) -> None:
+    assert faults.error_body(mount, 503) == body
 
 
 @pytest.mark.usefixtures("turnqey_app")
