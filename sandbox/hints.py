@@ -18,7 +18,7 @@ from django.conf import settings
 
 from . import tokens
 from .models import BloquoKey, CoinifyUser, DapiConnection, Token, TurnqeyAuthorization
-from .services.bloquo import BLOQUO_MOUNTS, bloquo_key_create
+from .services.bloquo import BLOQUO_MOUNTS, bloquo_key_create, is_production_mount
 from .services.coinify import coinify_password_matches
 from .services.common import SandboxError
 
@@ -47,6 +47,7 @@ class BloquoHint:
     email: str
     client_id: str
     revoked: bool
+    production: bool
 
 
 def coinify_hints() -> list[CoinifyHint]:
@@ -69,6 +70,7 @@ def bloquo_hints() -> list[BloquoHint]:
             email=key.email,
             client_id=key.client_id,
             revoked=key.revoked_at is not None,
+            production=is_production_mount(key.provider),
         )
         for key in BloquoKey.objects.filter(provider__in=BLOQUO_MOUNTS).order_by("provider", "name")[:SHOWN]
     ]
@@ -101,8 +103,13 @@ def bloquo_secret_issue(*, mount: str, customer_id: str) -> tuple[BloquoHint, st
         raise SandboxError("No such Bloquo customer.", status=404)
     key, client_id, client_secret = bloquo_key_create(provider=mount, client_id=key.client_id)
     hint = BloquoHint(
-        mount=key.provider, customer_id=key.customer_id, name=key.name, email=key.email, client_id=client_id,
+        mount=key.provider,
+        customer_id=key.customer_id,
+        name=key.name,
+        email=key.email,
+        client_id=client_id,
         revoked=False,
+        production=is_production_mount(key.provider),
     )
     return hint, client_secret
 
@@ -115,4 +122,3 @@ def coinify_offline_token_issue(*, user_id: int) -> tuple[CoinifyHint, str]:
     offline = tokens.random_string(60)
     tokens.issue(Token.Kind.COINIFY_OFFLINE, str(user.pk), value=offline, lifetime=None)
     return CoinifyHint(user_id=user.pk, email=user.email, password="", deactivated=False), offline
-

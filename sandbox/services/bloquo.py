@@ -15,12 +15,19 @@ from django.db import models, transaction
 
 from .. import clock, tokens
 from ..models import BloquoKey, Provider, Token
-from .common import AppKind, Person, SandboxError, check_columns, read_mount, read_text
+from .common import AppKind, IssuedSecretWords, Person, SandboxError, check_columns, read_mount, read_text
 
 BLOQUO_MOUNTS = (Provider.BLOQUO, Provider.BLOQUO_PRODUCTION)
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "restore")
 APPS: AppKind = AppKind.NONE
 MODELS: tuple[type[models.Model], ...] = (BloquoKey,)
+# A customer's new secret, issued as its Bloquo API settings would issue one.
+ISSUED_SECRET = IssuedSecretWords(heading="New key pair", label="Client secret")
+
+
+def is_production_mount(mount: str) -> bool:
+    """True for the production mount (its key pairs are a separate world from staging's)."""
+    return mount == Provider.BLOQUO_PRODUCTION
 
 
 def error_body(*, status: int, message: str) -> dict[str, Any]:

@@ -17,11 +17,13 @@ from django.db.models import Q
 
 from .. import clock, state, tokens
 from ..models import App, CoinifyUser, Provider, Token
-from .common import AppKind, Person, SandboxError, check_columns, read_text
+from .common import AppKind, IssuedSecretWords, Person, SandboxError, check_columns, read_text
 
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "deactivate", "restore")
 APPS: AppKind = AppKind.ID_ONLY
 MODELS: tuple[type[models.Model], ...] = (CoinifyUser,)
+# A user's new offline token, issued as Coinify's account page would issue one.
+ISSUED_SECRET = IssuedSecretWords(heading="New offline token", label="Offline token")
 # The OAuth2 error code an injected fault answers with, by status.
 FAULT_ERRORS: dict[int, str] = {
     400: "invalid_request",

@@ -26,6 +26,14 @@ class SandboxError(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class IssuedSecretWords:
+    """How the sign-in hints page names a secret a simulator issues there, as the provider's own page would."""
+
+    heading: str  # "New key pair", followed by "for <whom>"
+    label: str  # the secret's label: "Client secret"
+
+
 class AppKind(enum.Enum):
     """Whether a provider has partner apps the control API registers, and what a new one needs."""
 

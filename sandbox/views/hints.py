@@ -10,6 +10,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from .. import hints
+from ..services import bloquo, coinify
 from ..services.common import SandboxError
 
 PROVIDERS = ("coinify", "bloquo", "dapi", "turnqey")
@@ -31,10 +32,15 @@ def sign_ins(request: HttpRequest) -> HttpResponse:
                 hint, secret = hints.bloquo_secret_issue(
                     mount=request.POST.get("mount", ""), customer_id=request.POST.get("customer_id", "")
                 )
-                context["issued"] = {"provider": "bloquo", "who": hint.name, "id": hint.client_id, "secret": secret}
+                context["issued"] = {
+                    "words": bloquo.ISSUED_SECRET,
+                    "who": hint.name,
+                    "id": hint.client_id,
+                    "secret": secret,
+                }
             elif action == "coinify-offline":
-                coinify, token = hints.coinify_offline_token_issue(user_id=_int(request.POST.get("user_id")))
-                context["issued"] = {"provider": "coinify", "who": coinify.email, "id": "", "secret": token}
+                user, token = hints.coinify_offline_token_issue(user_id=_int(request.POST.get("user_id")))
+                context["issued"] = {"words": coinify.ISSUED_SECRET, "who": user.email, "id": "", "secret": token}
             else:
                 raise SandboxError("Choose what to issue.")
         except SandboxError as error:

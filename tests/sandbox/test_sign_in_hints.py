@@ -142,3 +142,25 @@ def test_issuing_for_someone_who_does_not_exist_says_so(client: Client) -> None:
     assert "No such Bloquo customer." in response.content.decode()
     assert client.post(HINTS_URL, {"action": "coinify-offline", "user_id": "x"}).status_code == 400
 
+
+@pytest.mark.usefixtures("development")
+def test_each_issued_secret_and_mount_is_named_as_its_provider_names_it(
+    client: Client, control: ControlClient, coinify_user: dict[str, Any]
+) -> None:
+    staging = control.post("subjects", {"provider": "bloquo", "name": "Ada Okafor"}, expect=201)
+    control.post("subjects", {"provider": "bloquo-production", "name": "Ben Live"}, expect=201)
+    bloquo_page = client.get(HINTS_URL + "?provider=bloquo").content.decode()
+    user_id = re.search(r'name="user_id" value="(\d+)"', client.get(HINTS_URL).content.decode())
+    assert user_id is not None
+
+    key_pair = client.post(
+        HINTS_URL, {"action": "bloquo-secret", "mount": "bloquo", "customer_id": staging["customer_id"]}
+    )
+    offline = client.post(HINTS_URL, {"action": "coinify-offline", "user_id": user_id.group(1)})
+
+    assert re.search(r'Ben Live <span class="muted">[^<]* · production', bloquo_page)
+    assert not re.search(r'Ada Okafor <span class="muted">[^<]* · production', bloquo_page)
+    assert "New key pair for Ada Okafor" in key_pair.content.decode()
+    assert "<dt>Client secret</dt>" in key_pair.content.decode()
+    assert "New offline token for" in offline.content.decode()
+    assert "<dt>Offline token</dt>" in offline.content.decode()
