@@ -202,6 +202,8 @@ class ReconnectRequest(models.Model):
         PARTLY_DONE = "partly_done", "Partly done"
         DONE = "done", "Done"
         RESOLVED = "resolved", "Nothing left to fix"
+        # Nothing left open and nothing fixed by the client, and the adviser muted some of it: closed, not solved.
+        MUTED = "muted", "Closed: its connections were muted"
         EXPIRED = "expired", "Expired"
         PAUSED = "paused", "Stopped by the client"
         # Its email bounced, failed or was marked as spam, and the adviser asked again: a new request replaced it.
@@ -271,8 +273,14 @@ class ReconnectRequest(models.Model):
         """Its items (prefetch them when listing many), how many are done, and its status as the adviser reads it."""
         items = list(self.items.all())
         done = sum(1 for item in items if item.status == ReconnectRequestItem.ItemStatus.DONE)
+        muted = sum(1 for item in items if item.status == ReconnectRequestItem.ItemStatus.WITHDRAWN)
         words = wording.request_status_words(
-            status=self.status, delivery=self.delivery, done=done, total=len(items), pause_reason=self.pause_reason
+            status=self.status,
+            delivery=self.delivery,
+            done=done,
+            total=len(items),
+            pause_reason=self.pause_reason,
+            muted=muted,
         )
         return items, done, words
 

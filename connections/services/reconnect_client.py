@@ -22,6 +22,11 @@ from .reconnect_requests import OPEN, ReconnectRequestError, _signer, request_ma
 from .reconnect_sync import reconnect_requests_sync
 
 LINK_REPLACED = "This link has been replaced by a newer email from your adviser. Please use the link in the latest one."
+# The adviser muted what was left (an account the client closed, say): the client has nothing to do, but
+# nothing was reconnected either, so the page must not thank them for it.
+LINK_NOT_NEEDED = (
+    "Your adviser no longer needs anything from this link, so there is nothing to do. You can close this window."
+)
 
 # --- The client's side ------------------------------------------------------------------------------
 
@@ -54,6 +59,8 @@ def reconnect_request_resolve(*, token: str, now: dt.datetime | None = None) -> 
             gone=True,
             request=request,
         )
+    if request.status == ReconnectRequest.RequestStatus.MUTED:
+        raise ReconnectRequestError(LINK_NOT_NEEDED, gone=True, request=request)
     if request.status == ReconnectRequest.RequestStatus.EXPIRED:
         raise ReconnectRequestError(LINK_EXPIRED, gone=True, request=request)
     if request.status == ReconnectRequest.RequestStatus.SUPERSEDED:

@@ -95,7 +95,12 @@ def _status_from(request: ReconnectRequest, items: list[ReconnectRequestItem], *
     statuses = {i.status for i in items}
     done = ReconnectRequestItem.ItemStatus.DONE in statuses
     if ReconnectRequestItem.ItemStatus.OPEN not in statuses:
-        return ReconnectRequest.RequestStatus.DONE if done else ReconnectRequest.RequestStatus.RESOLVED
+        if done:
+            return ReconnectRequest.RequestStatus.DONE
+        # Emptied (at least in part) by the adviser's mutes: closed, but nothing was fixed, so never "resolved".
+        if ReconnectRequestItem.ItemStatus.WITHDRAWN in statuses:
+            return ReconnectRequest.RequestStatus.MUTED
+        return ReconnectRequest.RequestStatus.RESOLVED
     if request.status == ReconnectRequest.RequestStatus.PAUSED:
         return request.status
     if request.expires_at <= now:

@@ -90,6 +90,9 @@ def _gone(request: HttpRequest, reconnect_request: ReconnectRequest) -> HttpResp
     if status == ReconnectRequest.RequestStatus.SUPERSEDED:
         refusal = {"message": services.reconnect_client.LINK_REPLACED, "gone": True, "firm": firm}
         return _page(render(request, "connections/link/invalid.html", refusal, status=410))
+    if status == ReconnectRequest.RequestStatus.MUTED:
+        refusal = {"message": services.reconnect_client.LINK_NOT_NEEDED, "gone": True, "firm": firm}
+        return _page(render(request, "connections/link/invalid.html", refusal, status=410))
     return None
 
 

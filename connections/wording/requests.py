@@ -76,8 +76,13 @@ def request_stopped_before(*, client: str, at: datetime, reason: str, sent_to: s
     return f"{head}); send anyway only if they have told you they want to hear about it again."
 
 
-def request_status_words(*, status: str, delivery: str, done: int, total: int, pause_reason: str = "") -> str:
-    """What an adviser reads about a request: sent, opened, partly done, done, expired, stopped, bounced."""
+def request_status_words(
+    *, status: str, delivery: str, done: int, total: int, pause_reason: str = "", muted: int = 0
+) -> str:
+    """What an adviser reads about a request: sent, opened, partly done, done, expired, stopped, bounced.
+
+    ``muted``: its connections the adviser muted (withdrawn from it), never counted as fixed or recovered.
+    """
     if status == "superseded":
         trouble = DELIVERY_TROUBLE.get(delivery, "did not arrive")
         return f"Replaced by a new request: this email {trouble}, and its link no longer works."
@@ -94,9 +99,16 @@ def request_status_words(*, status: str, delivery: str, done: int, total: int, p
     if status == "partly_done":
         return f"Partly done: {done} of {total} fixed."
     if status == "done":
-        return f"Done: the client fixed {done} of {total}{'' if done == total else ', the rest recovered by itself'}."
+        recovered = total - done - muted
+        rest = [f"{recovered} recovered by itself"] if recovered else []
+        rest += [f"{muted} muted, not fixed"] if muted else []
+        return f"Done: the client fixed {done} of {total}{'; ' + ', '.join(rest) if rest else ''}."
     if status == "resolved":
         return "Closed: everything recovered without the client."
+    if status == "muted":
+        if muted >= total:
+            return "Closed: every connection in it was muted; nothing was fixed."
+        return f"Closed: {muted} of {total} muted, not fixed; the rest recovered without the client."
     if status == "expired":
         return f"Expired with {total - done} of {total} still to fix."
     if status == "paused":

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 
 from api.models import ApiKey
 from connections import models as m
@@ -101,6 +102,23 @@ def test_the_list_says_where_each_request_stands(api_world: ApiWorld, household:
     statuses = {i["connection_id"]: i["status"] for i in item["items"]}
     assert statuses[recovered.pk] == "dropped"
     assert list(statuses.values()).count("open") == 1
+
+
+def test_a_request_emptied_by_mutes_is_listed_as_muted_not_resolved(
+    api_world: ApiWorld, household: m.Household
+) -> None:
+    writer = api_world.client(api_world.ours.write_key)
+    reader = api_world.client(api_world.ours.read_key)
+    writer.post(f"/households/{household.pk}/reconnect-requests")
+    now = timezone.now()
+    household.connections.filter(status=m.Status.NEEDS_RECONNECT).update(muted_at=now)
+
+    (item,) = reader.get(f"/households/{household.pk}/reconnect-requests").json()["items"]
+
+    assert item["status"] == "muted"
+    assert item["status_words"] == "Closed: every connection in it was muted; nothing was fixed."
+    assert item["closed_at"] is not None
+    assert {i["status"] for i in item["items"]} == {"withdrawn"}
 
 
 def test_nothing_to_ask_and_no_address_are_problems_that_write_nothing(

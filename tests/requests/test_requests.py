@@ -344,6 +344,59 @@ def test_reminders_leave_out_a_snoozed_connection_and_withdraw_a_muted_one(world
     assert "Nothing to do" in page.content.decode()
 
 
+def test_a_request_emptied_by_mutes_closes_as_muted_never_resolved_and_tells_no_one_otherwise(
+    adviser_client: Any, world: World, clock: Clock
+) -> None:
+    gemini, kraken = _broken(world, "gemini"), _broken(world, "kraken", provider_app=world.coinify)
+    request = _ask(world)
+    (first,) = mail.outbox
+    m.Membership.objects.update(digest_sent_up_to=clock.now())
+    events = m.ConnectionEvent.objects.count()
+    clock.advance(timedelta(minutes=5))
+
+    for connection in (gemini, kraken):  # for example, the client closed both accounts at the exchange
+        problems.connection_mute(connection=connection, user=world.adviser)
+    page = adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode()
+
+    request.refresh_from_db()
+    assert request.status == m.ReconnectRequest.RequestStatus.MUTED
+    assert request.closed_at is not None
+    assert {item.status for item in request.items.all()} == {"withdrawn"}
+    words = "Closed: every connection in it was muted; nothing was fixed."
+    assert request.progress()[2] == words
+    assert words in page
+    assert "recovered without the client" not in page
+    # Nothing was fixed, so nothing announces a fix: no connection event (the webhooks' only source),
+    # no email to the client, and the client's link says there is nothing to do, not "thank you".
+    assert m.ConnectionEvent.objects.count() == events
+    assert mail.outbox == [first]
+    refused = Browser().get(request_path(first), follow=True)
+    assert refused.status_code == 410
+    body = refused.content.decode()
+    assert services.reconnect_client.LINK_NOT_NEEDED in body
+    assert "reconnected" not in body
+    clock.advance(timedelta(days=6))
+    assert jobs.reminders_run()["reminders_sent"] == 0
+
+    # The adviser's digest tells the request as it is.
+    clock.advance(timedelta(hours=1))
+    jobs.digests_send()
+    (digest,) = [message for message in mail.outbox if message.to == [world.adviser.email]]
+    assert words in digest.body
+    assert "recovered" not in digest.body
+
+
+def test_a_request_partly_muted_says_how_many_were_muted_and_never_that_they_recovered(world: World) -> None:
+    gemini, kraken = _broken(world, "gemini"), _broken(world, "kraken", provider_app=world.coinify)
+    request = _ask(world)
+    problems.connection_mute(connection=gemini, user=world.adviser)
+    m.Connection.objects.filter(pk=kraken.pk).update(status=m.Status.ACTIVE, reason="")  # recovered by itself
+    services.reconnect_requests_sync(requests=[request])
+    request.refresh_from_db()
+    assert request.status == m.ReconnectRequest.RequestStatus.MUTED
+    assert request.progress()[2] == "Closed: 1 of 2 muted, not fixed; the rest recovered without the client."
+
+
 # --- Delivery reports ------------------------------------------------------------------------------
 
 
