@@ -10,7 +10,6 @@ request.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,18 +17,16 @@ from datetime import datetime
 from django.db import connection
 from django.db.models import Q
 
-from .models import Fault, Lifetime, Provider, SandboxState
+from .models import Fault, Lifetime, SandboxState
 
-# Default token lifetimes in seconds, per provider mount and kind. The docs fix
-# these: Turnqey app token one hour; Coinify access 20 minutes and refresh 24
-# hours; Bloquo 3600 seconds; Dapi access code 30 minutes.
-DEFAULT_LIFETIMES: dict[str, dict[str, int]] = {
-    Provider.TURNQEY: {"app_token": 3600},
-    Provider.COINIFY: {"access": 1200, "refresh": 86_400},
-    Provider.BLOQUO: {"access": 3600},
-    Provider.BLOQUO_PRODUCTION: {"access": 3600},
-    Provider.DAPI: {"access_code": 1800},
-}
+
+def default_lifetimes() -> dict[str, dict[str, int]]:
+    """Token lifetimes in seconds per mount and kind, as each simulator declares them (``LIFETIMES``)."""
+    # Imported here: the simulators read their lifetimes through this module.
+    from .services import SIMULATORS
+
+    return {mount: dict(simulator.LIFETIMES) for mount, simulator in SIMULATORS.items()}
+
 
 _UNSET = "<unset>"
 
@@ -68,7 +65,8 @@ class FaultRule:
 class Snapshot:
     version: str
     faults: tuple[FaultRule, ...] = ()
-    lifetimes: dict[str, dict[str, int]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_LIFETIMES))
+    # Every mount's, defaults included (the snapshot before the first load has none).
+    lifetimes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def lifetime(self, provider: str, kind: str) -> int:
         return self.lifetimes[provider][kind]
@@ -82,7 +80,7 @@ _VERSION_SQL = f"SELECT version FROM {SandboxState._meta.db_table} WHERE id = 1"
 
 
 def _load(version: str) -> Snapshot:
-    lifetimes = copy.deepcopy(DEFAULT_LIFETIMES)
+    lifetimes = default_lifetimes()
     for provider, kind, seconds in Lifetime.objects.values_list("provider", "kind", "seconds"):
         lifetimes.setdefault(provider, {})[kind] = seconds
     rules = tuple(

@@ -17,6 +17,7 @@ never contains a secret.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -58,6 +59,8 @@ class Simulator(Protocol):
     APPS: AppKind
     #: The mount's own tables, in an order that deletes cleanly (reset).
     MODELS: tuple[type[models.Model], ...]
+    #: Default token lifetimes in seconds, by kind, as the provider's docs fix them.
+    LIFETIMES: Mapping[str, int]
 
     def error_body(self, *, status: int, message: str) -> dict[str, Any]:
         """The provider's own error shape, with ``message`` in it: what an injected ``status`` fault answers."""

@@ -8,6 +8,7 @@ registry in :mod:`sandbox.services` maps both mounts to this module.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,8 @@ BLOQUO_MOUNTS = (Provider.BLOQUO, Provider.BLOQUO_PRODUCTION)
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "restore")
 APPS: AppKind = AppKind.NONE
 MODELS: tuple[type[models.Model], ...] = (BloquoKey,)
+# [doc] A token lives 3600 seconds, on staging and production alike.
+LIFETIMES: Mapping[str, int] = {"access": 3600}
 # A customer's new secret, issued as its Bloquo API settings would issue one.
 ISSUED_SECRET = IssuedSecretWords(heading="New key pair", label="Client secret")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,8 @@ from .common import AppKind, IssuedSecretWords, Person, SandboxError, check_colu
 ACTIONS: tuple[str, ...] = ("revoke", "expire", "deactivate", "restore")
 APPS: AppKind = AppKind.ID_ONLY
 MODELS: tuple[type[models.Model], ...] = (CoinifyUser,)
+# [doc] Access tokens live 20 minutes, refresh tokens 24 hours.
+LIFETIMES: Mapping[str, int] = {"access": 1200, "refresh": 86_400}
 # A user's new offline token, issued as Coinify's account page would issue one.
 ISSUED_SECRET = IssuedSecretWords(heading="New offline token", label="Offline token")
 # The OAuth2 error code an injected fault answers with, by status.

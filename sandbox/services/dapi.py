@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ from .common import AppKind, Person, SandboxError, check_columns, read_text
 ACTIONS: tuple[str, ...] = ("delink", "revoke", "expire")
 APPS: AppKind = AppKind.WITH_SECRET
 MODELS: tuple[type[models.Model], ...] = (DapiConnection,)
+# [doc] The access code lives 30 minutes.
+LIFETIMES: Mapping[str, int] = {"access_code": 1800}
 
 
 def error_body(*, status: int, message: str, kind: str = "") -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -23,6 +24,8 @@ ACTIONS: tuple[str, ...] = ("revoke", "expire", "restore")
 APPS: AppKind = AppKind.WITH_SECRET
 # Authorizations first: each belongs to a collection.
 MODELS: tuple[type[models.Model], ...] = (TurnqeyAuthorization, TurnqeyCollection)
+# [doc] The app token lives one hour.
+LIFETIMES: Mapping[str, int] = {"app_token": 3600}
 
 
 def error_body(*, status: int, message: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def lifetimes_get() -> dict[str, dict[str, int]]:
 def lifetimes_set(data: dict[str, Any]) -> dict[str, int]:
     """Set some token lifetimes (seconds) of one provider mount; returns that provider's lifetimes."""
     provider = read_mount(data.get("provider"), tuple(Provider.values))
-    kinds = state.DEFAULT_LIFETIMES[provider]
+    kinds = SIMULATORS[provider].LIFETIMES
     changes = {k: v for k, v in data.items() if k != "provider"}
     if not changes:
         raise SandboxError(f"Give at least one of: {', '.join(kinds)}.")
