@@ -149,7 +149,7 @@ def floor_update() -> dict[str, Any]:
     one autocommitted statement: what claiming the due set cannot be faster
     than. Nothing is published.
     """
-    from connections.lifecycle.config import tunables
+    from connections.lifecycle import tunables
 
     sweep_claims_release()
     now = timezone.now()

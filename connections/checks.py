@@ -37,13 +37,12 @@ def encryption_keys_check(app_configs: Any = None, **kwargs: Any) -> list[Error]
 def lifecycle_tunables_check(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """Every ``LIFECYCLE_<NAME>`` setting names a tunable and holds a number, or the portal does not start.
 
-    Read at call time by the lifecycle (``lifecycle.config.tunables_from``), a bad
+    Read at call time by the lifecycle (``lifecycle.tunables_from``), a bad
     value would otherwise surface only inside the first check that reads it.
     """
-    from .lifecycle.config import tunables_from
-    from .lifecycle.rules import Tunables
+    from .lifecycle import rules, tunables_from
 
-    known = {f"LIFECYCLE_{item.name.upper()}": item for item in fields(Tunables)}
+    known = {f"LIFECYCLE_{item.name.upper()}": item for item in fields(rules.Tunables)}
     errors = []
     for name in sorted(n for n in dir(settings) if n.startswith("LIFECYCLE_")):
         if name not in known:

@@ -44,14 +44,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from . import lifecycle
 from .lifecycle import rules
-from .lifecycle.claims import deadline_near_q
-from .models import Connection, ConnectionEvent, ConnectionProblem, Credential, FirmNotificationPolicy, Status
+from .models import Connection, ConnectionEvent, ConnectionProblem, FirmNotificationPolicy, Status
 
 Cause = ConnectionProblem.Cause
 Resolution = ConnectionProblem.Resolution
@@ -132,18 +130,13 @@ def quiet_connection_ids(*, connection_ids: Iterable[int], now: dt.datetime) -> 
 
 
 def _trouble_queryset(*, now: dt.datetime, tunables: rules.Tunables) -> QuerySet[Connection]:
-    refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
-        "issued_at"
-    )[:1]
-    aliases, near = deadline_near_q(now=now, tunables=tunables)
     # The same candidates as the attention list's partial index (connection_attention_idx).
     candidates = Q(status__in=[Status.NEEDS_RECONNECT, Status.DEGRADED]) | Q(reconnect_by__isnull=False)
+    troubled, near = lifecycle.deadline_is_near_q(
+        Connection.objects.filter(candidates).exclude(status=Status.DISCONNECTED), now=now, tunables=tunables
+    )
     return (
-        Connection.objects.filter(candidates)
-        .exclude(status=Status.DISCONNECTED)
-        .alias(deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")))
-        .alias(**aliases)
-        .filter(Q(status__in=[Status.NEEDS_RECONNECT, Status.DEGRADED]) | (near & Q(status__in=[Status.ACTIVE])))
+        troubled.filter(Q(status__in=[Status.NEEDS_RECONNECT, Status.DEGRADED]) | (near & Q(status=Status.ACTIVE)))
         .annotate(
             broke_at=Subquery(
                 ConnectionEvent.objects.filter(connection=OuterRef("pk"), to_status=Status.NEEDS_RECONNECT)
@@ -171,17 +164,8 @@ def causes_of(connection: Connection, *, deadline_near: bool) -> set[str]:
 
 
 def _near_deadline_ids(*, ids: list[int], now: dt.datetime, tunables: rules.Tunables) -> set[int]:
-    refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
-        "issued_at"
-    )[:1]
-    aliases, near = deadline_near_q(now=now, tunables=tunables)
-    return set(
-        Connection.objects.filter(pk__in=ids)
-        .alias(deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")))
-        .alias(**aliases)
-        .filter(near)
-        .values_list("pk", flat=True)
-    )
+    connections, near = lifecycle.deadline_is_near_q(Connection.objects.filter(pk__in=ids), now=now, tunables=tunables)
+    return set(connections.filter(near).values_list("pk", flat=True))
 
 
 # --- The reconciler -------------------------------------------------------------------------

@@ -23,9 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connections import lifecycle, wording
-from connections.lifecycle import clients, rules
-from connections.lifecycle.outcomes import CheckFailure
-from connections.lifecycle.store import events_for, renewal_event
+from connections.lifecycle import CheckFailure, events_for, renewal_event, rules
 from connections.models import Connection, ConnectionEvent, Credential
 from connections.providers import registry
 from connections.providers.base import ConnectionState, Grant, IssuedCredential
@@ -183,7 +181,7 @@ def checks_replay(
                 issued = [_lapsing_like(c, at=at) for c in held.values() if c.expires_at is not None]
                 held = {**held, **{c.kind: c for c in issued}}
                 snapshot = replace(snapshot, credentials=held)
-                replayed.fields.update(clients.deadline_fields(client, snapshot))
+                replayed.fields.update(lifecycle.deadline_fields(client, snapshot))
                 replayed.events.append(
                     renewal_event(
                         connection,
@@ -232,7 +230,7 @@ def replayed_store(connection: Connection, replayed: Replayed) -> None:
     if fields.get("status") in rules.SCHEDULED:
         row = Connection.objects.select_related("provider_app").get(pk=connection.pk)
         client = lifecycle.client_for_app(app=row.provider_app)
-        fields.update(clients.deadline_fields(client, lifecycle.connection_state(connection=row)))
+        fields.update(lifecycle.deadline_fields(client, lifecycle.connection_state(connection=row)))
     if fields:
         Connection.objects.filter(pk=connection.pk).update(**fields)
     if replayed.forget_credentials:

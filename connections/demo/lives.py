@@ -22,8 +22,7 @@ from django.conf import settings
 
 from connections import lifecycle, wording
 from connections import models as m
-from connections.lifecycle.clients import household_grouping_adopt
-from connections.lifecycle.store import credentials_keep_only, credentials_upsert, event_row
+from connections.lifecycle import credentials_keep_only, credentials_upsert, event_row, household_grouping_adopt
 from connections.services import AUTHORIZATION_REQUEST_TTL
 
 from . import history

@@ -8,7 +8,7 @@ callback's parameters); the provider's real client turns that into the
 failing check is what the provider's real client reports: a one-off fault of
 the sandbox for an outage, the subject broken the way a reason says for a
 permanent problem, each translated by the check's own
-:func:`~connections.lifecycle.check.check_failure`. Needs the sandbox served
+:func:`~connections.lifecycle.check_failure`. Needs the sandbox served
 in this process (:mod:`.in_process`) or by a server.
 
 :class:`Placeholders`: without the sandbox nothing can be asked, so a grant
@@ -34,9 +34,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from connections import lifecycle
-from connections.lifecycle import rules
-from connections.lifecycle.clients import household_grouping
-from connections.lifecycle.outcomes import CheckFailure, check_failure
+from connections.lifecycle import CheckFailure, check_failure, household_grouping, rules
 from connections.models import Connection, Household
 from connections.providers.base import AccountData, ConnectionState, Grant, ProviderClient
 from connections.providers.errors import ProviderError

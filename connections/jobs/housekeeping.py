@@ -12,8 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .. import lifecycle, wording
-from ..lifecycle import rules
-from ..lifecycle.store import event_row, events_for
+from ..lifecycle import event_row, events_for, rules
 from ..models import AuthorizationRequest, ClientLink, Connection, ConnectionEvent, Credential, PeriodicJobRun
 
 JOB_RUN_RETENTION = timedelta(days=7)

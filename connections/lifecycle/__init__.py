@@ -10,31 +10,47 @@ The public contract (everything else in the package is its inside):
   to a different source account raises :class:`ReconnectMismatch`; a grant for
   a disconnected connection raises :class:`GrantRefused`.
 * :func:`connections_claim_due`, :func:`due_queryset` (``claims.py``): the
-  sweep's side of claiming.
+  sweep's side of claiming. :func:`deadline_is_near_q`: :func:`rules.deadline_is_near`
+  for a queryset (the attention list, problems, reconnect plans).
 * :func:`app_credentials_rejected` / :func:`app_credentials_accepted`
   (``provider_apps.py``): the portal's own standing with a provider.
 * :func:`client_for_app`, :func:`client_class_for`, :func:`connection_state`,
   :func:`app_config`, :func:`household_grouping` (``clients.py``): provider
   clients for rows; the one seam where tests put fake providers in.
-* :func:`event_record`, :func:`accounts_digest` (``store.py``).
+  :func:`client_describing`: a client that only describes its provider (its
+  credential form), built without the app's secrets. :func:`deadline_fields`:
+  the connection's deadline as its client reads it.
+* :func:`event_record`, :func:`accounts_digest` (``store.py``); for writers of
+  many rows at once, :func:`event_row` (unsaved, masked), :func:`events_for`
+  (the rules' events in words) and :func:`renewal_event`.
 * :mod:`.rules`: the status table itself (pure), with :class:`~rules.Tunables`,
-  the lifecycle's settings.
+  the lifecycle's settings; :func:`tunables` reads them now, :func:`tunables_from`
+  from any settings object (the system check).
+* :class:`CheckFailure`, :func:`check_failure` (``outcomes.py``): what a
+  provider's error at one stage of a check means, for the demo's histories to
+  word a failure exactly as a check would.
+* Seeding only (the demo, which stores a grant's credentials without a
+  transition): :func:`credentials_upsert`, :func:`credentials_keep_only`,
+  :func:`household_grouping_adopt`.
 
 Every status, reason and failure count is decided by :func:`rules.decide`.
 """
 
 from . import rules
 from .check import CheckResult, LeaseLost, Outcome, connection_check
-from .claims import SWEEP_OWNER_PREFIX, connections_claim_due, due_queryset
+from .claims import SWEEP_OWNER_PREFIX, connections_claim_due, deadline_is_near_q, due_queryset
 from .clients import (
     app_config,
     client_class_for,
+    client_describing,
     client_for_app,
     clients_forget,
     connection_state,
+    deadline_fields,
     household_grouping,
+    household_grouping_adopt,
 )
-from .config import tunables
+from .config import tunables, tunables_from
 from .grants import (
     ConnectedMeanwhile,
     GrantRefused,
@@ -44,11 +60,21 @@ from .grants import (
     connections_abandon,
     grant_apply,
 )
+from .outcomes import CheckFailure, check_failure
 from .provider_apps import app_credentials_accepted, app_credentials_rejected
-from .store import accounts_digest, event_record
+from .store import (
+    accounts_digest,
+    credentials_keep_only,
+    credentials_upsert,
+    event_record,
+    event_row,
+    events_for,
+    renewal_event,
+)
 
 __all__ = [
     "SWEEP_OWNER_PREFIX",
+    "CheckFailure",
     "CheckResult",
     "ConnectedMeanwhile",
     "GrantRefused",
@@ -59,7 +85,9 @@ __all__ = [
     "app_config",
     "app_credentials_accepted",
     "app_credentials_rejected",
+    "check_failure",
     "client_class_for",
+    "client_describing",
     "client_for_app",
     "clients_forget",
     "connection_check",
@@ -68,10 +96,19 @@ __all__ = [
     "connection_state",
     "connections_abandon",
     "connections_claim_due",
+    "credentials_keep_only",
+    "credentials_upsert",
+    "deadline_fields",
+    "deadline_is_near_q",
     "due_queryset",
     "event_record",
+    "event_row",
+    "events_for",
     "grant_apply",
     "household_grouping",
+    "household_grouping_adopt",
+    "renewal_event",
     "rules",
     "tunables",
+    "tunables_from",
 ]

@@ -28,9 +28,10 @@ from typing import Any
 
 from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, QuerySet, Value
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
-from ..models import Connection
+from ..models import Connection, Credential
 from . import rules
 from .config import tunables
 
@@ -264,3 +265,20 @@ def deadline_near_q(*, now: datetime, tunables: rules.Tunables, basis: str = "de
         reconnect_by__lte=now + timedelta(seconds=tunables.deadline_warning_seconds),
     ) & (Q(reconnect_by_rolls=False) | Q(deadline_left__lte=F("deadline_since_basis")))
     return aliases, condition
+
+
+def deadline_is_near_q(
+    connections: QuerySet[Connection], *, now: datetime, tunables: rules.Tunables
+) -> tuple[QuerySet[Connection], Q]:
+    """:func:`rules.deadline_is_near` for a queryset: ``connections`` with what it reads, and the condition.
+
+    The basis is the rule's own: the refresh token's last issue, else when the
+    connection connected, else when it was created. Only the issue time of the
+    refresh token is read (never its encrypted value).
+    """
+    refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
+        "issued_at"
+    )[:1]
+    aliases, near = deadline_near_q(now=now, tunables=tunables)
+    basis = Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at"))
+    return connections.alias(deadline_basis=basis).alias(**aliases), near

@@ -27,12 +27,10 @@ from django.utils import timezone
 
 from .. import lifecycle
 from ..lifecycle import rules
-from ..lifecycle.claims import deadline_near_q
 from ..models import (
     Client,
     Connection,
     ConnectionProblem,
-    Credential,
     Household,
     Status,
 )
@@ -85,16 +83,11 @@ def needs_attention_queryset(
     """
     now = now or timezone.now()
     tunables = lifecycle.tunables()
-    refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
-        "issued_at"
-    )[:1]
-    aliases, near = deadline_near_q(now=now, tunables=tunables)
     muted = Q(muted_at__isnull=False) & ~Q(status=Status.DISCONNECTED)
-    connections = (
-        connection_queryset_for(user=user)
-        .filter(ATTENTION_CANDIDATES | muted if quiet else ATTENTION_CANDIDATES)
-        .alias(deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")))
-        .alias(**aliases)
+    connections, near = lifecycle.deadline_is_near_q(
+        connection_queryset_for(user=user).filter(ATTENTION_CANDIDATES | muted if quiet else ATTENTION_CANDIDATES),
+        now=now,
+        tunables=tunables,
     )
     deadline_near = near & Q(status__in=[Status.PENDING, Status.ACTIVE, Status.DEGRADED])
     degraded_for = dt.timedelta(seconds=tunables.degraded_attention_seconds)

@@ -231,7 +231,7 @@ def connection_health_days(
 
 def provider_credential_form(*, app: ProviderApp) -> CredentialForm:
     """A form-flow provider's credential form (Coinify, Bloquo): its inputs, layout and advice."""
-    return lifecycle.clients.client_describing(app=app).credential_form()
+    return lifecycle.client_describing(app=app).credential_form()
 
 
 def provider_app_options() -> QuerySet[ProviderApp]:

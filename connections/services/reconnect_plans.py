@@ -11,16 +11,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
 
 from .. import lifecycle, notifications, problems, wording
-from ..lifecycle.claims import deadline_near_q
 from ..models import (
     Client,
     Connection,
-    Credential,
     FirmNotificationPolicy,
     Household,
     ReconnectRequest,
@@ -99,16 +96,13 @@ def needing_client(
     and ``quiet_snoozed_until`` (NULL when not), for a preview to say why
     they are skipped and for the follow-up to tell the two apart.
     """
-    tunables = lifecycle.tunables()
-    refresh_issued = Credential.objects.filter(connection=OuterRef("pk"), kind=Credential.Kind.REFRESH).values(
-        "issued_at"
-    )[:1]
-    aliases, near = deadline_near_q(now=now, tunables=tunables)
-    needing = (
-        connections.filter(Q(status=Status.NEEDS_RECONNECT) | Q(reconnect_by__isnull=False))
-        .alias(deadline_basis=Coalesce(Subquery(refresh_issued), F("connected_at"), F("created_at")))
-        .alias(**aliases)
-        .filter(Q(status=Status.NEEDS_RECONNECT) | (near & Q(status__in=[Status.ACTIVE, Status.DEGRADED])))
+    candidates, near = lifecycle.deadline_is_near_q(
+        connections.filter(Q(status=Status.NEEDS_RECONNECT) | Q(reconnect_by__isnull=False)),
+        now=now,
+        tunables=lifecycle.tunables(),
+    )
+    needing = candidates.filter(
+        Q(status=Status.NEEDS_RECONNECT) | (near & Q(status__in=[Status.ACTIVE, Status.DEGRADED]))
     )
     if include_quiet:
         return needing.annotate(

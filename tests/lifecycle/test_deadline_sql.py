@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from connections import lifecycle
 from connections.lifecycle import rules
 from connections.lifecycle.claims import deadline_near_q
-from connections.models import Connection
-from tests.factories import ConnectionFactory
+from connections.models import Connection, Credential
+from tests.factories import ConnectionFactory, CredentialFactory
 
 minutes = st.integers(min_value=-60 * 24 * 4, max_value=60 * 24 * 4)
 
@@ -42,4 +42,26 @@ def test_the_attention_query_and_the_rule_agree_on_every_deadline(app: Any, left
     )
     by_rule = rules.deadline_is_near(deadline=deadline, basis=basis, now=now, tunables=tunables, rolls=rolls)
     assert in_sql == by_rule
+    connection.delete()
+
+
+@pytest.mark.django_db
+@hsettings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(left=minutes, issued_ago=st.integers(min_value=0, max_value=60 * 24 * 30))
+def test_the_public_deadline_query_measures_a_rolling_deadline_from_the_refresh_tokens_issue(
+    app: Any, left: int, issued_ago: int
+) -> None:
+    now = timezone.now().replace(microsecond=0)
+    deadline, issued = now + timedelta(minutes=left), now - timedelta(minutes=issued_ago)
+    long_ago = now - timedelta(days=60)
+    connection = ConnectionFactory(
+        provider_app=app, reconnect_by=deadline, reconnect_by_rolls=True, connected_at=long_ago, created_at=long_ago
+    )
+    CredentialFactory(connection=connection, kind=Credential.Kind.REFRESH, issued_at=issued)
+    tunables = lifecycle.tunables()
+    connections, near = lifecycle.deadline_is_near_q(
+        Connection.objects.filter(pk=connection.pk), now=now, tunables=tunables
+    )
+    by_rule = rules.deadline_is_near(deadline=deadline, basis=issued, now=now, tunables=tunables, rolls=True)
+    assert connections.filter(near).exists() == by_rule
     connection.delete()
