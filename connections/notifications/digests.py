@@ -111,9 +111,13 @@ class Digest:
 
 
 def user_zone(prefs: NotificationSettings | None) -> dt.tzinfo:
-    name = prefs.time_zone if prefs is not None else settings.TIME_ZONE
+    return zone_named(prefs.time_zone if prefs is not None else None)
+
+
+def zone_named(name: str | None) -> dt.tzinfo:
+    """The zone a user chose (``None``: they chose none, so the server's ``TIME_ZONE``); UTC if it is unknown."""
     try:
-        return zoneinfo.ZoneInfo(name)
+        return zoneinfo.ZoneInfo(name or settings.TIME_ZONE)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return dt.UTC
 
@@ -319,19 +323,22 @@ def digests_send(*, now: dt.datetime | None = None) -> int:
             assignments = _assignments(firm_id=firm_id, user_ids=[m.user_id for m in due])
             for membership in due:
                 households = None if membership.is_firm_admin else assignments.get(membership.user_id, set())
-                digest = digest_for(
-                    news,
-                    households=households,
-                    since=windows[membership.pk],
-                    upto=upto,
-                    now=now,
-                    is_firm_admin=membership.is_firm_admin,
-                )
-                if not digest.has_news():
-                    moved.append(membership.pk)
-                elif _digest_mail(membership=membership, digest=digest, mail=mail):
-                    moved.append(membership.pk)
-                    sent += 1
+                # Words made here ("valid until 3 Dec 2026 14:00") and the template's dates alike are in the
+                # recipient's zone, not the server's.
+                with timezone.override(user_zone(_prefs(membership))):
+                    digest = digest_for(
+                        news,
+                        households=households,
+                        since=windows[membership.pk],
+                        upto=upto,
+                        now=now,
+                        is_firm_admin=membership.is_firm_admin,
+                    )
+                    if not digest.has_news():
+                        moved.append(membership.pk)
+                    elif _digest_mail(membership=membership, digest=digest, mail=mail):
+                        moved.append(membership.pk)
+                        sent += 1
         if moved:
             Membership.objects.filter(pk__in=moved).update(digest_sent_up_to=upto)
     return sent

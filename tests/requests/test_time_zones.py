@@ -1,0 +1,57 @@
+"""Each adviser reads dates in their own time zone (their digest settings), not the server's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from connections import models as m
+from tests.web.conftest import World
+
+pytestmark = pytest.mark.django_db
+
+# A known instant, far from today so the page writes it in full: 15:30 UTC is 11:30 in New York (summer time).
+INSTANT = datetime(2025, 7, 1, 15, 30, tzinfo=UTC)
+
+
+def _card(adviser_client: Any, world: World) -> str:
+    page = adviser_client.get(reverse("household_detail", args=[world.household.pk])).content.decode()
+    return page.split(f'id="connection-{world.connection.pk}"')[1].split("</article>")[0]
+
+
+def test_an_adviser_in_new_york_sees_a_utc_instant_in_new_york_time_on_the_household_page(
+    adviser_client: Any, world: World, settings: Any
+) -> None:
+    settings.TIME_ZONE = "UTC"
+    m.Connection.objects.filter(pk=world.connection.pk).update(last_success_at=INSTANT)
+    assert "1 Jul 2025, 15:30" in _card(adviser_client, world)  # no preference yet: the server's zone
+
+    m.NotificationSettings.objects.create(user=world.adviser, time_zone="America/New_York")
+    card = _card(adviser_client, world)
+
+    assert "1 Jul 2025, 11:30" in card
+    assert 'datetime="2025-07-01T11:30:00-04:00"' in card
+    assert "15:30" not in card
+    assert timezone.get_current_timezone_name() == "UTC"  # the zone was the request's only
+
+
+def test_an_adviser_whose_zone_is_unknown_reads_utc(
+    adviser_client: Any, world: World, settings: Any
+) -> None:
+    settings.TIME_ZONE = "UTC"
+    m.Connection.objects.filter(pk=world.connection.pk).update(last_success_at=INSTANT)
+    m.NotificationSettings.objects.create(user=world.adviser, time_zone="Mars/Olympus_Mons")
+    assert "1 Jul 2025, 15:30" in _card(adviser_client, world)
+
+
+def test_snoozing_until_a_date_means_the_start_of_that_day_in_the_advisers_zone(
+    adviser_client: Any, world: World, broken: m.Connection
+) -> None:
+    m.NotificationSettings.objects.create(user=world.adviser, time_zone="Asia/Tokyo")
+    adviser_client.post(reverse("connection_quiet", args=[broken.pk]), {"action": "until", "until": "2099-03-10"})
+    problem = m.ConnectionProblem.objects.get(connection=broken, closed_at__isnull=True)
+    assert problem.snoozed_until == datetime(2099, 3, 9, 15, 0, tzinfo=UTC)  # midnight in Tokyo
