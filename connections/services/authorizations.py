@@ -330,7 +330,6 @@ def _grant_from_provider(
 ) -> AuthorizationResult:
     app = request.provider_app
     source = source_words(provider_app=app, platform=request.platform)
-    provider_name = app.get_provider_display()
     try:
         grant = lifecycle.client_for_app(app=app).complete_authorization(
             params=params, platform=request.platform, identity=str(request.client.identity)
@@ -347,7 +346,9 @@ def _grant_from_provider(
         _request_outcome_save(request=request, outcome=outcome.value, message=message)
         return AuthorizationResult(outcome, message, request, connection)
     except ProviderError as exc:
-        message = provider_error_words(exc=exc, source=source, provider_name=provider_name)
+        # A client's own link (the request carries it) is read by the client.
+        by_client = request.client_link_id is not None
+        message = provider_error_words(exc=exc, source=source, provider=app.provider, by_client=by_client)
         _request_outcome_save(request=request, outcome=AuthorizationRequest.Outcome.ERROR, message=message)
         return AuthorizationResult(CallbackOutcome.ERROR, message, request, connection)
 

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User as AuthUser
 from .. import attempts, lifecycle, throttling, wording
 from ..models import AuthorizationRequest, Client, Connection, Household, ProviderApp, Status
 from ..providers.base import Grant
-from ..providers.errors import ErrorKind, FailureReason, ProviderError
+from ..providers.errors import ProviderError
 
 # Whoever makes a request: a signed-in portal user, or nobody (a client through their link).
 User = AuthUser | AnonymousUser
@@ -172,19 +172,12 @@ def purpose_for(connection: Connection | None) -> str:
     return AuthorizationRequest.Purpose.CONNECT
 
 
-def provider_error_words(*, exc: ProviderError, source: str, provider_name: str) -> str:
-    if exc.kind == ErrorKind.APP_CREDENTIALS_INVALID:
-        return (
-            f"{source}: {provider_name} rejected the portal's own credentials. Nothing was connected; "
-            "an administrator has been told and has to fix the provider settings."
-        )
-    if exc.kind == ErrorKind.REAUTH_REQUIRED:
-        if exc.reason == FailureReason.CREDENTIALS_INVALID:
-            return f"{source}: {provider_name} did not accept these credentials. Check them and try again."
-        if exc.reason == FailureReason.EXPIRED:
-            return f"{source}: the authorization expired before it could be completed. Start again."
-        return f"{source}: {provider_name} refused access ({exc.message}). Start again."
-    return (
-        f"{source}: {provider_name} could not be reached or answered unexpectedly. Nothing was saved; "
-        "try again in a few minutes."
+def provider_error_words(*, exc: ProviderError, source: str, provider: str, by_client: bool) -> str:
+    """What a connect the provider did not grant says to whoever is reading (``by_client``: their own link).
+
+    Built from the error's kind and reason: the provider's own message is
+    written for the adviser ("Ask the client to ..."), so it is never shown here.
+    """
+    return wording.connect_failed(
+        source=source, provider=provider, kind=str(exc.kind), reason=str(exc.reason or ""), by_client=by_client
     )

@@ -94,10 +94,13 @@ def credentials_connect(
     """
     source = source_words(provider_app=provider_app, platform=platform)
     provider_name = provider_app.get_provider_display()
+    by_client = client_link is not None
     try:
         provider_client = lifecycle.client_for_app(app=provider_app)
     except ProviderError as exc:
-        raise CredentialsRejected(provider_error_words(exc=exc, source=source, provider_name=provider_name)) from None
+        raise CredentialsRejected(
+            provider_error_words(exc=exc, source=source, provider=provider_app.provider, by_client=by_client)
+        ) from None
     if provider_client.flow != "form":
         raise ValueError(f"{provider_name} has no credential form")
     if connection is not None and connection.status == Status.DISCONNECTED:
@@ -122,7 +125,7 @@ def credentials_connect(
             attempts.attempts_give_back(taken=taken)
             raise CredentialsRejected(exc.message) from None
     try:
-        grant = _grant(provider_client, fields=fields, platform=platform, source=source, provider_name=provider_name)
+        grant = _grant(provider_client, fields=fields, platform=platform, source=source, by_client=by_client)
         target = _land(
             grant,
             provider_app=provider_app,
@@ -166,7 +169,7 @@ def _give_back(claim: Any) -> None:
 
 @sensitive_variables("fields")
 def _grant(
-    provider_client: ProviderClient, *, fields: Mapping[str, str], platform: str, source: str, provider_name: str
+    provider_client: ProviderClient, *, fields: Mapping[str, str], platform: str, source: str, by_client: bool
 ) -> Grant:
     try:
         return provider_client.connect_with_credentials(fields=fields, platform=platform)
@@ -177,7 +180,9 @@ def _grant(
     except ProviderError as exc:
         # `from None`: the provider's exception may carry request details; the
         # message below is all anyone needs.
-        raise _ProviderRefused(provider_error_words(exc=exc, source=source, provider_name=provider_name)) from None
+        raise _ProviderRefused(
+            provider_error_words(exc=exc, source=source, provider=provider_client.key, by_client=by_client)
+        ) from None
 
 
 def _land(

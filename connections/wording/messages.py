@@ -241,6 +241,41 @@ def provider_busy(*, source: str, provider: str, callback: bool) -> str:
     )
 
 
+def connect_failed(*, source: str, provider: str, kind: str, reason: str, by_client: bool) -> str:
+    """A connect the provider did not grant, from its error's ``kind`` and ``reason`` (never its message).
+
+    ``by_client``: the client is reading (their own link), so the next step is
+    theirs to take and nothing is asked of "the client"; otherwise the adviser.
+    """
+    provider_words = provider_name(provider)
+    if kind == "app_credentials_invalid":
+        if by_client:
+            return (
+                f"{source}: {provider_words} did not accept the portal's own access, so nothing was connected. "
+                "This is not something you can fix: the portal's administrators have been told. Try again later."
+            )
+        return (
+            f"{source}: {provider_words} rejected the portal's own credentials. Nothing was connected; "
+            "an administrator has been told and has to fix the provider settings."
+        )
+    if kind != "reauth_required":
+        return (
+            f"{source}: {provider_words} could not be reached or answered unexpectedly. Nothing was saved; "
+            "try again in a few minutes."
+        )
+    if reason == CREDENTIALS_INVALID:
+        return f"{source}: {provider_words} did not accept these credentials. Check them and try again."
+    if reason == EXPIRED:
+        return f"{source}: the authorization expired before it could be completed. Start again."
+    if reason == REVOKED:
+        from_whom = "" if by_client else " from the client"
+        return (
+            f"{source}: {provider_words} says this access has been revoked, so nothing was connected. "
+            f"Start again with new credentials{from_whom}."
+        )
+    return f"{source}: {provider_words} refused access, so nothing was connected. Start again."
+
+
 def check_now_throttled(*, limit: int, window_seconds: float, retry_after: float) -> str:
     return (
         f"Not checked: you asked for {limit} check{'s' if limit != 1 else ''} in the last "
