@@ -22,8 +22,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from connections import lifecycle, wording
 from connections import models as m
-from connections import wording
 from connections.admin import EVENTS_SHOWN_INLINE
 from connections.demo.world import DEMO_PASSWORD
 from connections.providers.base import AccountData, ConnectionState, ProviderClient
@@ -394,7 +394,10 @@ def make_world() -> None:
     CredentialFactory(connection=None, provider_app=app, kind=m.Credential.Kind.APP)
     AccountFactory(connection=conn)
     ConnectionEventFactory(connection=conn, actor=advisers[0])
-    ConnectionEventFactory(connection=conn, actor=None, actor_label="job:sweep")
+    # A renewal as a scheduled check records it: the store's own row, the engine's own actor label.
+    lifecycle.renewal_event(
+        conn, status=conn.status, issued=[], held={}, reconnect_by=None, actor_label=wording.SCHEDULED_CHECK
+    ).save()
     now = timezone.now()
     link = m.ClientLink.objects.create(
         token_hash=hashlib.sha256(secrets.token_bytes(16)).hexdigest(),
