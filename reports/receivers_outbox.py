@@ -56,8 +56,14 @@ def _request_of_link(link: ClientLink) -> ReconnectRequest | None:
     )
 
 
-def _client_link_saved(sender: Any, instance: ClientLink, created: bool, **kwargs: Any) -> None:
-    if not created:
+def _client_link_saved(
+    sender: Any, instance: ClientLink, created: bool, update_fields: Any = None, **kwargs: Any
+) -> None:
+    # A link is on the record once it was sent: when made with its ``sent_at``,
+    # or when that is set after its email went (services.client_link_create).
+    if instance.sent_at is None:
+        return
+    if not created and "sent_at" not in (update_fields or ()):
         return
     request = _request_of_link(instance)
     if request is not None:

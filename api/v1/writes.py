@@ -31,6 +31,7 @@ from connections import attempts, services, wording
 from connections.lifecycle import rules
 from connections.models import ClientLink, Connection, Status
 from connections.services.client_links import LinkEmailFailed
+from connections.wording.api import api_key_limit_reached, api_link_email_failed
 
 from .. import schemas as s
 from .. import selectors
@@ -70,14 +71,6 @@ def key_actor(api_key: ApiKey) -> str:
 # --- The per-person limits, per key ---------------------------------------------------------------
 
 
-def key_limit_words(*, what: str, limit: int, window_seconds: float, retry_after: float) -> str:
-    return (
-        f"Not done: this API key has {what} {limit} time{'s' if limit != 1 else ''} in the last "
-        f"{wording.window_words(window_seconds)}, the most the portal allows one key or one person, so nothing "
-        f"was sent and no provider was called. Try again in {wording.duration(retry_after)}."
-    )
-
-
 def _limit_for_keys(name: attempts.LimitName) -> attempts.Limit:
     """The person's limit ``name`` with its own count for keys, so a key and a person never share one."""
     person = attempts.limit(name)
@@ -106,19 +99,12 @@ def key_limit_take(api_key: ApiKey, name: attempts.LimitName, *, what: str, coun
         raise ApiProblem(
             429,
             "rate_limited",
-            key_limit_words(
+            api_key_limit_reached(
                 what=what, limit=limit.attempts, window_seconds=limit.window_seconds, retry_after=exc.retry_after
             ),
             headers={"Retry-After": str(retry_after)},
         ) from None
     return give_back
-
-
-def email_failed_words(*, detail: str) -> str:
-    return (
-        f"{detail} Retry this request later (the same Idempotency-Key may be used again), or create the link with "
-        '{"send_email": false} and deliver its URL yourself.'
-    )
 
 
 # Seconds a client should wait before retrying after the mail server refused.
@@ -189,12 +175,12 @@ def create_client_link(
             give_back()
             raise ApiProblem(422, "not_possible", str(exc)) from None
         except LinkEmailFailed as exc:
-            # Nothing was kept and the client got nothing: the attempt does not count.
+            # The link was removed again and nothing was announced: the attempt does not count.
             give_back()
             raise ApiProblem(
                 503,
                 "email_failed",
-                email_failed_words(detail=exc.message),
+                api_link_email_failed(detail=exc.message),
                 headers={"Retry-After": str(EMAIL_RETRY_AFTER)},
             ) from None
         link = created.link

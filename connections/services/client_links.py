@@ -25,6 +25,7 @@ from ..models import (
     ProviderApp,
     Status,
 )
+from ..wording.links import link_email_failed
 from .common import (
     CLIENT_LINK_ACTOR,
     CLIENT_LINK_SALT,
@@ -77,13 +78,6 @@ class LinkEmailFailed(Exception):
         self.message = message
 
 
-def link_email_failed_words(*, email: str) -> str:
-    return (
-        f"The email to {email} could not be sent, so no link was made and the client was told nothing. "
-        "Try again in a few minutes; if it keeps failing, the portal's mail server needs looking at."
-    )
-
-
 def _client_link_signer() -> signing.TimestampSigner:
     return signing.TimestampSigner(salt=CLIENT_LINK_SALT)
 
@@ -126,12 +120,22 @@ def client_link_create(
     ``CLIENT_LINK_SENDS_PER_HOUR`` links in the last hour (nothing is created
     or sent then).
 
-    The email is sent inside the transaction that writes the link and its
-    event, so a mail server that refuses it (:class:`LinkEmailFailed`) rolls
-    both back: no link the client never got, no ``client_link.sent`` webhook
-    (the outbox announces events only once they commit), and a retry starts
-    clean. The reverse (sent, then the commit fails) leaves the client an
-    email whose link the portal does not know: it opens as not valid.
+    The email is sent outside any transaction, so a slow mail server holds
+    no transaction or row lock open. The link is committed first (so the
+    URL in the email names a row every connection can see, while the
+    connection's older links still work); once the email went, a second
+    short transaction replaces the older links and records ``LINK_SENT``
+    (and so the ``client_link.sent`` webhook and the audit row). The event
+    waits for the email because the outbox announces it to the firm's
+    systems as soon as it commits, and a "sent" announcement cannot be taken
+    back. A mail server that refuses (:class:`LinkEmailFailed`) gets the
+    link deleted again in its own short transaction: it never reached the
+    client as far as the portal knows, nothing was announced, the older
+    links were never touched, the sender's attempt is given back, and a
+    retry starts clean. If the server took the message but said it did not,
+    or the process dies between the email and the second transaction, the
+    client has an email whose link opens as not valid, or that works without
+    its event: both say no more than the portal knows.
     """
     now = now or timezone.now()
     if client.household_id != household.pk:
@@ -145,63 +149,84 @@ def client_link_create(
     if provider_app is None or not platform:
         raise ValueError("Say what the client should connect.")
     sender = actor_user(user)
-    if sender is not None:
-        # Each send is an email now and provider work later (the client's
-        # connect): one adviser may not spend what every firm shares.
+    # Each send is an email now and provider work later (the client's
+    # connect): one adviser may not spend what every firm shares.
+    taken = (
         person_throttle(name=attempts.LimitName.LINK_SENDS_PER_USER, person=sender, words=wording.link_sends_throttled)
+        if sender is not None
+        else None
+    )
 
     raw = secrets.token_urlsafe(32)
     token = _client_link_signer().sign(raw)
-    with transaction.atomic():
-        if connection is not None:
-            # One live link per connection: a new one replaces the older (which says so if opened).
-            ClientLink.objects.filter(connection=connection, status__in=OPEN_STATES).update(
-                status=ClientLink.LinkStatus.SUPERSEDED
-            )
-        link = ClientLink.objects.create(
-            token_hash=sha256_hex(raw),
-            household=household,
-            client=client,
-            connection=connection,
-            provider_app=provider_app,
-            platform=platform,
-            status=ClientLink.LinkStatus.SENT,
-            sent_to=client.email,
-            created_by=actor_user(user),
-            created_at=now,
-            expires_at=now + client_link_max_age(),
-            sent_at=now,
+    url = urljoin(settings.PORTAL_BASE_URL.rstrip("/") + "/", reverse("client_link", args=[token]))
+    link = ClientLink(
+        token_hash=sha256_hex(raw),
+        household=household,
+        client=client,
+        connection=connection,
+        provider_app=provider_app,
+        platform=platform,
+        status=ClientLink.LinkStatus.SENT,
+        sent_to=client.email,
+        created_by=sender,
+        created_at=now,
+        expires_at=now + client_link_max_age(),
+        # Set once the email went (reports.receivers_outbox records the send then).
+        sent_at=None if send_email else now,
+    )
+    if not send_email:
+        with transaction.atomic():
+            link.save(force_insert=True)
+            _link_sent_record(link=link, user=user, actor_label=actor_label, emailed=False)
+        return ClientLinkCreated(link=link, url=url)
+
+    link.save(force_insert=True)  # committed (autocommit) before the mail server is asked
+    try:
+        notifications.client_link_email_send(link=link, url=url, is_reconnect=client_link_is_reconnect(link=link))
+    # Whatever the backend raises (SMTP, a socket, an ESP's API error):
+    # each means the client did not get the link.
+    except Exception as exc:
+        logger.warning(
+            "Client link for connection %s: the email could not be sent (%s); the link was removed.",
+            connection.pk if connection is not None else "(new)",
+            type(exc).__name__,
         )
-        if connection is not None:
-            message = (
-                wording.link_sent(email=client.email, expires_at=link.expires_at)
-                if send_email
-                else wording.link_issued(expires_at=link.expires_at)
-            )
-            lifecycle.event_record(
-                connection=connection,
-                kind=ConnectionEvent.Kind.LINK_SENT,
-                message=message,
-                actor=actor_user(user),
-                actor_label=actor_label,
-                details={"client_link_id": str(link.pk), "emailed": send_email},
-            )
-        url = urljoin(settings.PORTAL_BASE_URL.rstrip("/") + "/", reverse("client_link", args=[token]))
-        if send_email:
-            try:
-                notifications.client_link_email_send(
-                    link=link, url=url, is_reconnect=client_link_is_reconnect(link=link)
-                )
-            # Whatever the backend raises (SMTP, a socket, an ESP's API error):
-            # each means the client did not get the link.
-            except Exception as exc:
-                logger.warning(
-                    "Client link for connection %s: the email could not be sent (%s); nothing was kept.",
-                    connection.pk if connection is not None else "(new)",
-                    type(exc).__name__,
-                )
-                raise LinkEmailFailed(link_email_failed_words(email=client.email)) from exc
+        ClientLink.objects.filter(pk=link.pk).delete()
+        if taken is not None:
+            attempts.attempts_give_back(taken=taken)
+        raise LinkEmailFailed(link_email_failed(email=client.email)) from exc
+    link.sent_at = now
+    with transaction.atomic():
+        link.save(update_fields=["sent_at"])
+        _link_sent_record(link=link, user=user, actor_label=actor_label, emailed=True)
     return ClientLinkCreated(link=link, url=url)
+
+
+def _link_sent_record(*, link: ClientLink, user: User, actor_label: str, emailed: bool) -> None:
+    """The link reached its client (or its firm's system): it replaces the connection's older ones, on the record.
+
+    Only older links are replaced, so of two sends at once for one connection the newer stays live.
+    """
+    connection = link.connection
+    if connection is None:
+        return
+    # One live link per connection: a new one replaces the older (which says so if opened).
+    ClientLink.objects.filter(connection=connection, status__in=OPEN_STATES, created_at__lte=link.created_at).exclude(
+        pk=link.pk
+    ).update(status=ClientLink.LinkStatus.SUPERSEDED)
+    lifecycle.event_record(
+        connection=connection,
+        kind=ConnectionEvent.Kind.LINK_SENT,
+        message=(
+            wording.link_sent(email=link.sent_to, expires_at=link.expires_at)
+            if emailed
+            else wording.link_issued(expires_at=link.expires_at)
+        ),
+        actor=actor_user(user),
+        actor_label=actor_label,
+        details={"client_link_id": str(link.pk), "emailed": emailed},
+    )
 
 
 def client_link_is_reconnect(*, link: ClientLink) -> bool:

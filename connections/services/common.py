@@ -37,14 +37,16 @@ class Throttled(Exception):
         self.retry_after = retry_after
 
 
-def person_throttle(*, name: attempts.LimitName, person: AuthUser, words: Callable[..., str]) -> None:
+def person_throttle(*, name: attempts.LimitName, person: AuthUser, words: Callable[..., str]) -> attempts.Taken:
     """Take one of ``person``'s attempts under the limit ``name``, or raise :class:`Throttled` when none is left.
+
+    Returns what :func:`attempts.attempts_give_back` needs, for work that then turns out not to count.
 
     ``words`` is the wording function that says so (given ``limit``, ``window_seconds`` and ``retry_after``).
     """
     limit = attempts.limit(name)
     try:
-        attempts.attempts_take(subjects=[(limit, str(person.pk))])
+        return attempts.attempts_take(subjects=[(limit, str(person.pk))])
     except attempts.LimitReached as exc:
         raise Throttled(
             words(limit=limit.attempts, window_seconds=limit.window_seconds, retry_after=exc.retry_after),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .formats import when
+from .formats import duration, when, window_words
 from .names import API, PENDING
 
 # --- The firm's API and webhooks ----------------------------------------------------------
@@ -144,4 +144,21 @@ def webhook_secret_rotated(*, until: datetime) -> str:
     return (
         "A new signing secret is shown below, once. Deliveries are signed with both the new and the previous "
         f"secret until {when(until)}: switch your receiver to the new one before then."
+    )
+
+
+def api_key_limit_reached(*, what: str, limit: int, window_seconds: float, retry_after: float) -> str:
+    """A key held to a per-person limit (``what`` says what it did: "sent client links")."""
+    return (
+        f"Not done: this API key has {what} {limit} time{'s' if limit != 1 else ''} in the last "
+        f"{window_words(window_seconds)}, the most the portal allows one key or one person, so nothing "
+        f"was sent and no provider was called. Try again in {duration(retry_after)}."
+    )
+
+
+def api_link_email_failed(*, detail: str) -> str:
+    """A client link whose email failed (``detail`` is :func:`.links.link_email_failed`): what the caller may do."""
+    return (
+        f"{detail} Retry this request later (the same Idempotency-Key may be used again), or create the link with "
+        '{"send_email": false} and deliver its URL yourself.'
     )

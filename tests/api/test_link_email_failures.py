@@ -1,23 +1,27 @@
-"""A client link whose email the mail server refuses is not kept: no link, no event, no webhook, a clear answer.
+"""A client link's email is sent after its link commits; one the mail server refuses is not kept.
 
 The mail backend below refuses every message the way an SMTP server that is
 down does (``smtplib.SMTPException``), so the send fails where a real one
 would: inside :func:`connections.services.client_link_create`, after the
-link and its event were written. The API is reached over real HTTP; the
-adviser's two pages through Django's test client.
+link was committed and before its event is written. Another backend looks,
+from inside its send and over a connection of its own, at what the rest of
+the portal sees while a (slow) mail server is being waited for. The API is
+reached over real HTTP; the adviser's two pages through Django's test client.
 """
 
 from __future__ import annotations
 
 import smtplib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from django.core import mail
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage
+from django.db import connections, transaction
 from django.test import Client as WebClient
 from django.urls import reverse
 
@@ -39,6 +43,50 @@ class RefusingBackend(BaseEmailBackend):
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         raise smtplib.SMTPException("451 4.3.0 mail server temporarily unavailable")
+
+
+@dataclass
+class SeenDuringSend:
+    in_transaction: bool
+    links: list[tuple[str, str]]
+    link_sent_events: int
+
+
+SEEN_DURING_SEND: list[SeenDuringSend] = []
+WATCHING_BACKEND = f"{__name__}.WatchingBackend"
+
+
+class WatchingBackend(BaseEmailBackend):
+    """A mail server that, while it is "sending", notes what another database connection sees, then delivers."""
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SELECT id::text, status FROM connections_clientlink")
+                links = [(str(row[0]), str(row[1])) for row in cursor.fetchall()]
+                cursor.execute(
+                    "SELECT count(*) FROM connections_connectionevent WHERE kind = %s",
+                    [m.ConnectionEvent.Kind.LINK_SENT.value],
+                )
+                (events,) = cursor.fetchone()
+        finally:
+            other.close()
+        SEEN_DURING_SEND.append(
+            SeenDuringSend(
+                in_transaction=transaction.get_connection().in_atomic_block, links=links, link_sent_events=events
+            )
+        )
+        mail.outbox.extend(email_messages)
+        return len(email_messages)
+
+
+@pytest.fixture
+def watching_mail(settings: Any) -> Iterator[list[SeenDuringSend]]:
+    SEEN_DURING_SEND.clear()
+    settings.EMAIL_BACKEND = WATCHING_BACKEND
+    yield SEEN_DURING_SEND
+    SEEN_DURING_SEND.clear()
 
 
 def _broken(world: ApiWorld) -> m.Connection:
@@ -153,3 +201,61 @@ def test_the_advisers_pages_say_the_email_failed_and_keep_nothing(
     assert web.post(reverse("connection_link_send", args=[connection.pk])).status_code == 302
     assert m.ClientLink.objects.count() == 1
     assert len(mail.outbox) == 1
+
+
+def test_the_api_commits_the_link_before_the_mail_server_is_asked_and_announces_it_after(
+    api_world: ApiWorld, watching_mail: list[SeenDuringSend]
+) -> None:
+    connection = _broken(api_world)
+    writer = api_world.client(api_world.ours.write_key)
+
+    sent = writer.post(f"/connections/{connection.pk}/client-links", json={})
+
+    assert sent.status_code == 201, sent.text
+    (seen,) = watching_mail
+    # No transaction (and no row lock) is held while the mail server is waited for,
+    # and another connection already sees the link the email names ...
+    assert seen.in_transaction is False
+    assert seen.links == [(sent.json()["id"], m.ClientLink.LinkStatus.SENT)]
+    # ... but nothing announces it before the email went.
+    assert seen.link_sent_events == 0
+    assert connection.events.filter(kind="link_sent").count() == 1
+    assert m.ClientLink.objects.get().sent_at is not None
+
+
+def test_the_advisers_page_keeps_the_older_link_live_until_the_new_email_went(
+    adviser_page: tuple[WebClient, m.Connection], watching_mail: list[SeenDuringSend]
+) -> None:
+    web, connection = adviser_page
+    assert web.post(reverse("connection_link_send", args=[connection.pk])).status_code == 302
+    older = m.ClientLink.objects.get()
+
+    assert web.post(reverse("connection_link_send", args=[connection.pk])).status_code == 302
+
+    first, second = watching_mail
+    assert first.in_transaction is second.in_transaction is False
+    newer = m.ClientLink.objects.exclude(pk=older.pk).get()
+    # While the second email was being sent, both links were there and the older still worked.
+    assert sorted(second.links) == sorted(
+        [(str(older.pk), m.ClientLink.LinkStatus.SENT), (str(newer.pk), m.ClientLink.LinkStatus.SENT)]
+    )
+    older.refresh_from_db()
+    assert (older.status, newer.status) == (m.ClientLink.LinkStatus.SUPERSEDED, m.ClientLink.LinkStatus.SENT)
+
+
+def test_a_failed_email_on_the_advisers_page_gives_back_the_send_it_took(
+    adviser_page: tuple[WebClient, m.Connection], settings: Any
+) -> None:
+    web, connection = adviser_page
+    settings.CLIENT_LINK_SENDS_PER_HOUR = 1
+    settings.EMAIL_BACKEND = REFUSING_BACKEND
+    send = reverse("connection_link_send", args=[connection.pk])
+
+    # Neither failure counts against the adviser's one send an hour.
+    assert web.post(send).status_code == 503
+    assert web.post(send).status_code == 503
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    assert web.post(send).status_code == 302
+    assert web.post(send).status_code == 429  # the one that went does count
+    assert m.ClientLink.objects.count() == 1
