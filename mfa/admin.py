@@ -12,9 +12,9 @@ from .models import CodeFailures
 
 @admin.register(CodeFailures)
 class CodeFailuresAdmin(admin.ModelAdmin):
-    list_display = ("user", "failures", "last_failure_at", "locked_until")
-    search_fields = ("user__username", "user__email")
-    readonly_fields = ("user", "failures", "last_failure_at", "locked_until")
+    list_display = ("user", "address", "failures", "last_failure_at", "locked_until")
+    search_fields = ("user__username", "user__email", "address")
+    readonly_fields = ("user", "address", "failures", "last_failure_at", "locked_until")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

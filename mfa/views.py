@@ -133,7 +133,8 @@ def verify(request: HttpRequest) -> HttpResponseBase:
         return redirect(_next(request))
     form = CodeForm(request.POST or None)
     status = 200
-    until = lockout.locked_until(user)
+    address = lockout.address_of(request)
+    until = lockout.locked_until(user, address=address)
     if request.method == "POST" and form.is_valid():
         code = form.normalised()
         by_app = code.isdigit()
@@ -152,17 +153,24 @@ def verify(request: HttpRequest) -> HttpResponseBase:
         else:
             accepted = verify_token(user, candidate.persistent_id, code) if candidate is not None else None
             if accepted is not None:
-                lockout.success_record(user)
+                lockout.success_record(user, address=address)
                 otp_login(request, accepted)
                 signals.second_factor_passed.send(sender=verify, request=request, user=user, method=method)
                 if not by_app:
                     messages.info(request, "You used a recovery code; it will not work again.")
                 return redirect(_next(request))
-            failure = lockout.failure_record(user)
+            failure = lockout.failure_record(user, address=address)
             if failure.locked_until is not None:
                 until = failure.locked_until
                 signals.second_factor_locked.send(
-                    sender=verify, request=request, user=user, method=method, failures=failure.failures, until=until
+                    sender=verify,
+                    request=request,
+                    user=user,
+                    method=method,
+                    failures=failure.failures_everywhere if failure.everywhere else failure.failures,
+                    until=until,
+                    address=address,
+                    everywhere=failure.everywhere,
                 )
                 form.add_error("code", _locked_words(until))
                 status = 429

@@ -138,13 +138,26 @@ def _second_factor_failed(sender: Any, request: HttpRequest, user: AuthUser, met
 def _second_factor_locked(
     sender: Any, request: HttpRequest, user: AuthUser, method: str, failures: int, until: dt.datetime, **kw: Any
 ) -> None:
+    address = str(kw.get("address") or "")
+    everywhere = bool(kw.get("everywhere"))
+    where = (
+        "from every address (someone else may have the password)"
+        if everywhere
+        else f"from {address or 'an unknown address'}"
+    )
     _own_step(
         Action.SECOND_FACTOR_LOCKED,
         request,
         user,
-        f"{failures} wrong second-factor codes in a row for {wording.person_name(user)}: "
-        f"no code is accepted until {timezone.localtime(until):%Y-%m-%d %H:%M}.",
-        details={"method": method, "failures": failures, "until": until.isoformat()},
+        f"{failures} wrong second-factor codes in a row for {wording.person_name(user)}: no code is accepted "
+        f"{where} until {timezone.localtime(until):%Y-%m-%d %H:%M}.",
+        details={
+            "method": method,
+            "failures": failures,
+            "until": until.isoformat(),
+            "address": address,
+            "everywhere": everywhere,
+        },
     )
 
 

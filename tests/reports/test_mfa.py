@@ -264,4 +264,63 @@ def test_a_right_code_before_the_limit_starts_the_count_again(
     sign_in(again)
     for _ in range(4):
         assert _wrong(again).status_code == 400
-    assert CodeFailures.objects.get(user=world.adviser).locked_until is None
+    assert CodeFailures.objects.get(user=world.adviser, address="127.0.0.1").locked_until is None
+
+
+def _from(address: str) -> Client:
+    return Client(REMOTE_ADDR=address)
+
+
+def test_wrong_codes_from_one_address_lock_that_address_out_but_not_the_user_elsewhere(
+    world: World, without_the_doubling_wait: Any
+) -> None:
+    device = enrolled(world.adviser)
+    guesser = _from("203.0.113.7")
+    sign_in(guesser)
+    for _ in range(4):
+        assert _wrong(guesser).status_code == 400
+
+    assert _wrong(guesser).status_code == 429
+    assert guesser.post(reverse("mfa:verify"), {"code": code_for(device)}).status_code == 429
+
+    # The real user, from their own address, is not held up by it.
+    user = _from("198.51.100.20")
+    sign_in(user)
+    assert "not even the right one" not in user.get(reverse("mfa:verify")).content.decode()
+    assert user.post(reverse("mfa:verify"), {"code": code_for(device)}).status_code == 302
+    assert user.get(reverse("dashboard")).status_code == 200
+    # ... and their right code does not lift the lockout at the guesser's address.
+    again = _from("203.0.113.7")
+    sign_in(again)
+    assert again.post(reverse("mfa:verify"), {"code": code_for(device)}).status_code == 429
+
+    (entry,) = AuditEntry.objects.filter(action=AuditEntry.Action.SECOND_FACTOR_LOCKED)
+    assert entry.ip_address == "203.0.113.7"
+    assert entry.details["address"] == "203.0.113.7"
+    assert entry.details["everywhere"] is False
+    assert "from 203.0.113.7" in entry.message
+
+
+def test_wrong_codes_spread_over_many_addresses_reach_the_users_ceiling_and_lock_every_address(
+    world: World, without_the_doubling_wait: Any, settings: Any
+) -> None:
+    settings.MFA_USER_FAILURE_CEILING = 6
+    device = enrolled(world.adviser)
+    for third, wrong_codes in ((1, 2), (2, 2), (3, 1)):  # under the per-address limit at each
+        guesser = _from(f"203.0.113.{third}")
+        sign_in(guesser)
+        for _ in range(wrong_codes):
+            assert _wrong(guesser).status_code == 400
+    assert not AuditEntry.objects.filter(action=AuditEntry.Action.SECOND_FACTOR_LOCKED).exists()
+
+    sixth = _from("203.0.113.4")
+    sign_in(sixth)
+    assert _wrong(sixth).status_code == 429
+
+    # The sixth wrong code overall locked the user out everywhere, including an address never used.
+    user = _from("198.51.100.20")
+    sign_in(user)
+    assert user.post(reverse("mfa:verify"), {"code": code_for(device)}).status_code == 429
+    (entry,) = AuditEntry.objects.filter(action=AuditEntry.Action.SECOND_FACTOR_LOCKED)
+    assert (entry.details["everywhere"], entry.details["failures"]) == (True, 6)
+    assert "from every address" in entry.message
