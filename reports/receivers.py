@@ -60,7 +60,7 @@ from mfa import signals as mfa_signals
 
 from . import audit
 from .models import AuditEntry
-from .receivers_admin import _admin_logged, _covered, watch_models, watch_resends
+from .receivers_admin import _admin_logged, _covered, record_or_hold, watch_models, watch_resends
 from .receivers_outbox import (
     _client_link_saved,
     _connection_saved,
@@ -266,9 +266,15 @@ def _membership_loaded(sender: Any, instance: Membership, **kwargs: Any) -> None
 def _membership_saved(sender: Any, instance: Membership, created: bool, **kwargs: Any) -> None:
     role = instance.get_role_display()
     name = wording.person_name(instance.user)
+    subjects: list[Model | tuple[str, Any]] = [
+        instance,
+        (Firm._meta.label_lower, instance.firm_id),
+        (get_user_model()._meta.label_lower, instance.user_id),
+    ]
     if created:
-        audit.record(
+        record_or_hold(
             Action.MEMBER_ADDED,
+            subjects=subjects,
             firm=instance.firm,
             obj=instance.user,
             object_type="user",
@@ -276,8 +282,9 @@ def _membership_saved(sender: Any, instance: Membership, created: bool, **kwargs
             details={"role": instance.role},
         )
     elif _was(instance, "role") != instance.role or _was(instance, "firm_id") != instance.firm_id:
-        audit.record(
+        record_or_hold(
             Action.ROLE_CHANGED,
+            subjects=subjects,
             firm=instance.firm,
             obj=instance.user,
             object_type="user",

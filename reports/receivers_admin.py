@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from django.apps import apps
@@ -10,8 +11,10 @@ from django.conf import settings
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import User as AuthUser
 from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
 from django.db.models import Model
 from django.db.models.signals import post_delete, post_save
+from django.http import HttpRequest
 
 from connections import wording
 from connections.logging import redact
@@ -39,6 +42,69 @@ def _covered(*objects: Model | tuple[str, Any]) -> None:
 def _is_covered(label: str, pk: Any) -> bool:
     request = audit.current_request()
     return request is not None and (label, str(pk)) in request.__dict__.get("_audit_covered", set())
+
+
+# --- Rows an admin page's log entry may carry -----------------------------------------------------
+
+
+@dataclass
+class _Held:
+    """A row that an admin page's change made, held until the page's log entry says what else it changed."""
+
+    action: str
+    fields: dict[str, Any]
+    subjects: frozenset[tuple[str, str]]  # (model label, pk) of each object whose admin page can make it
+    written: bool = field(default=False)
+
+
+def _in_admin(request: HttpRequest) -> bool:
+    match = getattr(request, "resolver_match", None)
+    return match is not None and "admin" in match.namespaces
+
+
+def record_or_hold(action: str, *, subjects: list[Model | tuple[str, Any]], **fields: Any) -> None:
+    """Record ``action`` now, or, in an admin page, once that page logs its change (one row in all).
+
+    An admin page that changes a role and another field (the firm's name, the
+    user's email) logs both in one entry; recording the role as it is saved
+    and the entry as well would put one edit on the trail twice. Held, the
+    role's row takes the entry's other changes into its own words instead
+    (:func:`_admin_logged`). A change no entry claims is recorded when its
+    transaction commits.
+    """
+    request = audit.current_request()
+    if request is None or not _in_admin(request):
+        audit.record(action, **fields)
+        return
+    held = _Held(
+        action=action,
+        fields={"request": request, **fields},
+        subjects=frozenset(
+            (each[0], str(each[1])) if isinstance(each, tuple) else (each._meta.label_lower, str(each.pk))
+            for each in subjects
+        ),
+    )
+    request.__dict__.setdefault("_audit_held", []).append(held)
+    transaction.on_commit(lambda: _held_write(held))
+
+
+def _held_write(held: _Held, *, also: str = "", admin_log: LogEntry | None = None) -> None:
+    if held.written:
+        return
+    held.written = True
+    fields = dict(held.fields)
+    if also:
+        fields["message"] = f"{fields.get('message', '')} {also}".strip()
+    audit.record(held.action, admin_log=admin_log, **fields)
+
+
+def _held_for(entry: LogEntry, model: type[Model] | None) -> list[_Held]:
+    """The rows held in this request for the object ``entry`` logs (the member, their firm or their user)."""
+    request = audit.current_request()
+    if request is None or model is None:
+        return []
+    subject = (model._meta.label_lower, str(entry.object_id or ""))  # the pk as given: not always a str yet
+    return [held for held in request.__dict__.get("_audit_held", []) if not held.written and subject in held.subjects]
 
 
 # --- Admin and watched models ------------------------------------------------------------------
@@ -101,10 +167,24 @@ def _admin_logged(sender: Any, instance: LogEntry, created: bool, **kwargs: Any)
     if not created:
         return
     model = ContentType.objects.get_for_id(instance.content_type_id).model_class() if instance.content_type_id else None
+    held = _held_for(instance, model)
     if _admin_change_on_record(instance, model):
+        for each in held:
+            _held_write(each)
         return
     noun = model._meta.verbose_name if model is not None else "object"
     verb = ADMIN_VERBS.get(instance.action_flag, "changed")
+    if held:
+        # One edit, one row: the role's (or membership's) row says what else the page changed.
+        first, *rest = held
+        _held_write(
+            first,
+            also=f"In admin, {noun} “{instance.object_repr}” was {verb} as well: {instance.get_change_message()}",
+            admin_log=instance,
+        )
+        for each in rest:
+            _held_write(each)
+        return
     audit.record(
         Action.ADMIN_EDIT,
         actor=cast(AuthUser, instance.user),

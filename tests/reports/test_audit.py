@@ -273,16 +273,39 @@ def _role_changed_in_admin(world: World, fake: Any, browser: Client) -> None:
     assert m.Membership.objects.get(pk=membership.pk).role == m.Membership.Role.FIRM_ADMIN
 
 
-def _role_changed_in_a_firms_admin_page(world: World, fake: Any, browser: Client) -> None:
+def _role_changed_in_a_firms_admin_page(
+    world: World, fake: Any, browser: Client, *, also: dict[str, list[str]] | None = None
+) -> None:
+    """The adviser made firm admin in their firm's admin page (with ``also`` changed in the same form)."""
     url = reverse("admin:connections_firm_change", args=[world.firm.pk])
     form = _admin_form(browser, url)
     membership = m.Membership.objects.get(user=world.adviser)
     (index,) = [k.split("-")[1] for k, v in form.items() if k.endswith("-id") and v == [str(membership.pk)]]
     prefix = next(k for k in form if k.endswith("-id")).split("-")[0]
     form[f"{prefix}-{index}-role"] = [m.Membership.Role.FIRM_ADMIN]
+    form.update(also or {})
     response = browser.post(url, form)
     assert response.status_code == 302, response.content.decode()[:3000]
     assert m.Membership.objects.get(pk=membership.pk).role == m.Membership.Role.FIRM_ADMIN
+
+
+def _role_and_firm_name_changed_in_a_firms_admin_page(world: World, fake: Any, browser: Client) -> None:
+    _role_changed_in_a_firms_admin_page(world, fake, browser, also={"name": ["Renamed Wealth Partners"]})
+    world.firm.refresh_from_db()
+    assert world.firm.name == "Renamed Wealth Partners"
+
+
+def _role_and_email_changed_in_a_users_admin_page(world: World, fake: Any, browser: Client) -> None:
+    url = reverse("admin:auth_user_change", args=[world.adviser.pk])
+    form = _admin_form(browser, url)
+    role = next(k for k in form if k.endswith("-role"))
+    form[role] = [m.Membership.Role.FIRM_ADMIN]
+    form["email"] = ["alice.new@example.test"]
+    response = browser.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert m.Membership.objects.get(user=world.adviser).role == m.Membership.Role.FIRM_ADMIN
+    world.adviser.refresh_from_db()
+    assert world.adviser.email == "alice.new@example.test"
 
 
 def _assigned_in_admin(world: World, fake: Any, browser: Client) -> None:
@@ -485,6 +508,16 @@ CASES = {
     "role changed in admin": Case(Action.ROLE_CHANGED, "firm_admin", _staff, _role_changed_in_admin),
     "role changed in a firm's admin page": Case(
         Action.ROLE_CHANGED, "firm_admin", _staff, _role_changed_in_a_firms_admin_page
+    ),
+    "role and firm name changed in a firm's admin page": Case(
+        Action.ROLE_CHANGED,
+        "firm_admin",
+        _staff,
+        _role_and_firm_name_changed_in_a_firms_admin_page,
+        says="as well: Changed Name",
+    ),
+    "role and email changed in a user's admin page": Case(
+        Action.ROLE_CHANGED, "firm_admin", _staff, _role_and_email_changed_in_a_users_admin_page, says="Email address"
     ),
     "household assigned in admin": Case(Action.ASSIGNMENT_ADDED, "firm_admin", _staff, _assigned_in_admin),
     "API key created": Case(Action.INTEGRATION_CHANGED, "firm_admin", perform=_api_key_created, says="created"),
