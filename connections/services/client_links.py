@@ -45,6 +45,10 @@ OPEN_STATES = (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED)
 LINK_INVALID = "This link is not valid. Check that you copied all of it."
 LINK_EXPIRED = "This link has expired. Ask your adviser to send a new one."
 LINK_WITHDRAWN = "This link was withdrawn. Ask your adviser for a new one."
+LINK_USED = (
+    "This link was already used to finish the connection, so there is nothing more to do. If something "
+    "still is not working, ask your adviser for a new link."
+)
 
 # --- Client links ----------------------------------------------------------------------
 
@@ -268,12 +272,7 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
     if link is None:
         raise ClientLinkError(LINK_INVALID)
     if link.status == ClientLink.LinkStatus.COMPLETED:
-        raise ClientLinkError(
-            "This link was already used to finish the connection, so there is nothing more to do. If something "
-            "still is not working, ask your adviser for a new link.",
-            gone=True,
-            link=link,
-        )
+        raise ClientLinkError(LINK_USED, gone=True, link=link)
     if link.status == ClientLink.LinkStatus.SUPERSEDED:
         raise ClientLinkError(
             "Your adviser has sent you a newer link for this. Please use the most recent email.", gone=True, link=link
@@ -409,12 +408,7 @@ def client_link_claim(*, link: ClientLink, now: dt.datetime | None = None) -> Li
     if not claimed:
         link.refresh_from_db(fields=["status", "expires_at", "completed_at"])
         if link.status == ClientLink.LinkStatus.COMPLETED:
-            raise ClientLinkError(
-                "This link was already used to finish the connection. If something is still not working, "
-                "ask your adviser for a new link.",
-                gone=True,
-                link=link,
-            )
+            raise ClientLinkError(LINK_USED, gone=True, link=link)
         if link.status == ClientLink.LinkStatus.CANCELLED:
             raise ClientLinkError(LINK_WITHDRAWN, gone=True, link=link)
         raise ClientLinkError(LINK_EXPIRED, gone=True, link=link)
