@@ -245,6 +245,9 @@ class ReconnectRequest(models.Model):
     last_reminder_at = models.DateTimeField(null=True, blank=True)
     delivery = models.CharField(max_length=20, choices=Delivery.choices, blank=True, default="")
     delivery_at = models.DateTimeField(null=True, blank=True)
+    # False: made through the API with send_email=false; the caller sends the link itself, so the portal
+    # emails neither the request nor its reminders.
+    emailed_by_portal = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -50,7 +50,8 @@ def reconnect_reminders_send(*, now: dt.datetime | None = None) -> int:
     only what still needs the client, leaving out connections whose problem is
     snoozed (a request with nothing else waits for the snooze to end; muted
     ones were withdrawn by the sync). Not reminded: stopped, bounced or
-    complained-about requests. A reminder missed while the job was down is
+    complained-about requests, and those whose link the API caller sends
+    itself. A reminder missed while the job was down is
     sent once, not once per missed interval.
     """
     now = now or timezone.now()
@@ -58,7 +59,8 @@ def reconnect_reminders_send(*, now: dt.datetime | None = None) -> int:
     sent = 0
     policies: dict[int, FirmNotificationPolicy | None] = {}
     candidates = (
-        ReconnectRequest.objects.filter(status__in=OPEN, expires_at__gt=now)
+        # A request whose link the API caller sends itself is theirs to follow up.
+        ReconnectRequest.objects.filter(status__in=OPEN, expires_at__gt=now, emailed_by_portal=True)
         .exclude(delivery__in=UNDELIVERABLE)
         .select_related("household", "client", "created_by")
         .prefetch_related(

@@ -136,7 +136,8 @@ def reconnect_requests_create(
     ``send_despite_stop`` (the adviser confirmed it on the household page).
     The rows are written in one transaction per client and the email goes
     out when it commits (``send_email=False`` leaves the sending to the
-    caller, who gets the link in ``url``). ``user`` is who asks (``None`` for
+    caller, who gets the link in ``url``; the portal then sends no reminder
+    either). ``user`` is who asks (``None`` for
     the API, with ``actor_label``). The caller has checked that ``user`` may
     act on these households.
     """
@@ -191,6 +192,7 @@ def _request_create(
             created_at=now,
             status_changed_at=now,
             expires_at=now + request_max_age(),
+            emailed_by_portal=send_email,
         )
         _items_add(request=request, connections=plan.connections, user=user, now=now)
         email_row = ReconnectRequestEmail.objects.create(request=request, token_hash=token_hash, sent_at=now)

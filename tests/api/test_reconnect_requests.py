@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from django.core import mail
 from django.utils import timezone
 
 from api.models import ApiKey
+from connections import jobs, services
 from connections import models as m
 from tests.factories import ClientFactory, ConnectionFactory, HouseholdFactory
 
@@ -80,7 +84,7 @@ def test_asking_a_household_sends_one_request_per_client_covering_what_needs_the
 def test_the_list_says_where_each_request_stands(api_world: ApiWorld, household: m.Household) -> None:
     writer = api_world.client(api_world.ours.write_key)
     reader = api_world.client(api_world.ours.read_key)
-    assert reader.get(f"/households/{household.pk}/reconnect-requests").json() == {"items": []}
+    assert reader.get(f"/households/{household.pk}/reconnect-requests").json() == {"items": [], "next_cursor": None}
     writer.post(f"/households/{household.pk}/reconnect-requests")
 
     listed = reader.get(f"/households/{household.pk}/reconnect-requests")
@@ -119,6 +123,77 @@ def test_a_request_emptied_by_mutes_is_listed_as_muted_not_resolved(
     assert item["status_words"] == "Closed: every connection in it was muted; nothing was fixed."
     assert item["closed_at"] is not None
     assert {i["status"] for i in item["items"]} == {"withdrawn"}
+
+
+def test_send_email_false_emails_nothing_now_or_later_and_returns_each_requests_link(
+    api_world: ApiWorld, household: m.Household
+) -> None:
+    writer = api_world.client(api_world.ours.write_key)
+
+    created = writer.post(f"/households/{household.pk}/reconnect-requests", json={"send_email": False})
+
+    assert created.status_code == 201, created.text
+    (asked,) = created.json()["asked"]
+    assert asked["outcome"] == "sent"
+    assert asked["emailed_to"] == ""
+    assert urlsplit(asked["url"]).path.startswith("/r/")
+    assert mail.outbox == []
+    request = m.ReconnectRequest.objects.get()
+    assert request.emailed_by_portal is False
+    # The link works for the client, and no reminder ever follows from the portal.
+    landing = requests.get(api_world.url + urlsplit(asked["url"]).path, timeout=10)
+    assert landing.status_code == 200, landing.text
+    m.ReconnectRequest.objects.filter(pk=request.pk).update(created_at=timezone.now() - timedelta(days=6))
+    assert jobs.reminders_run()["reminders_sent"] == 0
+    assert mail.outbox == []
+
+    # The default still emails, and then no link is in the reply.
+    other = ClientFactory(household=household, name="Femi Adeyemi", email="femi@example.test")
+    ConnectionFactory(client=other, platform="gemini", status=m.Status.NEEDS_RECONNECT, reason=m.Reason.REVOKED)
+    again = writer.post(f"/households/{household.pk}/reconnect-requests", json={})
+    (femi,) = [a for a in again.json()["asked"] if a["client"]["name"] == "Femi Adeyemi"]
+    assert femi["emailed_to"] == "femi@example.test"
+    assert femi["url"] is None
+    assert [message.to for message in mail.outbox] == [["femi@example.test"]]
+
+
+def test_the_list_is_cursor_paged_newest_first_in_a_stable_order(api_world: ApiWorld, household: m.Household) -> None:
+    reader = api_world.client(api_world.ours.read_key)
+    same_moment = timezone.now() - timedelta(days=1)
+    made = []
+    for n in range(5):
+        client = ClientFactory(household=household, name=f"Person {n}", email=f"p{n}@example.test")
+        ConnectionFactory(client=client, status=m.Status.NEEDS_RECONNECT, reason=m.Reason.REVOKED)
+        (result,) = [
+            r
+            for r in services.reconnect_requests_create(households=[household], send_email=False)
+            if r.client == client
+        ]
+        made.append(result.request)
+    # Three made in the same microsecond: the id keeps them in one order across pages.
+    m.ReconnectRequest.objects.filter(pk__in=[r.pk for r in made[1:4]]).update(created_at=same_moment)
+    expected = [
+        str(r.pk) for r in m.ReconnectRequest.objects.filter(household=household).order_by("-created_at", "-id")
+    ]
+
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = reader.get(f"/households/{household.pk}/reconnect-requests", params=params)
+        assert page.status_code == 200, page.text
+        seen += [item["id"] for item in page.json()["items"]]
+        pages += 1
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == expected
+    assert pages == 3
+
+    bad = reader.get(f"/households/{household.pk}/reconnect-requests", params={"cursor": "not-ours"})
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "invalid_cursor"
 
 
 def test_nothing_to_ask_and_no_address_are_problems_that_write_nothing(
