@@ -26,8 +26,6 @@ from ..forms import NotificationSettingsForm, SnoozeForm
 from ..models import Household, NotificationSettings, Status
 from .common import household_url, member_required, safe_next, scoped_connection, scoped_household
 
-# A preview lists everyone; it shows the exact email of this many of them in full.
-PREVIEW_EMAILS = 3
 BULK_PROGRESS_REFRESH_SECONDS = 5
 
 
@@ -37,15 +35,16 @@ def _preview_context(request: HttpRequest, households: list[Household], *, bulk:
     # A client who stopped an earlier request is written to again only if the adviser ticks it, one
     # household at a time; a bulk send skips them.
     confirmable = [] if bulk else [plan for plan in plans if plan.blocker and plan.blocker == plan.stop_words]
+    # Everyone who would get an email, with its exact text (built from the plans already read: no query each).
+    emails = {
+        id(plan): services.reconnect_request_preview(plan=plan, user=request.user) for plan in [*sendable, *confirmable]
+    }
     return {
         "plans": plans,
+        "rows": [(plan, emails.get(id(plan))) for plan in plans],
         "sendable": sendable,
         "confirmable": confirmable,
-        "emails": [
-            services.reconnect_request_preview(plan=plan, user=request.user)
-            for plan in [*sendable, *confirmable][:PREVIEW_EMAILS]
-        ],
-        "more_emails": max(len(sendable) + len(confirmable) - PREVIEW_EMAILS, 0),
+        "emails": list(emails.values()),
         "limit": services.reconnect_requests.requests_per_hour(
             services.reconnect_requests.firm_policy(households[0].firm_id) if households else None
         ),

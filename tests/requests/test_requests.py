@@ -569,7 +569,12 @@ def test_every_household_is_asked_in_two_clicks_within_the_firms_hourly_limit(
     with django_assert_max_num_queries(20):
         preview = client.get(reverse("reconnect_requests_ask"), {"all": "1"})
     assert preview.status_code == 200
-    assert "Send 200 requests" in preview.content.decode()
+    text = preview.content.decode()
+    assert "Send 200 requests" in text
+    # Every recipient, each with the exact email they would get behind a disclosure, not three of them.
+    assert text.count('<details class="email-disclosure">') == 200
+    for person in m.Client.objects.filter(household__name__startswith="Household "):
+        assert f'aria-label="Email to {person.email}"' in text
     assert mail.outbox == []
 
     # Click two: sent in the background (eager here); the hour's limit holds the second hundred back.
