@@ -16,10 +16,13 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+
+from portal.email_url import EmailUrlError, email_settings_from_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -315,19 +318,29 @@ STORAGES = {
 }
 
 # --- Email --------------------------------------------------------------------
-# Two ways to say where mail goes: EMAIL_URL (django-environ: smtp://, smtp+tls://,
-# smtps://), or EMAIL_BACKEND naming a backend class, such as one of
-# django-anymail's ESPs ("anymail.backends.postmark.EmailBackend"), whose
-# settings come from ANYMAIL_* variables (ANYMAIL_POSTMARK_SERVER_TOKEN=... is
-# ANYMAIL["POSTMARK_SERVER_TOKEN"]). EMAIL_BACKEND wins when both are set.
+# Two ways to say where mail goes. EMAIL_URL (portal.email_url): a mail server
+# in django-environ's schemes (smtp://, smtp+tls://, smtps://, smtp+ssl://,
+# console://), or an ESP through django-anymail, anymail+<esp>://<credential>@
+# with its other settings as query parameters
+# (anymail+mailgun://API_KEY@?sender_domain=mg.example.com). Or EMAIL_BACKEND
+# naming a backend class ("anymail.backends.postmark.EmailBackend"). ANYMAIL_*
+# variables add to (and win over) what EMAIL_URL gave: ANYMAIL_POSTMARK_SERVER_TOKEN=...
+# is ANYMAIL["POSTMARK_SERVER_TOKEN"]. EMAIL_BACKEND wins when both are set.
 # Development without either keeps every email in the outbox (VAR_DIR/outbox),
 # listed at /dev/outbox/ (portal.outbox).
-EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+try:
+    EMAIL_CONFIG = email_settings_from_url(env.str("EMAIL_URL", default="") or "consolemail://")
+except EmailUrlError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+_ANYMAIL_FROM_URL: dict[str, Any] = EMAIL_CONFIG.pop("ANYMAIL", {})
 vars().update(EMAIL_CONFIG)
 EMAIL_BACKEND: str = env.str("EMAIL_BACKEND", default="").strip() or str(EMAIL_CONFIG["EMAIL_BACKEND"])
 if DEBUG and not any(os.environ.get(name, "").strip() for name in EMAIL_SETTINGS):
     EMAIL_BACKEND = "portal.outbox.OutboxEmailBackend"
-ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
+ANYMAIL = {
+    **_ANYMAIL_FROM_URL,
+    **{name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")},
+}
 if not DEBUG:
     _refuse_email_that_is_not_sent(EMAIL_BACKEND)
 # The ESP's delivery reports (anymail's tracking webhooks, /anymail/<esp>/tracking/) must carry HTTP basic
