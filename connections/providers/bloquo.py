@@ -145,15 +145,7 @@ class BloquoClient(ProviderClient):
         403 (on the token call and on reads alike) → ``revoked``; any other
         non-200 → unexpected; ``"status": false`` in a 200 → transient.
         """
-        if reply.status == 403:
-            raise ProviderError.reauth(
-                FailureReason.REVOKED,
-                "Bloquo: the API key has been revoked. Ask the client to reconnect.",
-                status_code=403,
-            )
-        if reply.status != 200:
-            raise reply.unexpected()
-        data = reply.json_object()
+        data = reply.json_object_unless_revoked("Bloquo: the API key has been revoked. Ask the client to reconnect.")
         if data.boolean("status") is not True:
             raise ProviderError.transient(f"{reply.where}: the reply said status false.", status_code=reply.status)
         return data

@@ -308,15 +308,9 @@ class CoinifyClient(ProviderClient):
         reply = self.http.request("GET", self.api_url(ME_PATH), endpoint="me", headers=bearer(access_token))
         if reply.status == 401:
             raise ProviderError.access_token_rejected("Coinify did not accept the access token.", status_code=401)
-        if reply.status == 403:
-            raise ProviderError.reauth(
-                FailureReason.REVOKED,
-                "Coinify: the client's account is deactivated. Ask the client to reconnect.",
-                status_code=403,
-            )
-        if reply.status != 200:
-            raise reply.unexpected()
-        data = reply.json_object()
+        data = reply.json_object_unless_revoked(
+            "Coinify: the client's account is deactivated. Ask the client to reconnect."
+        )
         user_id = data.identifier("id")
         accounts = [AccountData.from_reply(item) for item in data.objects("accounts")]
         return user_id, accounts

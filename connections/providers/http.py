@@ -28,7 +28,7 @@ import urllib3.connection
 import urllib3.connectionpool
 import urllib3.exceptions
 
-from .errors import ProviderError
+from .errors import FailureReason, ProviderError
 from .replies import JsonObject, json_type, parse_retry_after
 from .transport import call_deadline, shared_session
 
@@ -120,6 +120,18 @@ class HttpReply:
                 status_code=self.status,
             )
         return JsonObject(data, where=self.where)
+
+    def json_object_unless_revoked(self, revoked: str) -> JsonObject:
+        """The JSON object of a 200 from a provider whose 403 means the client's access is gone.
+
+        403 → ``reauth_required`` (revoked), saying ``revoked``; any other
+        status → unexpected.
+        """
+        if self.status == 403:
+            raise ProviderError.reauth(FailureReason.REVOKED, revoked, status_code=403)
+        if self.status != 200:
+            raise self.unexpected()
+        return self.json_object()
 
     def unexpected(self, detail: str = "") -> ProviderError:
         """The error for a status the provider module does not expect (to ``raise``)."""

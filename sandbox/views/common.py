@@ -10,15 +10,9 @@ from django.http import HttpRequest, JsonResponse
 
 from ..state import Snapshot
 
-PLATFORM_NAMES: dict[str, str] = {
-    "coinbase": "Coinbase",
-    "gemini": "Gemini",
-    "kraken": "Kraken",
-    "binance": "Binance",
-    "bitstamp": "Bitstamp",
-    "ledger": "Ledger",
-    "metamask": "MetaMask",
-}
+# The platform names title case does not spell; every other key reads as its
+# title ("coinbase" → "Coinbase").
+PLATFORM_NAMES: dict[str, str] = {"metamask": "MetaMask"}
 
 
 def platform_name(platform: str) -> str:
