@@ -270,8 +270,8 @@ def connect_failed(*, source: str, provider: str, kind: str, reason: str, by_cli
     if reason == REVOKED:
         from_whom = "" if by_client else " from the client"
         return (
-            f"{source}: {provider_words} says this access has been revoked, so nothing was connected. "
-            f"Start again with new credentials{from_whom}."
+            f"{source}: these credentials have been revoked, so nothing was connected. "
+            f"Start again with new ones{from_whom}."
         )
     return f"{source}: {provider_words} refused access, so nothing was connected. Start again."
 

@@ -19,7 +19,7 @@ from .conftest import FakeProvider, World
 BLOQUO_REVOKED = ProviderError.reauth(
     FailureReason.REVOKED, "Bloquo: the API key has been revoked. Ask the client to reconnect."
 )
-REVOKED_SENTENCE = "Bloquo says this access has been revoked, so nothing was connected."
+REVOKED_SENTENCE = "Bloquo: these credentials have been revoked, so nothing was connected."
 KEY_PAIR = {"clientId": "key-id", "clientSecret": "key-secret"}
 
 
@@ -50,7 +50,7 @@ def test_a_client_whose_bloquo_key_was_revoked_is_told_once_and_never_to_ask_the
 
     assert fake_provider.connects, "the form reached the provider"
     assert page.count(REVOKED_SENTENCE) == 1
-    assert "Start again with new credentials." in page
+    assert "Start again with new ones." in page
     assert "ask the client" not in page.lower()
     assert "refused access (" not in page
 
@@ -65,6 +65,6 @@ def test_an_adviser_whose_bloquo_key_was_revoked_is_told_to_get_new_credentials_
     page = _page_text(adviser_client.post(url, data))
 
     assert page.count(REVOKED_SENTENCE) == 1
-    assert "Start again with new credentials from the client." in page
+    assert "Start again with new ones from the client." in page
     assert "refused access (" not in page
     assert not m.Connection.objects.filter(provider="bloquo").exists()
