@@ -147,7 +147,7 @@ class ProviderApp(TimeStamped):
                     "to this address, so only the provider's own hosts are accepted."
                 )
         if self.redirect_uri:
-            refusal = redirect_refusal(str(self.redirect_uri))
+            refusal = redirect_refusal(str(self.redirect_uri), provider=self.provider)
             if refusal is not None:
                 errors["redirect_uri"] = (
                     f"Refused: this URL {refusal}. The provider sends clients back to this address with their "

@@ -88,7 +88,7 @@ from decimal import Decimal
 from typing import ClassVar, Literal, Protocol
 
 from ..wording.names import source_name
-from .endpoints import host_entry, url_refusal
+from .endpoints import host_entry, redirect_refusal, url_refusal
 from .errors import InvalidCredentialFields, ProviderError
 from .http import ProviderHttp
 from .replies import JsonObject
@@ -346,6 +346,21 @@ class ProviderClient:
             raise ProviderError.app_credentials(f"{self.display_name}: no base URL is configured for this app.")
         self._refuse_unless_allowed(base, what="browser URL" if self.app.connect_url else "API base URL")
         return base + path
+
+    def portal_callback(self, redirect_uri: str) -> str:
+        """``redirect_uri`` for the provider to send the browser back to, once it passes
+        :func:`~.endpoints.redirect_refusal`: the portal's own callback for this provider.
+
+        Held here as well as on save, so an app row written past validation
+        still cannot send a client's authorization anywhere else.
+        """
+        refusal = redirect_refusal(redirect_uri, provider=self.key)
+        if refusal is not None:
+            raise ProviderError.app_credentials(
+                f"{self.display_name}: nothing was sent, because the app's redirect URI {refusal}. "
+                "Correct it in the admin."
+            )
+        return redirect_uri.strip()
 
     def _refuse_unless_allowed(self, base: str, *, what: str) -> None:
         refusal = url_refusal(base, provider=self.key, environment=self.app.environment)

@@ -124,6 +124,7 @@ class DapiClient(ProviderClient):
         redirect = redirect_uri or self.app.redirect_uri
         if not self.app.client_id or not redirect:
             raise ProviderError.app_credentials("Dapi: the app has no app key or redirect URI configured.")
+        redirect = self.portal_callback(redirect)
         query = urlencode({CONNECT_APP_KEY: self.app.client_id, CONNECT_STATE: state, CONNECT_REDIRECT_URI: redirect})
         return AuthorizationStart(redirect_url=f"{self.browser_url(CONNECT_PATH)}?{query}")
 

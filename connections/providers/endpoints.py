@@ -29,9 +29,12 @@ past validation still sends nothing anywhere.
 
 An app's ``redirect_uri`` is the other way round: it is where the provider
 sends the client's browser back with the authorization, so it must be the
-portal's own address. :func:`redirect_refusal` holds it to
-``PORTAL_BASE_URL``'s host and port (and to ``https`` under
-``PROVIDER_URLS_STRICT``), with the same plain-URL rule.
+portal's own address. :func:`redirect_refusal` holds it to the portal's
+callback for the provider on ``PORTAL_BASE_URL``'s host and port (and to
+``https`` under ``PROVIDER_URLS_STRICT``), with the same plain-URL rule;
+``ProviderApp.clean()`` applies it on save, and
+``ProviderClient.portal_callback`` again wherever a client sends it to the
+provider.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.urls import reverse
 
 # The values of connections.models.Environment (this module imports no models).
 ENVIRONMENTS = ("sandbox", "production")
@@ -200,12 +204,19 @@ def _plain_refusal(text: str) -> str | None:
     return None
 
 
-def redirect_refusal(url: str) -> str | None:
-    """Why a provider may not send browsers back to ``url`` with an authorization; ``None`` when it may.
+def callback_path(provider: str) -> str:
+    """The path of the portal's callback for ``provider`` (connections/urls.py, ``connect_callback``)."""
+    return reverse("connect_callback", args=[provider])
 
-    Only the portal's own origin qualifies (``PORTAL_BASE_URL``'s host and
-    port): anywhere else, whoever runs that host receives the client's
-    authorization code or tokens. Plain words that complete "this URL ...".
+
+def redirect_refusal(url: str, *, provider: str) -> str | None:
+    """Why ``provider`` may not send browsers back to ``url`` with an authorization; ``None`` when it may.
+
+    Only the portal's own callback for that provider qualifies: its origin
+    (``PORTAL_BASE_URL``'s host and port), since anywhere else whoever runs
+    that host receives the client's authorization code or tokens; and its
+    path, since any other page of the portal (an open redirect, a page that
+    shows its query) could hand them on. Plain words that complete "this URL ...".
     """
     text = url.strip()
     refusal = _plain_refusal(text)
@@ -219,6 +230,9 @@ def redirect_refusal(url: str) -> str | None:
     if portal is None or (origin.host, origin.port) != (portal.host, portal.port):
         shown = _shown(origin.host) + ("" if origin.port == DEFAULT_PORTS[origin.scheme] else f":{origin.port}")
         return f"points at {shown}, which is not the portal's own address ({portal or 'PORTAL_BASE_URL is not set'})"
+    expected = callback_path(provider)
+    if urlsplit(text).path != expected:
+        return f"is not the portal's {provider.title()} callback ({expected} on {portal})"
     return None
 
 

@@ -6,7 +6,8 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
+from urllib.parse import quote_plus
 
 import pytest
 
@@ -42,6 +43,11 @@ class TestDapiContract(ProviderContract):
         "access_code_expired_by_dapi": (ErrorKind.REAUTH_REQUIRED, FailureReason.EXPIRED),
         "wrong_app_secret": (ErrorKind.APP_CREDENTIALS_INVALID, None),
     }
+
+    @pytest.fixture(autouse=True)
+    def _portal_at_the_redirect_uris_host(self, settings: Any) -> None:
+        # The client sends only the portal's own callback (ProviderClient.portal_callback).
+        settings.PORTAL_BASE_URL = "https://portal.test"
 
     # --- hooks ----------------------------------------------------------------------
     def register(self, world: Sandbox) -> AppConfig:
@@ -145,9 +151,11 @@ class TestDapiContract(ProviderContract):
         client = self.client(app)
 
         assert consent_page(self.connect_url(client, state="s-1")).status_code == 200
-        assert (
-            consent_page(self.connect_url(client, state="s-1", redirect_uri="https://evil.test/cb")).status_code == 400
+        # The client never builds one (it sends the portal's own callback only): rewritten on the way.
+        elsewhere = self.connect_url(client, state="s-1").replace(
+            quote_plus(REDIRECT_URI), quote_plus("https://evil.test/cb")
         )
+        assert consent_page(elsewhere).status_code == 400
 
     def test_disconnect_delinks_and_a_second_disconnect_is_quiet(self, world: Sandbox, app: AppConfig) -> None:
         client = self.client(app)

@@ -56,7 +56,11 @@ def test_connect_page_url_carries_app_key_state_and_redirect_uri(
     client = make_client(clock, connect_url="http://browser.test/sandbox/dapi")
 
     start = client.start_authorization(
-        state="st-1", platform="binance", identity="ignored", grouping={}, redirect_uri="http://portal.test/cb/"
+        state="st-1",
+        platform="binance",
+        identity="ignored",
+        grouping={},
+        redirect_uri="http://portal.test/connect/dapi/callback/",
     )
 
     url = urlsplit(start.redirect_url)
@@ -64,7 +68,7 @@ def test_connect_page_url_carries_app_key_state_and_redirect_uri(
     assert dict(parse_qsl(url.query)) == {
         "appKey": "dapi-app-key",
         "state": "st-1",
-        "redirectUri": "http://portal.test/cb/",
+        "redirectUri": "http://portal.test/connect/dapi/callback/",
     }
     assert APP_SECRET not in start.redirect_url
 

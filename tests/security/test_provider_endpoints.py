@@ -279,6 +279,11 @@ def test_the_sandbox_url_is_accepted_only_while_the_sandbox_is_on(db: None, sett
     ],
 )
 def test_a_redirect_uri_off_the_portals_own_host_is_refused(db: None, settings: Any, redirect_uri: str) -> None:
+    assert "Refused: this URL" in dapi_redirect_refused(settings, redirect_uri)
+
+
+def dapi_redirect_refused(settings: Any, redirect_uri: str) -> str:
+    """What ``full_clean()`` says of a Dapi app sending browsers back to ``redirect_uri`` (its only error)."""
     settings.PORTAL_BASE_URL = "https://portal.example.com"
     app = m.ProviderApp(
         provider="dapi",
@@ -292,7 +297,20 @@ def test_a_redirect_uri_off_the_portals_own_host_is_refused(db: None, settings: 
         app.full_clean()
 
     assert list(info.value.message_dict) == ["redirect_uri"]
-    assert "Refused: this URL" in info.value.message_dict["redirect_uri"][0]
+    return str(info.value.message_dict["redirect_uri"][0])
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "https://portal.example.com/",
+        "https://portal.example.com/connect/turnqey/callback/",
+        "https://portal.example.com/connect/dapi/callback/elsewhere/",
+        "https://portal.example.com/connect/dapi/callback",
+    ],
+)
+def test_a_redirect_uri_to_any_other_page_of_the_portal_is_refused(db: None, settings: Any, redirect_uri: str) -> None:
+    assert "is not the portal's Dapi callback (/connect/dapi/callback/" in dapi_redirect_refused(settings, redirect_uri)
 
 
 def test_a_redirect_uri_on_the_portals_host_is_accepted_and_production_wants_https(
@@ -513,9 +531,24 @@ def test_a_row_forced_to_another_host_makes_the_next_check_send_nothing_and_say_
 
 
 @pytest.mark.django_db
-def test_a_browser_is_never_sent_with_a_state_to_a_forced_connect_url(people: People, collector: Collector) -> None:
+@pytest.mark.parametrize(
+    ("field_name", "where"),
+    [
+        ("connect_url", "another host"),
+        ("redirect_uri", "another host"),
+        ("redirect_uri", "another page of the portal"),
+    ],
+)
+def test_a_browser_is_never_sent_anywhere_else_by_a_forced_connect_url_or_redirect_uri(
+    people: People, collector: Collector, settings: Any, field_name: str, where: str
+) -> None:
     app = people.apps["dapi"]
-    m.ProviderApp.objects.filter(pk=app.pk).update(connect_url=collector.url, updated_at=timezone.now())
+    forced = {
+        ("connect_url", "another host"): collector.url,
+        ("redirect_uri", "another host"): f"{collector.url}/connect/dapi/callback/",
+        ("redirect_uri", "another page of the portal"): f"{settings.PORTAL_BASE_URL}/connect/turnqey/callback/",
+    }[(field_name, where)]
+    m.ProviderApp.objects.filter(pk=app.pk).update(**{field_name: forced}, updated_at=timezone.now())
     adviser = logged_in(people.assigned)
 
     response = adviser.post(
@@ -527,6 +560,36 @@ def test_a_browser_is_never_sent_with_a_state_to_a_forced_connect_url(people: Pe
     assert "Location" not in response
     assert not m.AuthorizationRequest.objects.exists()
     assert collector.seen == []
+
+
+def test_a_client_refuses_to_send_a_redirect_uri_that_is_not_the_portals_callback(settings: Any) -> None:
+    from connections.providers.dapi import DapiClient
+
+    settings.PORTAL_BASE_URL = "https://portal.example.com"
+    client = DapiClient(
+        AppConfig(
+            provider="dapi",
+            environment="sandbox",
+            base_url="http://provider.test/dapi",
+            client_id="dapi-app-key",
+            redirect_uri="https://collector.attacker.example/connect/dapi/callback/",
+        )
+    )
+
+    with pytest.raises(ProviderError) as info:
+        client.start_authorization(state="st", platform="binance", identity="", grouping={}, redirect_uri="")
+
+    assert info.value.kind == ErrorKind.APP_CREDENTIALS_INVALID
+    assert "redirect URI points at collector.attacker.example" in info.value.message
+    assert "st" not in info.value.message.split()
+    started = client.start_authorization(
+        state="st",
+        platform="binance",
+        identity="",
+        grouping={},
+        redirect_uri="https://portal.example.com/connect/dapi/callback/",
+    )
+    assert "redirectUri=https%3A%2F%2Fportal.example.com%2Fconnect%2Fdapi%2Fcallback%2F" in started.redirect_url
 
 
 def test_the_admin_shows_a_forced_row_as_refused(staff_editor: Client, documented_app: m.ProviderApp) -> None:
