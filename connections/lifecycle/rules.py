@@ -377,7 +377,7 @@ def deadline_is_near(
     of life, moved on at every renewal) only once it has stopped rolling: within
     the window AND with half its own life gone since ``basis`` (the refresh
     token's last issue), which a sign-in the portal keeps renewing never reaches.
-    Selectors and housekeeping query this as SQL (``claims.deadline_near_q``), tested against this rule.
+    Pages and housekeeping query this as SQL (``lifecycle.deadline_is_near_q``), tested against this rule.
     """
     left = deadline - now
     return left <= timedelta(seconds=tunables.deadline_warning_seconds) and (
