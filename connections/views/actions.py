@@ -7,7 +7,6 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -22,6 +21,7 @@ from .common import (
     too_many,
 )
 from .connect import flow_page
+from .pages import card_context
 
 
 @require_POST
@@ -38,13 +38,13 @@ def connection_check(request: HttpRequest, pk: int) -> HttpResponseBase:
     except services.Throttled as exc:
         # Not checked, and nothing asked of the provider: the card says why and when to try again.
         if getattr(request, "htmx", False):
-            context = {"connection": connection, "now": timezone.now(), "check_message": exc.message, "oob_live": True}
+            context = card_context(connection, check_message=exc.message, oob_live=True)
             return too_many(render(request, "connections/_connection_card.html", context), exc.retry_after)
         messages.warning(request, exc.message)
         return redirect(safe_next(request, default_next))
     connection = scoped_connection(request, pk)  # re-read with its credentials and accounts
     if getattr(request, "htmx", False):
-        context = {"connection": connection, "now": timezone.now(), "check_message": checked.message, "oob_live": True}
+        context = card_context(connection, check_message=checked.message, oob_live=True)
         return render(request, "connections/_connection_card.html", context)
     messages.add_message(request, messages.SUCCESS if checked.ok else messages.WARNING, checked.message)
     return redirect(safe_next(request, default_next))

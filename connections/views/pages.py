@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 from django.core.paginator import Paginator
 from django.db.models import prefetch_related_objects
@@ -146,6 +147,13 @@ def mark_quiet(connections: Iterable[Connection], *, now: dt.datetime) -> None:
             and snoozed_until is None
             and (bool(problems) or connection.status in SNOOZABLE_STATUSES)
         )
+
+
+def card_context(connection: Connection, **extra: Any) -> dict[str, Any]:
+    """What ``_connection_card.html`` reads when one card is rendered on its own (an htmx swap after Check now)."""
+    now = timezone.now()
+    mark_quiet([connection], now=now)
+    return {"connection": connection, "now": now, "snooze_choices": HOUSEHOLD_SNOOZE_CHOICES, **extra}
 
 
 @require_GET

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections import models as m
+from connections.providers.errors import FailureReason, ProviderError
 from tests.factories import ConnectionFactory
 from tests.web.conftest import World
 
@@ -115,3 +116,18 @@ def test_the_household_pages_query_count_does_not_grow_with_snoozed_connections(
     with django_assert_max_num_queries(queries_for_one):
         page = adviser_client.get(household).content.decode()
     assert page.count("Snoozed until") == 4
+
+
+def test_check_now_swapping_a_snoozed_card_keeps_its_snooze_and_a_broken_card_its_snooze_menu(
+    adviser_client: Any, world: World, fake_provider: Any
+) -> None:
+    fake_provider.probe_error = ProviderError.reauth(FailureReason.REVOKED, "Access was revoked.")
+    check = reverse("connection_check", args=[world.connection.pk])
+    swapped = adviser_client.post(check, HTTP_HX_REQUEST="true").content.decode()
+    assert _snooze_forms(swapped, world.connection) == ["day", "week", "until"]  # broken now: snoozable
+
+    adviser_client.post(reverse("connection_quiet", args=[world.connection.pk]), {"action": "day"})
+    swapped = adviser_client.post(check, HTTP_HX_REQUEST="true").content.decode()
+    assert "Snoozed until" in swapped
+    assert 'value="wake"' in swapped
+    assert _snooze_forms(swapped, world.connection) == []
