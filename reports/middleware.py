@@ -7,13 +7,15 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponseBase
 
 from .audit import request_context
+from .reads import read_record
 
 
 class AuditContextMiddleware:
     """Makes the request visible to audit receivers (``reports.audit.current_request``) while it is served.
 
     Receivers of model signals are told what changed, not by whom or from
-    where; this is how they know. A streamed export keeps no context while it
+    where; this is how they know. Once the reply is made, a read that revealed
+    client data is recorded (:mod:`.reads`). A streamed export keeps no context while it
     streams: its audit row is written before the first byte.
     """
 
@@ -22,4 +24,7 @@ class AuditContextMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         with request_context(request):
-            return self.get_response(request)
+            response = self.get_response(request)
+        # A page or API reply that showed a client's data is on the trail too (reports.reads).
+        read_record(request, response)
+        return response

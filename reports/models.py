@@ -59,6 +59,7 @@ class AuditEntry(models.Model):
         INTEGRATION_CHANGED = "integration_changed", "Integration changed"
         WEBHOOK_RESENT = "webhook_resent", "Webhook delivery resent"
         ADMIN_EDIT = "admin_edit", "Admin edit"
+        VIEWED = "viewed", "Client data viewed"
 
     at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
     # Whose records this belongs to: the actor's firm, or the object's. Empty for
@@ -85,6 +86,9 @@ class AuditEntry(models.Model):
     admin_log = models.OneToOneField(
         "admin.LogEntry", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A read of client data (reports.reads): who saw which object in which window, hashed. Unique,
+    # so a read seen again in its window is one INSERT that does nothing, never a lookup first.
+    seen_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
 
     objects = AuditQuerySet.as_manager()
 
