@@ -23,11 +23,11 @@ class Tick:
 
 
 @dataclass(frozen=True)
-class LineChart:
+class ChartFrame:
+    """What every chart draws around its data: its size, plot area and axis ticks."""
+
     width: int
     height: int
-    path: str  # "M x y L x y ..." with a new "M" after each gap
-    points: list[tuple[float, float]]
     y_ticks: list[Tick]
     x_ticks: list[Tick]
     plot_left: int
@@ -42,6 +42,12 @@ class LineChart:
     @property
     def center_y(self) -> float:
         return self.height / 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineChart(ChartFrame):
+    path: str  # "M x y L x y ..." with a new "M" after each gap
+    points: list[tuple[float, float]]
 
 
 def _x(index: int, count: int) -> float:
@@ -93,17 +99,9 @@ class Bar:
     label: str
 
 
-@dataclass(frozen=True)
-class BarChart:
-    width: int
-    height: int
+@dataclass(frozen=True, kw_only=True)
+class BarChart(ChartFrame):
     bars: list[Bar]
-    y_ticks: list[Tick]
-    x_ticks: list[Tick]
-    plot_left: int
-    plot_right: int
-    plot_bottom: int
-    empty: bool
 
 
 def bar_chart(days: Sequence[dt.date], values: Sequence[int], *, height: int = 140) -> BarChart:

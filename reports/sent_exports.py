@@ -21,6 +21,19 @@ from connections.models import (
 # a 100,000-row export within the memory of a 1,000-row one (make bench, exports).
 from .exports import CHUNK, Export, _actor_words, _in_range
 
+# What every sent thing's row starts with (its id, when it was sent, the household, the client and
+# the address it went to), and then who sent it: both exports read them alike (:func:`_sent_rows`).
+SENT_FIELDS = ("pk", "created_at", "household_id", "household__name", "client__name", "sent_to")
+SENDER_FIELDS = ("created_by_id", "created_by__first_name", "created_by__last_name", "created_by__username")
+
+
+def _sent_rows(rows: Any) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]]:
+    """Each row of ``values_list(*SENT_FIELDS, *SENDER_FIELDS, ...)``: (sent columns, sender fields, the rest)."""
+    sent, sender = len(SENT_FIELDS), len(SENT_FIELDS) + len(SENDER_FIELDS)
+    for row in rows.iterator(chunk_size=CHUNK):
+        yield row[:sent], row[sent:sender], row[sender:]
+
+
 LINK_HEADER = (
     "Link ID",
     "Sent",
@@ -43,12 +56,8 @@ def client_links_export(*, user: Any, start: dt.date | None = None, end: dt.date
     links = selectors.client_link_queryset_for(user=user).filter(**_in_range("created_at", start, end))
     statuses = dict(ClientLink.LinkStatus.choices)
     rows = links.order_by("created_at", "id").values_list(
-        "pk",
-        "created_at",
-        "household_id",
-        "household__name",
-        "client__name",
-        "sent_to",
+        *SENT_FIELDS,
+        *SENDER_FIELDS,
         "provider_app__provider",
         "platform",
         "connection_id",
@@ -56,24 +65,15 @@ def client_links_export(*, user: Any, start: dt.date | None = None, end: dt.date
         "opened_at",
         "completed_at",
         "expires_at",
-        "created_by_id",
-        "created_by__first_name",
-        "created_by__last_name",
-        "created_by__username",
     )
 
     def produce() -> Iterator[Sequence[Any]]:
-        for (pk, created, hh_id, hh, client, sent_to, provider, platform, connection_id, status, opened, completed,
-             expires, by_id, first, last, username) in rows.iterator(chunk_size=CHUNK):  # fmt: skip
+        for sent, (by_id, first, last, username), rest in _sent_rows(rows):
+            provider, platform, connection_id, status, opened, completed, expires = rest
             if status in (ClientLink.LinkStatus.SENT, ClientLink.LinkStatus.OPENED) and expires <= now:
                 status = ClientLink.LinkStatus.EXPIRED
             yield (
-                pk,
-                created,
-                hh_id,
-                hh,
-                client,
-                sent_to,
+                *sent,
                 wording.source_name(provider=provider, platform=platform),
                 "Reconnect" if connection_id else "Connect",
                 statuses.get(status, status),
@@ -126,16 +126,8 @@ def reconnect_requests_export(*, user: Any, start: dt.date | None = None, end: d
         )
         .order_by("created_at", "id")
         .values_list(
-            "pk",
-            "created_at",
-            "household_id",
-            "household__name",
-            "client__name",
-            "sent_to",
-            "created_by_id",
-            "created_by__first_name",
-            "created_by__last_name",
-            "created_by__username",
+            *SENT_FIELDS,
+            *SENDER_FIELDS,
             "actor_label",
             "status",
             "opened_at",
@@ -153,16 +145,11 @@ def reconnect_requests_export(*, user: Any, start: dt.date | None = None, end: d
     )
 
     def produce() -> Iterator[Sequence[Any]]:
-        for (pk, created, hh_id, hh, client, sent_to, by_id, first, last, username, label, status, opened,
-             delivery, delivery_at, reminders, last_reminder, total, done, pause_reason, paused,
-             closed, expires) in rows.iterator(chunk_size=CHUNK):  # fmt: skip
+        for sent, (by_id, first, last, username), rest in _sent_rows(rows):
+            (label, status, opened, delivery, delivery_at, reminders, last_reminder, total, done, pause_reason,
+             paused, closed, expires) = rest  # fmt: skip
             yield (
-                pk,
-                created,
-                hh_id,
-                hh,
-                client,
-                sent_to,
+                *sent,
                 _actor_words(by_id, first, last, username, label),
                 statuses.get(status, status),
                 wording.request_status_words(

@@ -32,6 +32,16 @@ def local_receivers(settings: Any) -> None:
     settings.WEBHOOK_REQUIRE_HTTPS = False
 
 
+def _revoked_at_the_sandbox(sandbox: SandboxControl, portal: Portal, clock: Clock, beat: Beat) -> m.Connection:
+    """A Coinbase connection made through Turnqey, revoked at the sandbox and found so by the next sweep."""
+    connection = connect_turnqey(portal, platform="coinbase")
+    assert sandbox.act("turnqey", "revoke", identity=str(portal.client.identity), platform="coinbase") >= 1
+    clock.move_to(fresh(connection).next_check_at)
+    beat.tick()
+    assert fresh(connection).status == m.Status.NEEDS_RECONNECT
+    return connection
+
+
 @pytest.mark.usefixtures("local_receivers")
 def test_a_revoked_connection_sends_one_needs_reconnect_and_after_the_reconnect_one_recovered(
     sandbox: SandboxControl, portal: Portal, clock: Clock, beat: Beat, live_server: Any
@@ -39,12 +49,7 @@ def test_a_revoked_connection_sends_one_needs_reconnect_and_after_the_reconnect_
     firm = portal.household.firm
     with webhook_receiver(Answer(200)) as receiver:
         endpoint = endpoint_create(firm=firm, url=receiver.url, event_types=EventType.values)
-        connection = connect_turnqey(portal, platform="coinbase")
-        assert sandbox.act("turnqey", "revoke", identity=str(portal.client.identity), platform="coinbase") >= 1
-
-        clock.move_to(fresh(connection).next_check_at)
-        beat.tick()
-        assert fresh(connection).status == m.Status.NEEDS_RECONNECT
+        connection = _revoked_at_the_sandbox(sandbox, portal, clock, beat)
         # A day of sweeps: the prompt stands, nothing more is said.
         for _ in range(24):
             clock.advance(timedelta(hours=1))
@@ -87,11 +92,7 @@ def test_a_link_sent_through_the_api_is_opened_and_completed_and_each_step_is_a_
     firm = portal.household.firm
     with webhook_receiver(Answer(200)) as receiver:
         endpoint = endpoint_create(firm=firm, url=receiver.url, event_types=EventType.values)
-        connection = connect_turnqey(portal, platform="coinbase")
-        assert sandbox.act("turnqey", "revoke", identity=str(portal.client.identity), platform="coinbase") >= 1
-        clock.move_to(fresh(connection).next_check_at)
-        beat.tick()
-        assert fresh(connection).status == m.Status.NEEDS_RECONNECT
+        connection = _revoked_at_the_sandbox(sandbox, portal, clock, beat)
 
         key = api_key_create(firm=firm, name="CRM", scope=ApiKey.Scope.WRITE).key
         sent = requests.post(
