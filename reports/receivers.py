@@ -339,8 +339,9 @@ def _assignments_changed(
     for household, user in pairs:
         _covered(household, user)
         name = wording.person_name(user)
-        audit.record(
+        record_or_hold(
             Action.ASSIGNMENT_ADDED if added else Action.ASSIGNMENT_REMOVED,
+            subjects=[household, user],
             household=household,
             obj=user,
             object_type="user",

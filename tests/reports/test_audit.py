@@ -317,6 +317,16 @@ def _assigned_in_admin(world: World, fake: Any, browser: Client) -> None:
     assert world.other_household.advisers.filter(pk=world.adviser.pk).exists()
 
 
+def _assigned_and_renamed_in_admin(world: World, fake: Any, browser: Client) -> None:
+    url = reverse("admin:connections_household_change", args=[world.other_household.pk])
+    form = _admin_form(browser, url)
+    form["advisers"] = [*form.get("advisers", []), str(world.adviser.pk)]
+    form["name"] = ["Renamed Household"]
+    response = browser.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert world.other_household.advisers.filter(pk=world.adviser.pk).exists()
+
+
 def _api_key_created(world: World, fake: Any, _: Any) -> None:
     from api.keys import api_key_create
 
@@ -520,6 +530,9 @@ CASES = {
         Action.ROLE_CHANGED, "firm_admin", _staff, _role_and_email_changed_in_a_users_admin_page, says="Email address"
     ),
     "household assigned in admin": Case(Action.ASSIGNMENT_ADDED, "firm_admin", _staff, _assigned_in_admin),
+    "household assigned and renamed in admin": Case(
+        Action.ASSIGNMENT_ADDED, "firm_admin", _staff, _assigned_and_renamed_in_admin, says="as well: Changed Name"
+    ),
     "API key created": Case(Action.INTEGRATION_CHANGED, "firm_admin", perform=_api_key_created, says="created"),
     "API key revoked": Case(
         Action.INTEGRATION_CHANGED,
