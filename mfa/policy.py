@@ -12,6 +12,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from connections.models import Membership
+from connections.selectors import membership_queryset
 
 RECOVERY_CODES = 10
 AUTHENTICATOR_NAME = "Authenticator app"
@@ -41,14 +42,10 @@ class Standing:
 def standing(user: AuthUser) -> Standing:
     """Both answers in one query: the user's membership and firm, with whether a confirmed authenticator
     exists. Every page of an unverified session asks this, so it must not cost three queries; the
-    membership it loads is left on ``user`` (pages read ``user.membership.firm`` next)."""
+    membership it loads is left on ``user`` (pages read ``user.membership.firm`` and the user's time
+    zone next: :func:`connections.selectors.membership_queryset`)."""
     authenticator = TOTPDevice.objects.filter(user_id=OuterRef("user_id"), confirmed=True)
-    membership = (
-        Membership.objects.select_related("firm")
-        .annotate(has_authenticator=Exists(authenticator))
-        .filter(user_id=user.pk)
-        .first()
-    )
+    membership = membership_queryset(user_id=user.pk).annotate(has_authenticator=Exists(authenticator)).first()
     if membership is None:  # staff without a firm
         has = has_second_factor(user)
         return Standing(has, bool(user.is_staff and settings.MFA_REQUIRED_FOR_STAFF))

@@ -175,10 +175,11 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     # Who and from which address, for audit rows written by signal receivers.
     "reports.middleware.AuditContextMiddleware",
-    # The signed-in user's own time zone (their digest settings) for every date the request renders.
-    "connections.middleware.UserTimeZoneMiddleware",
     # A signed-in user with a second factor still to give (or to set up) goes nowhere else.
     "mfa.middleware.SecondFactorMiddleware",
+    # The signed-in user's own time zone (their digest settings) for every date the request renders;
+    # after the second step, whose membership query brings the zone along.
+    "connections.middleware.UserTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.errors.MethodNotAllowedPageMiddleware",

@@ -54,6 +54,7 @@ from .scoping import (
     firm_household_queryset,
     household_queryset_for,
     membership_for,
+    membership_queryset,
 )
 
 __all__ = [
@@ -85,6 +86,7 @@ __all__ = [
     "household_table",
     "households_with_rollups",
     "membership_for",
+    "membership_queryset",
     "needs_attention_list",
     "needs_attention_queryset",
     "provider_app_options",

@@ -7,6 +7,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -77,3 +79,17 @@ def test_a_digest_writes_its_dates_in_the_recipients_zone(world: World, mailoutb
     local = deadline.astimezone(ZoneInfo("America/New_York"))
     assert f"reconnect by {local:%Y-%m-%d %H:%M} E" in digest.body  # EDT or EST, as the date falls
     assert f"{deadline:%Y-%m-%d %H:%M}" not in digest.body
+
+
+def test_the_zone_comes_with_the_membership_the_page_reads_anyway(
+    adviser_client: Any, world: World, settings: Any
+) -> None:
+    settings.TIME_ZONE = "UTC"
+    m.Connection.objects.filter(pk=world.connection.pk).update(last_success_at=INSTANT)
+    m.NotificationSettings.objects.create(user=world.adviser, time_zone="America/New_York")
+    with CaptureQueriesContext(db_connection) as queries:
+        card = _card(adviser_client, world)
+    assert "1 Jul 2025, 11:30" in card
+    zone_reads = [q["sql"] for q in queries.captured_queries if "notificationsettings" in q["sql"]]
+    assert len(zone_reads) == 1
+    assert "connections_membership" in zone_reads[0]  # one statement with the membership and firm
