@@ -28,6 +28,7 @@ from .support import (
 @pytest.fixture
 def sandbox(live_server: Any, transactional_db: None, settings: Any) -> Iterator[SandboxControl]:
     """The sandbox of the live server, empty (see :func:`tests.sandbox_client.sandbox_session`)."""
+    settings.PORTAL_BASE_URL = REDIRECT_BASE  # the apps' redirect URIs must be the portal's own callbacks
     with sandbox_session(live_server.url, settings) as control:
         yield control
 

@@ -25,6 +25,8 @@ HANG_SECONDS = 2.0
 @pytest.fixture
 def sandbox(live_server: Any, transactional_db: None, settings: Any) -> Iterator[SandboxControl]:
     settings.PROVIDER_READ_TIMEOUT = READ_TIMEOUT_SECONDS
+    # The apps' redirect URIs (portal_on_sandbox) must be the portal's own callbacks.
+    settings.PORTAL_BASE_URL = "http://testserver"
     with sandbox_session(live_server.url, settings) as control:
         yield control
 

@@ -31,6 +31,7 @@ REDIRECT_BASE = "http://testserver"
 
 @pytest.fixture
 def sandbox(live_server: Any, transactional_db: None, settings: Any) -> Iterator[SandboxControl]:
+    settings.PORTAL_BASE_URL = REDIRECT_BASE  # the apps' redirect URIs must be the portal's own callbacks
     with sandbox_session(live_server.url, settings) as control:
         yield control
 

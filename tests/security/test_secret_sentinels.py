@@ -228,6 +228,8 @@ def test_no_secret_surfaces_in_any_flow(
     for name in list(logging.root.manager.loggerDict):
         caplog.set_level(logging.DEBUG, logger=name)
     settings.RATE_LIMIT_REDIS_URL = ""
+    # The apps' redirect URIs (portal_on_sandbox) must be the portal's own callbacks.
+    settings.PORTAL_BASE_URL = "http://testserver"
     sandbox = SandboxControl(live_server.url)
     sandbox.reset()
     portal = portal_on_sandbox(
