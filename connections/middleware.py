@@ -13,6 +13,8 @@ from .models import NotificationSettings
 from .notifications.digests import zone_named
 
 _NOT_READ = object()
+# Pages that never depend on who is signed in: the provider sandbox (a stand-in for the providers' sites).
+UNZONED_NAMESPACES = {"sandbox"}
 
 
 class UserTimeZoneMiddleware:
@@ -43,6 +45,9 @@ class UserTimeZoneMiddleware:
     def process_view(
         self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
     ) -> None:
+        match = request.resolver_match
+        if match is not None and UNZONED_NAMESPACES & set(match.namespaces):
+            return  # before request.user is read: the sandbox runs even where auth is not installed
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated:
             return

@@ -288,7 +288,8 @@ def test_any_secret_pair_is_masked_however_often_it_was_url_encoded(
 @given(name=SECRET_NAMES, value=TOKEN_VALUE, times=st.integers(min_value=1, max_value=3))
 def test_any_secret_in_url_encoded_json_is_masked(name: str, value: str, times: int) -> None:
     text = json.dumps({"kind": "grant", name: value, "expires_in": 1200})
-    assume(value not in f'body= {{"kind": "grant", "expires_in": 1200}} {REDACTED}')
+    # The key's name stays in the line, so a value that is part of it ("access_t") proves nothing.
+    assume(value not in f'body= {{"kind": "grant", "{name}": "", "expires_in": 1200}} {REDACTED}')
     for _ in range(times):
         text = quote(text, safe="")
     masked = redact(f"body={text}")
