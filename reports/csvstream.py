@@ -49,16 +49,19 @@ class _Line:
         return value
 
 
-def csv_lines(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+def csv_lines(header: Sequence[str], rows: Iterable[Sequence[Any]], *, tz: dt.tzinfo | None = None) -> Iterator[str]:
     writer = csv.writer(_Line())
-    tz = timezone.get_current_timezone()  # once, not per cell: it was a third of an export's time
+    tz = tz or timezone.get_current_timezone()  # once, not per cell: it was a third of an export's time
     yield "\ufeff" + writer.writerow([neutralise(h) for h in header])  # BOM: spreadsheets read UTF-8
     for row in rows:
         yield writer.writerow([neutralise(cell, tz) for cell in row])
 
 
 def csv_response(*, filename: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv; charset=utf-8")
+    # The zone of the request (the reader's own), taken now: the rows are written after the view has
+    # returned, when the middleware has put the server's zone back.
+    lines = csv_lines(header, rows, tz=timezone.get_current_timezone())
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     # Client data: never kept by a browser or a proxy.
     response["Cache-Control"] = "no-store"

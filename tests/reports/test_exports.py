@@ -85,6 +85,18 @@ def test_connections_export_streams_status_reason_deadlines_and_data_as_of(clien
     assert "secret-token" not in str(row)
 
 
+def test_an_export_writes_its_times_in_the_readers_own_zone(client: Any, world: World, settings: Any) -> None:
+    settings.TIME_ZONE = "UTC"
+    as_of = dt.datetime(2025, 7, 1, 15, 30, tzinfo=dt.UTC)
+    m.Connection.objects.filter(pk=world.connection.pk).update(last_success_at=as_of)
+    m.NotificationSettings.objects.create(user=world.adviser, time_zone="America/New_York")
+    client.force_login(world.adviser)
+
+    (row,) = csv_rows(client.get(reverse("reports:connections_csv")))  # streamed after the view returned
+
+    assert row["Data as of"] == "2025-07-01T11:30:00-04:00"
+
+
 def test_an_export_is_itself_one_audit_row(client: Any, world: World) -> None:
     client.force_login(world.adviser)
     b"".join(client.get(reverse("reports:connections_csv"), REMOTE_ADDR="203.0.113.9").streaming_content)
