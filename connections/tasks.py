@@ -152,7 +152,7 @@ def check_connection(
 
 @shared_task(name="connections.check_connections", ignore_result=True)
 def check_connections(connection_ids: list[int]) -> dict[str, int]:
-    """Check each connection in turn (the sweep's chunks). Returns a count per outcome.
+    """Check a chunk of connections (:func:`lifecycle.connections_check`). Returns a count per outcome.
 
     A message of more ids than ``LIFECYCLE_CHECK_CHUNK_SIZE`` (the sweep's
     large messages, see :func:`sweep_messages`) is fanned out first: every
@@ -174,9 +174,8 @@ def check_connections(connection_ids: list[int]) -> dict[str, int]:
                 sum(len(chunk) for chunk in chunks[1:]),
             )
     counts: dict[str, int] = {}
-    for connection_id in chunks[0] if chunks else []:
-        outcome = lifecycle.connection_check(connection_id=int(connection_id)).outcome
-        counts[outcome] = counts.get(outcome, 0) + 1
+    for result in lifecycle.connections_check(connection_ids=chunks[0]) if chunks else []:
+        counts[result.outcome] = counts.get(result.outcome, 0) + 1
     return counts
 
 

@@ -5,6 +5,8 @@ The public contract (everything else in the package is its inside):
 * :func:`connection_check` (``check.py``): claim, renew when due, probe, apply
   the rules, store; returns a :class:`CheckResult` whose ``outcome`` is an
   :class:`Outcome` value. Never raises for a provider problem.
+  :func:`connections_check`: the same check for each of a chunk of
+  connections (the sweep's), sharing their claim, reads and routine releases.
 * :func:`grant_apply`, :func:`connection_start`, :func:`connection_disconnect`,
   :func:`connections_abandon` (``grants.py``): what people start. A reconnect
   to a different source account raises :class:`ReconnectMismatch`; a grant for
@@ -37,7 +39,7 @@ Every status, reason and failure count is decided by :func:`rules.decide`.
 """
 
 from . import rules
-from .check import CheckResult, LeaseLost, Outcome, connection_check
+from .check import CheckResult, LeaseLost, Outcome, connection_check, connections_check
 from .claims import SWEEP_OWNER_PREFIX, connections_claim_due, deadline_is_near_q, due_queryset
 from .clients import (
     app_config,
@@ -95,6 +97,7 @@ __all__ = [
     "connection_start",
     "connection_state",
     "connections_abandon",
+    "connections_check",
     "connections_claim_due",
     "credentials_keep_only",
     "credentials_upsert",

@@ -44,7 +44,16 @@ from ..throttling import (
     rate_limit_acquire,
 )
 from . import clients, rules
-from .claims import connection_claim, connection_release, lease_extend, lease_owner_new, rows_of
+from .claims import (
+    connection_claim,
+    connection_release,
+    connections_claim,
+    connections_release,
+    lease_extend,
+    lease_owner_new,
+    rows_in,
+    rows_of,
+)
 from .config import tunables
 from .outcomes import CheckResult, LeaseLost, Outcome, check_failure
 from .provider_apps import app_credentials_accepted, app_credentials_rejected
@@ -86,27 +95,167 @@ def connection_check(
     )
     if claimed is None:
         return CheckResult(connection_id=connection_id, outcome=Outcome.SKIPPED, message="not claimed")
-    check = _Check(claimed, owner=owner, now=now, actor=actor, actor_label=actor_label, tunables=settings_now)
+    return _Check(claimed, owner=owner, now=now, actor=actor, actor_label=actor_label, tunables=settings_now).result()
+
+
+def connections_check(*, connection_ids: Sequence[int]) -> list[CheckResult]:
+    """Scheduled checks of many connections (the sweep's chunk), sharing what they can; one result per id.
+
+    Each connection gets exactly the check :func:`connection_check` would give
+    it, and the same guarantee: only a connection this call claims is checked,
+    and its claim is released only if it is still ours. What the chunk shares
+    is statements: the claims are one ``UPDATE ... RETURNING`` under one owner,
+    the apps' rows and the credentials are read in one query each, and the
+    routine releases (a success or a deferral with nothing else to store) are
+    written together, at the end or when the oldest has waited a quarter of a
+    claim. Anything else a check stores (renewed tokens first of all) is
+    written at once, as alone. A claim that might run out before a check could
+    finish is extended first; one that changed hands meanwhile is skipped.
+    """
+    ids = list(dict.fromkeys(int(connection_id) for connection_id in connection_ids))
+    settings_now = tunables()
+    chunk = _Chunk(owner=lease_owner_new(), tunables=settings_now)
+    claimed = chunk.claim(ids)
+    results: dict[int, CheckResult] = {}
     try:
-        return check.run()
-    except LeaseLost:
-        logger.info("Check of connection %s discarded: the connection changed meanwhile.", connection_id)
-        return CheckResult(connection_id=connection_id, outcome=Outcome.SKIPPED, message="claim lost")
-    except Exception as exc:
-        logger.error(
-            "Check of connection %s failed unexpectedly (%s); next check pushed back.",
-            connection_id,
-            type(exc).__name__,
-            exc_info=True,
+        _chunk_run(chunk, ids, claimed, results)
+    finally:
+        chunk.releases_write(results)
+    return [results[connection_id] for connection_id in ids]
+
+
+def _chunk_run(chunk: _Chunk, ids: list[int], claimed: dict[int, Connection], results: dict[int, CheckResult]) -> None:
+    for connection_id in ids:
+        connection = claimed.get(connection_id)
+        if connection is None:
+            results[connection_id] = CheckResult(
+                connection_id=connection_id, outcome=Outcome.SKIPPED, message="not claimed"
+            )
+            continue
+        now = timezone.now()
+        if not chunk.claim_holds(connection_id, now=now):
+            results[connection_id] = CheckResult(
+                connection_id=connection_id, outcome=Outcome.SKIPPED, message="claim lost"
+            )
+            continue
+        check = _Check(
+            connection,
+            owner=chunk.owner,
+            now=now,
+            actor=None,
+            actor_label=wording.SCHEDULED_CHECK,
+            tunables=chunk.tunables,
+            chunk=chunk,
         )
-        return check.interrupted(exc)
+        results[connection_id] = result = check.result()
+        if result.outcome != Outcome.OK:
+            # This check may have changed the app's row (its breaker, its flag), or another
+            # worker may have: the next check of the app reads it again.
+            chunk.app_forget(connection.provider_app_id)
+        if chunk.releases_waited_too_long():
+            chunk.releases_write(results)
+
+
+class _Chunk:
+    """What a chunk of scheduled checks shares: its owner, the rows read together, the routine releases."""
+
+    # Another worker's change to an app's row (a breaker it opened, an admin's
+    # switch) reaches a chunk's checks at most this late.
+    APP_ROW_MAX_AGE_SECONDS = 5.0
+
+    def __init__(self, *, owner: str, tunables: rules.Tunables) -> None:
+        self.owner = owner
+        self.tunables = tunables
+        self.lease = timedelta(seconds=tunables.check_lease_seconds)
+        self.claimed_until: dict[int, datetime] = {}
+        self.apps: dict[int, tuple[ProviderApp, float]] = {}
+        self.credentials: dict[int, list[Credential]] | None = None
+        self.releases: list[tuple[int, dict[str, Any]]] = []
+        self.first_release_at = 0.0
+
+    def claim(self, ids: list[int]) -> dict[int, Connection]:
+        now = timezone.now()
+        claimed = connections_claim(connection_ids=ids, owner=self.owner, now=now, lease=self.lease)
+        self.claimed_until = {connection_id: now + self.lease for connection_id in claimed}
+        if not claimed:
+            return claimed
+        read_at = time.monotonic()
+        try:
+            app_ids = sorted({connection.provider_app_id for connection in claimed.values()})
+            self.apps = {app.pk: (app, read_at) for app in rows_in(ProviderApp, "id", app_ids)}
+        except DecryptionError:
+            self.apps = {}  # each check reads its app alone; the unreadable one is flagged there
+        try:
+            credentials: dict[int, list[Credential]] = {connection_id: [] for connection_id in claimed}
+            for credential in rows_in(Credential, "connection_id", list(claimed)):
+                credentials[credential.connection_id].append(credential)
+            self.credentials = credentials
+        except DecryptionError:
+            self.credentials = None  # each check reads its own; the unreadable ones fail there
+        return claimed
+
+    def claim_holds(self, connection_id: int, *, now: datetime) -> bool:
+        """Is the claim ours for longer than a check can take? Extended when not; False if it changed hands."""
+        worst = timedelta(seconds=2 * total_timeout() + RENEWAL_LEASE_SLACK_SECONDS)
+        if self.claimed_until[connection_id] - now >= worst:
+            return True
+        until = now + max(self.lease, worst)
+        if not lease_extend(connection_id=connection_id, owner=self.owner, until=until):
+            logger.info("Check of connection %s skipped: its claim changed hands meanwhile.", connection_id)
+            return False
+        self.claimed_until[connection_id] = until
+        return True
+
+    def app(self, app_id: int) -> ProviderApp | None:
+        kept = self.apps.get(app_id)
+        if kept is None or time.monotonic() - kept[1] > self.APP_ROW_MAX_AGE_SECONDS:
+            return None
+        return kept[0]
+
+    def app_keep(self, app: ProviderApp) -> None:
+        self.apps[app.pk] = (app, time.monotonic())
+
+    def app_forget(self, app_id: int) -> None:
+        self.apps.pop(app_id, None)
+
+    def credentials_of(self, connection_id: int) -> list[Credential] | None:
+        return None if self.credentials is None else self.credentials.get(connection_id)
+
+    def release_later(self, connection_id: int, values: dict[str, Any]) -> None:
+        if not self.releases:
+            self.first_release_at = time.monotonic()
+        self.releases.append((connection_id, values))
+
+    def releases_waited_too_long(self) -> bool:
+        return bool(self.releases) and time.monotonic() - self.first_release_at > self.lease.total_seconds() / 4
+
+    def releases_write(self, results: dict[int, CheckResult]) -> None:
+        """Write the routine releases; a check whose claim changed hands meanwhile counts as skipped."""
+        if not self.releases:
+            return
+        pending, self.releases = self.releases, []
+        released = connections_release(owner=self.owner, releases=pending)
+        for connection_id, _values in pending:
+            if connection_id not in released:
+                logger.info("Check of connection %s discarded: the connection changed meanwhile.", connection_id)
+                results[connection_id] = CheckResult(
+                    connection_id=connection_id, outcome=Outcome.SKIPPED, message="claim lost"
+                )
 
 
 class _Check:
     """One claimed check. Holds what the steps share; every exit releases the claim."""
 
     def __init__(
-        self, connection: Connection, *, owner: str, now: datetime, actor: Any, actor_label: str, tunables: Any
+        self,
+        connection: Connection,
+        *,
+        owner: str,
+        now: datetime,
+        actor: Any,
+        actor_label: str,
+        tunables: Any,
+        chunk: _Chunk | None = None,
     ) -> None:
         self.connection = connection
         self.connection_id = connection.pk
@@ -115,15 +264,38 @@ class _Check:
         self.actor = actor
         self.actor_label = actor_label
         self.tunables: rules.Tunables = tunables
+        self.chunk = chunk
         self.permit: Permit | None = None
         self.renewed = False
 
+    def result(self) -> CheckResult:
+        """Run the check; a lost claim discards it, an unexpected error pushes the connection back."""
+        try:
+            return self.run()
+        except LeaseLost:
+            logger.info("Check of connection %s discarded: the connection changed meanwhile.", self.connection_id)
+            return CheckResult(connection_id=self.connection_id, outcome=Outcome.SKIPPED, message="claim lost")
+        except Exception as exc:
+            logger.error(
+                "Check of connection %s failed unexpectedly (%s); next check pushed back.",
+                self.connection_id,
+                type(exc).__name__,
+                exc_info=True,
+            )
+            return self.interrupted(exc)
+
     # --- steps ---------------------------------------------------------------------------
     def run(self) -> CheckResult:
-        try:
-            self.app = app = rows_of(ProviderApp, "id", self.connection.provider_app_id)[0]
-        except DecryptionError:
-            return self._app_secret_unreadable()
+        shared_app = self.chunk.app(self.connection.provider_app_id) if self.chunk is not None else None
+        if shared_app is not None:
+            self.app = app = shared_app
+        else:
+            try:
+                self.app = app = rows_of(ProviderApp, "id", self.connection.provider_app_id)[0]
+            except DecryptionError:
+                return self._app_secret_unreadable()
+            if self.chunk is not None:
+                self.chunk.app_keep(app)
         self.connection.provider_app = app
         if not app.is_enabled:
             return self._defer(self.now + timedelta(seconds=self.tunables.app_disabled_retry_seconds), "app disabled")
@@ -139,10 +311,12 @@ class _Check:
             return self._defer(decision.until, decision.reason)
         self.permit = decision
         self.client = clients.client_for_app(app=app)
-        try:
-            credentials = rows_of(Credential, "connection_id", self.connection_id)
-        except DecryptionError:
-            return self._decided(rules.CredentialsUnreadable(), outcome=Outcome.PERMANENT)
+        credentials = self.chunk.credentials_of(self.connection_id) if self.chunk is not None else None
+        if credentials is None:
+            try:
+                credentials = rows_of(Credential, "connection_id", self.connection_id)
+            except DecryptionError:
+                return self._decided(rules.CredentialsUnreadable(), outcome=Outcome.PERMANENT)
         state = clients.connection_state(connection=self.connection, credentials=credentials)
 
         if rules.renewal_is_due(renewal_due_at=self.client.renewal_due_at(state), now=self.now, tunables=self.tunables):
@@ -399,6 +573,9 @@ class _Check:
                 change = accounts_change(self.connection_id, accounts, self.now, stored=stored)
                 fields["accounts_digest"] = digest
         if not events and not change and not forget_credentials:
+            if self.chunk is not None:
+                self.chunk.release_later(self.connection_id, fields)
+                return
             if not connection_release(connection_id=self.connection_id, owner=self.owner, values=fields):
                 raise LeaseLost
             return

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -108,8 +108,34 @@ def rows_of(model: type[Any], column: str, value: int) -> list[Any]:
     return reader.fetch(sql, [value])
 
 
-def _claim_sql(force: bool) -> str:
-    key = ("claim", db_connection.vendor, force)
+def rows_in(model: type[Any], column: str, values: Sequence[int]) -> list[Any]:
+    """Every row of ``model`` whose ``column`` is one of ``values``, in one statement."""
+    if not values:
+        return []
+    reader = _reader(model)
+    table = _qn(model._meta.db_table)
+    if db_connection.vendor == "postgresql":
+        key = ("rows_in", model, column)
+        sql = _sql_cache.get(key)
+        if sql is None:
+            sql = _sql_cache[key] = f"SELECT {reader.columns} FROM {table} WHERE {_qn(column)} = ANY(%s)"  # noqa: S608
+        return reader.fetch(sql, [list(values)])
+    marks = ", ".join(["%s"] * len(values))
+    return reader.fetch(f"SELECT {reader.columns} FROM {table} WHERE {_qn(column)} IN ({marks})", list(values))  # noqa: S608
+
+
+def _ids_clause(count: int) -> str:
+    """The claim's ``WHERE`` on ids: one id, or many (an array on PostgreSQL, a list elsewhere)."""
+    if count == 1:
+        return "id = %(id)s"
+    if db_connection.vendor == "postgresql":
+        return "id = ANY(%(ids)s)"
+    return f"id IN ({', '.join(f'%(id{i})s' for i in range(count))})"
+
+
+def _claim_sql(force: bool, count: int = 1) -> str:
+    ids = _ids_clause(count)
+    key = ("claim", db_connection.vendor, force, ids)
     sql = _sql_cache.get(key)
     if sql is None:
         statuses = rules.CHECKABLE if force else rules.SCHEDULED
@@ -120,7 +146,7 @@ def _claim_sql(force: bool) -> str:
         condition = f"({lease_free} OR {held_by_sweep})" if force else due
         sql = (
             f"UPDATE {_qn(Connection._meta.db_table)} SET lease_owner = %(owner)s, lease_until = %(until)s "  # noqa: S608
-            f"WHERE id = %(id)s AND status IN ({status_in}) AND {condition} RETURNING {_reader(Connection).columns}"
+            f"WHERE {ids} AND status IN ({status_in}) AND {condition} RETURNING {_reader(Connection).columns}"
         )
         _sql_cache[key] = sql
     return sql
@@ -139,17 +165,44 @@ def connection_claim(
     statement that claims it means a check never works from a row that
     another check changed meanwhile.
     """
+    params = {"id": connection_id, **_claim_params(owner=owner, now=now, lease=lease, force=force)}
+    rows = _reader(Connection).fetch(_claim_sql(force), params)
+    return rows[0] if rows else None
+
+
+def _claim_params(*, owner: str, now: datetime, lease: timedelta, force: bool) -> dict[str, Any]:
     statuses = sorted(rules.CHECKABLE if force else rules.SCHEDULED)
-    params: dict[str, Any] = {
-        "id": connection_id,
+    return {
         "owner": owner,
         "now": _db_value(Connection, "lease_until", now),
         "until": _db_value(Connection, "lease_until", now + lease),
         "sweep": f"{SWEEP_OWNER_PREFIX}%",
         **{f"status{i}": status for i, status in enumerate(statuses)},
     }
-    rows = _reader(Connection).fetch(_claim_sql(force), params)
-    return rows[0] if rows else None
+
+
+def connections_claim(
+    *, connection_ids: Sequence[int], owner: str, now: datetime, lease: timedelta
+) -> dict[int, Connection]:
+    """Claim many connections for scheduled checks under one owner, in one ``UPDATE ... RETURNING``.
+
+    The same condition as :func:`connection_claim` (not forced), row by row:
+    a connection another check holds, or that is no longer due, is simply not
+    among those returned. Every row claimed is ``owner``'s until its own
+    release, exactly as if each had been claimed alone.
+    """
+    ids = list(dict.fromkeys(connection_ids))
+    if not ids:
+        return {}
+    params = _claim_params(owner=owner, now=now, lease=lease, force=False)
+    if len(ids) == 1:
+        params["id"] = ids[0]
+    elif db_connection.vendor == "postgresql":
+        params["ids"] = ids
+    else:
+        params.update({f"id{i}": connection_id for i, connection_id in enumerate(ids)})
+    rows = _reader(Connection).fetch(_claim_sql(False, len(ids)), params)
+    return {row.pk: row for row in rows}
 
 
 def connection_release(*, connection_id: int, owner: str, values: Mapping[str, Any]) -> bool:
@@ -166,6 +219,59 @@ def connection_release(*, connection_id: int, owner: str, values: Mapping[str, A
     with db_connection.cursor() as cursor:
         cursor.execute(sql, [*params, connection_id, owner])
         return cursor.rowcount == 1
+
+
+def _release_many_sql(names: tuple[str, ...], count: int) -> str:
+    key = ("release_many", names, count)
+    sql = _sql_cache.get(key)
+    if sql is None:
+        meta = Connection._meta
+        fields = [meta.get_field(name) for name in names]
+        # Each value cast to its column's type: a VALUES list types a column
+        # from its literals, and a column of NULLs alone would be text.
+        assignments = ", ".join(
+            f"{_qn(field.column)} = CAST(v.c{i} AS {field.cast_db_type(db_connection)})"  # type: ignore[union-attr, arg-type]
+            for i, field in enumerate(fields)
+        )
+        row = "(" + ", ".join(["%s"] * (len(names) + 1)) + ")"
+        columns = ", ".join(["id", *(f"c{i}" for i in range(len(names)))])
+        sql = _sql_cache[key] = (
+            f"UPDATE {_qn(meta.db_table)} AS t SET {assignments} "  # noqa: S608
+            f"FROM (VALUES {', '.join([row] * count)}) AS v({columns}) "
+            "WHERE t.id = v.id AND t.lease_owner = %s RETURNING t.id"
+        )
+    return sql
+
+
+def connections_release(*, owner: str, releases: Sequence[tuple[int, Mapping[str, Any]]]) -> set[int]:
+    """Release many of ``owner``'s claims, each with its own values; returns the ids whose claim was still ours.
+
+    Each row's release is conditional on ``owner``, as :func:`connection_release`
+    is: a claim that changed hands meanwhile is left alone and its id is not
+    returned. On PostgreSQL releases with the same fields are one ``UPDATE ...
+    FROM (VALUES ...)``; elsewhere one statement each.
+    """
+    released: set[int] = set()
+    groups: dict[tuple[str, ...], list[tuple[int, Mapping[str, Any]]]] = {}
+    for connection_id, values in releases:
+        groups.setdefault(tuple(values), []).append((connection_id, values))
+    for names, rows in groups.items():
+        if db_connection.vendor != "postgresql" or len(rows) == 1:
+            released.update(
+                connection_id
+                for connection_id, values in rows
+                if connection_release(connection_id=connection_id, owner=owner, values=values)
+            )
+            continue
+        params: list[Any] = []
+        for connection_id, values in rows:
+            params.append(connection_id)
+            params.extend(_db_value(Connection, name, values[name]) for name in names)
+        params.append(owner)
+        with db_connection.cursor() as cursor:
+            cursor.execute(_release_many_sql(names, len(rows)), params)
+            released.update(row[0] for row in cursor.fetchall())
+    return released
 
 
 def lease_extend(*, connection_id: int, owner: str, until: datetime) -> bool:

@@ -237,9 +237,9 @@ def test_a_fanned_out_message_checks_every_connection_once_in_chunks(monkeypatch
     checked: list[int] = []
     published: list[list[int]] = []
 
-    def check(connection_id: int, **_: Any) -> Any:
-        checked.append(connection_id)
-        return type("Result", (), {"outcome": "ok"})()
+    def check(*, connection_ids: list[int]) -> Any:
+        checked.extend(connection_ids)
+        return [type("Result", (), {"outcome": "ok"})() for _ in connection_ids]
 
     real_publish = tasks.messages_publish
 
@@ -247,7 +247,7 @@ def test_a_fanned_out_message_checks_every_connection_once_in_chunks(monkeypatch
         published.extend(messages)
         real_publish(messages)  # eager in tests: each chunk is checked inline
 
-    monkeypatch.setattr(tasks.lifecycle, "connection_check", check)
+    monkeypatch.setattr(tasks.lifecycle, "connections_check", check)
     monkeypatch.setattr(tasks, "messages_publish", publish)
 
     counts = tasks.check_connections(list(range(400)))
@@ -262,7 +262,9 @@ def test_a_chunk_the_sweep_made_small_is_not_split_again(monkeypatch: pytest.Mon
     published: list[list[int]] = []
     monkeypatch.setattr(tasks, "messages_publish", published.extend)
     monkeypatch.setattr(
-        tasks.lifecycle, "connection_check", lambda connection_id, **_: type("Result", (), {"outcome": "ok"})()
+        tasks.lifecycle,
+        "connections_check",
+        lambda *, connection_ids: [type("Result", (), {"outcome": "ok"})() for _ in connection_ids],
     )
 
     assert tasks.check_connections(list(range(25))) == {"ok": 25}
@@ -280,8 +282,9 @@ def test_a_fan_out_the_broker_refuses_still_checks_its_own_chunk_and_says_so(
     monkeypatch.setattr(tasks, "messages_publish", refuse)
     monkeypatch.setattr(
         tasks.lifecycle,
-        "connection_check",
-        lambda connection_id, **_: checked.append(connection_id) or type("Result", (), {"outcome": "ok"})(),
+        "connections_check",
+        lambda *, connection_ids: checked.extend(connection_ids)
+        or [type("Result", (), {"outcome": "ok"})() for _ in connection_ids],
     )
 
     with caplog.at_level("ERROR", logger="connections.tasks"):
