@@ -53,7 +53,8 @@ def test_a_chunk_of_routine_checks_runs_the_same_statements_for_three_connection
     assert world.calls["probe"] == 15
     for connection in Connection.objects.filter(pk__in=few + many):
         assert (connection.lease_owner, connection.lease_until) == ("", None)
-        assert connection.last_checked_at is not None and connection.next_check_at > timezone.now()
+        assert connection.last_checked_at is not None
+        assert connection.next_check_at > timezone.now()
 
 
 def test_each_connection_of_a_chunk_is_checked_once_and_in_the_order_given(app: Any, world: FakeWorld) -> None:
