@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from .models import (
@@ -23,7 +23,7 @@ from .models import (
     ReconnectRequestItem,
 )
 from .selectors import NO_SECRETS, User, household_queryset_for, membership_for
-from .services.reconnect_requests import UNDELIVERABLE, needing_client
+from .services.reconnect_requests import TRACKED, UNDELIVERABLE, needing_client
 
 
 @dataclass(frozen=True)
@@ -58,19 +58,48 @@ def request_rows(requests: list[ReconnectRequest]) -> list[RequestRow]:
     return rows
 
 
-def household_requests(*, user: User, household: Household, limit: int = 10) -> list[RequestRow]:
-    """The household's latest reconnect requests with their items. Three queries."""
-    requests = list(
-        ReconnectRequest.objects.filter(household__in=household_queryset_for(user=user), household=household)
-        .select_related("client", "created_by")
-        .prefetch_related(
-            Prefetch(
-                "items",
-                queryset=ReconnectRequestItem.objects.select_related("connection").order_by("position", "id"),
-            )
-        )
-        .order_by("-created_at")[:limit]
+def _items_prefetch() -> Prefetch:
+    return Prefetch(
+        "items", queryset=ReconnectRequestItem.objects.select_related("connection").order_by("position", "id")
     )
+
+
+def household_requests(*, user: User, household: Household, limit: int = 10) -> list[RequestRow]:
+    """The household's latest reconnect requests with their items. Two queries (one without any)."""
+    return household_request_rows(household_requests_read(user=user, household=household, limit=limit).latest)
+
+
+@dataclass(frozen=True)
+class HouseholdRequests:
+    """A household's requests as its page needs them: ``latest`` (newest first) and every ``tracked`` one."""
+
+    latest: list[ReconnectRequest]
+    tracked: list[ReconnectRequest]
+
+
+def household_requests_read(*, user: User, household: Household, limit: int = 10) -> HouseholdRequests:
+    """The household's ``limit`` latest requests and every one sync still follows up, in one query.
+
+    Without their items: sync them first (it may close some, and moves items on), then
+    :func:`household_request_rows` reads the items of the latest.
+    """
+    of_household = ReconnectRequest.objects.filter(household=household)
+    newest_first = ("-created_at", "-id")
+    # Scoped once, outside: the inner read only picks which of the household's requests are the latest.
+    latest_ids = of_household.order_by(*newest_first).values("pk")[:limit]
+    rows = list(
+        of_household.filter(household__in=household_queryset_for(user=user))
+        .filter(Q(status__in=TRACKED) | Q(pk__in=latest_ids))
+        .select_related("client", "created_by")
+        .order_by(*newest_first)
+    )
+    # The same total order inside and out: the first ``limit`` of these are exactly the latest.
+    return HouseholdRequests(latest=rows[:limit], tracked=[r for r in rows if r.status in TRACKED])
+
+
+def household_request_rows(requests: list[ReconnectRequest]) -> list[RequestRow]:
+    """``requests`` with their items (one query), as the page shows them."""
+    prefetch_related_objects(requests, _items_prefetch())
     return request_rows(requests)
 
 
@@ -109,9 +138,12 @@ def open_problems_prefetch() -> Prefetch:
 
 __all__ = [
     "NO_SECRETS",
+    "HouseholdRequests",
     "RequestRow",
     "bulk_for",
+    "household_request_rows",
     "household_requests",
+    "household_requests_read",
     "households_needing_client",
     "open_problems_prefetch",
     "request_rows",

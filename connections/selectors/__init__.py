@@ -40,6 +40,7 @@ from .pages import (
     provider_app_options,
     provider_credential_form,
     provider_form_action_origins,
+    provider_form_action_origins_forget,
 )
 from .scoping import (
     LIVE_STATUSES,
@@ -92,4 +93,5 @@ __all__ = [
     "provider_app_options",
     "provider_credential_form",
     "provider_form_action_origins",
+    "provider_form_action_origins_forget",
 ]

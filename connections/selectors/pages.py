@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.db.models import (
     Exists,
+    Max,
     OuterRef,
     Prefetch,
     QuerySet,
+    Subquery,
 )
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from .. import lifecycle
@@ -21,6 +27,7 @@ from ..models import (
     ClientLink,
     Connection,
     ConnectionEvent,
+    ConnectionProblem,
     Credential,
     Household,
     ProviderApp,
@@ -73,10 +80,28 @@ class HouseholdPage:
     links: list[ClientLink]
 
 
-def household_page(*, user: User, household: Household, link_limit: int = 20) -> HouseholdPage:
-    """Everything the household page shows, in a fixed number of queries."""
+def household_page(
+    *, user: User, household: Household, link_limit: int = 20, now: dt.datetime | None = None
+) -> HouseholdPage:
+    """Everything the household page shows, in a fixed number of queries.
+
+    Each connection also carries what its quiet state needs, read in the same
+    statement: ``has_open_problem`` and ``snoozed_ahead`` (the latest snooze of
+    an open problem still after ``now``, or None).
+    """
+    now = now or timezone.now()
+    open_problems = ConnectionProblem.objects.filter(connection=OuterRef("pk"), closed_at__isnull=True)
+    snoozed_ahead = (
+        open_problems.filter(snoozed_until__gt=now)
+        .order_by()
+        .values("connection")
+        .annotate(latest=Max("snoozed_until"))
+    )
     connections = list(
-        connection_cards_queryset(user=user).filter(household=household).order_by("client__name", "platform", "id")
+        connection_cards_queryset(user=user, now=now)
+        .filter(household=household)
+        .annotate(has_open_problem=Exists(open_problems), snoozed_ahead=Subquery(snoozed_ahead.values("latest")))
+        .order_by("client__name", "platform", "id")
     )
     links = list(
         client_link_queryset_for(user=user)
@@ -239,17 +264,46 @@ def provider_app_options() -> QuerySet[ProviderApp]:
     return ProviderApp.objects.filter(is_enabled=True).order_by("provider", "environment", "name")
 
 
+# The form-action origins change only when an app is saved or deleted, and every page with a connect
+# form asks for them: each process keeps them for two minutes, and forgets them at once when this
+# process saves or deletes an app (another process's change is seen within the two minutes).
+ORIGINS_LIFETIME_SECONDS = 120.0
+_origins_lock = threading.Lock()
+_origins_cached: tuple[float, list[str]] | None = None
+
+
 def provider_form_action_origins() -> list[str]:
     """Origins of the enabled apps' browser-facing URLs.
 
     A form that starts a redirect flow posts to the portal, which redirects to
     the provider; browsers apply the page's CSP ``form-action`` to that redirect,
-    so pages with such forms allow these origins. One query.
+    so pages with such forms allow these origins. One query, then none for
+    ``ORIGINS_LIFETIME_SECONDS`` in this process (or until an app is saved or
+    deleted here).
     """
+    global _origins_cached
+    cached = _origins_cached
+    if cached is not None and time.monotonic() < cached[0]:
+        return list(cached[1])
     origins: set[str] = set()
     for base_url, connect_url in provider_app_options().values_list("base_url", "connect_url"):
         for url in (connect_url, base_url):
             parts = urlsplit(url or "")
             if parts.scheme in {"http", "https"} and parts.netloc:
                 origins.add(f"{parts.scheme}://{parts.netloc}")
-    return sorted(origins)
+    found = sorted(origins)
+    with _origins_lock:
+        if _origins_cached is cached:
+            _origins_cached = (time.monotonic() + ORIGINS_LIFETIME_SECONDS, found)
+    return list(found)
+
+
+def provider_form_action_origins_forget(**_kwargs: Any) -> None:
+    """Drop this process's cached origins (an app was saved or deleted; tests that change apps in bulk)."""
+    global _origins_cached
+    with _origins_lock:
+        _origins_cached = None
+
+
+post_save.connect(provider_form_action_origins_forget, sender=ProviderApp, dispatch_uid="provider_origins_forget")
+post_delete.connect(provider_form_action_origins_forget, sender=ProviderApp, dispatch_uid="provider_origins_forget")

@@ -113,39 +113,48 @@ def connection_list(request: HttpRequest) -> HttpResponseBase:
 @member_required
 def household_detail(request: HttpRequest, pk: int) -> HttpResponseBase:
     household = scoped_household(request, pk)
-    # Read back what the client did (and what recovered meanwhile) before showing the requests.
-    services.reconnect_requests_sync(
-        requests=household.reconnect_requests.filter(status__in=services.reconnect_requests.TRACKED)
-    )
-    page = selectors.household_page(user=request.user, household=household)
+    # Read back what the client did (and what recovered meanwhile) before showing the requests: one read
+    # serves both (the latest requests, and every one still followed up), the items are read after the sync.
+    requests = request_selectors.household_requests_read(user=request.user, household=household)
+    services.reconnect_requests_sync(requests=requests.tracked)
     now = timezone.now()
+    page = selectors.household_page(user=request.user, household=household, now=now)
     mark_quiet(page.connections, now=now)
     context = {
         "household": household,
         "page": page,
         "now": now,
         "snooze_choices": HOUSEHOLD_SNOOZE_CHOICES,
-        "requests": request_selectors.household_requests(user=request.user, household=household),
+        "requests": request_selectors.household_request_rows(requests.latest),
     }
     return allow_provider_form_actions(render(request, "connections/household_detail.html", context))
 
 
 def mark_quiet(connections: Iterable[Connection], *, now: dt.datetime) -> None:
-    """Set each card's ``snoozed_until`` (its latest snooze still ahead, or None) and ``snoozable``, in one query.
+    """Set each card's ``snoozed_until`` (its latest snooze still ahead, or None) and ``snoozable``.
 
     Snoozable: not muted, not snoozed, and something to snooze (an open problem, or a status that makes one).
+    Cards read by :func:`selectors.household_page` (with the same ``now``) carry their open problems'
+    state already; any others cost one query for all of them.
     """
     rows = list(connections)
-    prefetch_related_objects(rows, request_selectors.open_problems_prefetch())
+    annotated = all(hasattr(connection, "snoozed_ahead") for connection in rows)
+    if not annotated:
+        prefetch_related_objects(rows, request_selectors.open_problems_prefetch())
     for connection in rows:
-        problems: list[ConnectionProblem] = connection.open_problems  # type: ignore[attr-defined]
-        ahead = [p.snoozed_until for p in problems if p.snoozed_until is not None and p.snoozed_until > now]
-        snoozed_until = max(ahead, default=None)
+        if annotated:
+            snoozed_until = connection.snoozed_ahead  # type: ignore[attr-defined]
+            has_problem = bool(connection.has_open_problem)  # type: ignore[attr-defined]
+        else:
+            problems: list[ConnectionProblem] = connection.open_problems  # type: ignore[attr-defined]
+            ahead = [p.snoozed_until for p in problems if p.snoozed_until is not None and p.snoozed_until > now]
+            snoozed_until = max(ahead, default=None)
+            has_problem = bool(problems)
         connection.snoozed_until = snoozed_until  # type: ignore[attr-defined]
         connection.snoozable = (  # type: ignore[attr-defined]
             connection.muted_at is None
             and snoozed_until is None
-            and (bool(problems) or connection.status in SNOOZABLE_STATUSES)
+            and (has_problem or connection.status in SNOOZABLE_STATUSES)
         )
 
 
