@@ -10,6 +10,7 @@ added, and each page costs the same few queries however far in it is.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
 
@@ -19,6 +20,7 @@ from connections.models import (
     Client,
     Connection,
     ConnectionEvent,
+    Credential,
     Household,
     ReconnectRequest,
     ReconnectRequestItem,
@@ -63,6 +65,7 @@ CONNECTION_FIELDS = (
     "last_checked_at",
     "next_check_at",
     "reconnect_by",
+    "reconnect_by_rolls",
     "connected_at",
     "disconnected_at",
     "created_at",
@@ -75,6 +78,39 @@ CONNECTION_FIELDS = (
     "provider_app__id",
     "provider_app__environment",
 )
+
+# A list item's columns, the keys of the rows :func:`connection_rows_for_api` gives and
+# :func:`api.schemas.connection_items` reads: CONNECTION_FIELDS (no secret among them) without the
+# related rows' own ids (the connection's foreign keys say them), and the newest event's time.
+CONNECTION_ROW = (
+    *(field for field in CONNECTION_FIELDS if not field.endswith("__id") and field != "provider_app_id"),
+    "last_event_at",
+)
+
+
+def _firm_connections(
+    *,
+    firm_id: int,
+    status: str | None,
+    household_id: int | None,
+    provider: str | None,
+    changed_since: datetime | None,
+) -> QuerySet[Connection]:
+    """The firm's connections after the filters, each with ``last_event_at``, by household then id."""
+    connections = selectors.firm_connection_queryset(firm_id=firm_id)
+    if status is not None:
+        connections = connections.filter(status=status)
+    if household_id is not None:
+        connections = connections.filter(household_id=household_id)
+    if provider is not None:
+        connections = connections.filter(provider=provider)
+    if changed_since is not None:
+        recent = ConnectionEvent.objects.filter(created_at__gte=changed_since).values("connection_id")
+        connections = connections.filter(Q(updated_at__gte=changed_since) | Q(pk__in=recent))
+    newest_event = (
+        ConnectionEvent.objects.filter(connection=OuterRef("pk")).order_by("-created_at").values("created_at")[:1]
+    )
+    return connections.annotate(last_event_at=Subquery(newest_event)).order_by(*BY_HOUSEHOLD)
 
 
 def connections_for_api(
@@ -93,28 +129,52 @@ def connections_for_api(
     the subquery reads the events index by time (only the recent ones). Each
     row carries ``last_event_at`` (one index probe per row of the page).
     """
-    connections = selectors.firm_connection_queryset(firm_id=firm_id)
-    if status is not None:
-        connections = connections.filter(status=status)
-    if household_id is not None:
-        connections = connections.filter(household_id=household_id)
-    if provider is not None:
-        connections = connections.filter(provider=provider)
-    if changed_since is not None:
-        recent = ConnectionEvent.objects.filter(created_at__gte=changed_since).values("connection_id")
-        connections = connections.filter(Q(updated_at__gte=changed_since) | Q(pk__in=recent))
-    newest_event = (
-        ConnectionEvent.objects.filter(connection=OuterRef("pk")).order_by("-created_at").values("created_at")[:1]
-    )
     return (
-        connections.annotate(last_event_at=Subquery(newest_event))
+        _firm_connections(
+            firm_id=firm_id, status=status, household_id=household_id, provider=provider, changed_since=changed_since
+        )
         .select_related("household", "client", "provider_app")
         # Of the related rows, only what a representation shows (never the app's secret): fewer
         # columns to convert per row of a page.
         .only(*CONNECTION_FIELDS)
         .prefetch_related(selectors.credentials_without_values())
-        .order_by(*BY_HOUSEHOLD)
     )
+
+
+def connection_rows_for_api(
+    *,
+    firm_id: int,
+    status: str | None = None,
+    household_id: int | None = None,
+    provider: str | None = None,
+    changed_since: datetime | None = None,
+) -> QuerySet[Connection, dict[str, Any]]:
+    """:func:`connections_for_api` as plain rows (dicts of ``CONNECTION_ROW``), for a list: one query, no models.
+
+    A page of a hundred model instances, each with its household, client,
+    app and a prefetched credentials queryset, cost more than the rows' SQL
+    (``make bench``, "api"); a list item needs only these columns. The
+    credentials come from :func:`connection_credentials_for_api`.
+    """
+    return _firm_connections(
+        firm_id=firm_id, status=status, household_id=household_id, provider=provider, changed_since=changed_since
+    ).values(*CONNECTION_ROW)
+
+
+def connection_credentials_for_api(*, connection_ids: list[int]) -> dict[int, list[tuple[str, Any, Any]]]:
+    """Each connection's credentials as ``(kind, issued_at, expires_at)``: what deadlines read, never the value.
+
+    One query (none for no ids), like the prefetch of :func:`connections_for_api`.
+    """
+    credentials: dict[int, list[tuple[str, Any, Any]]] = {}
+    if not connection_ids:
+        return credentials
+    rows = Credential.objects.filter(connection_id__in=connection_ids).values_list(
+        "connection_id", "kind", "issued_at", "expires_at"
+    )
+    for connection_id, kind, issued_at, expires_at in rows:
+        credentials.setdefault(connection_id, []).append((kind, issued_at, expires_at))
+    return credentials
 
 
 def connection_for_write(*, firm_id: int, connection_id: int) -> Connection | None:
