@@ -222,23 +222,32 @@ def connection_release(*, connection_id: int, owner: str, values: Mapping[str, A
 
 
 def _release_many_sql(names: tuple[str, ...], count: int) -> str:
-    key = ("release_many", names, count)
+    key = ("release_many", db_connection.vendor, names, count)
     sql = _sql_cache.get(key)
     if sql is None:
         meta = Connection._meta
         fields = [meta.get_field(name) for name in names]
-        # Each value cast to its column's type: a VALUES list types a column
-        # from its literals, and a column of NULLs alone would be text.
+        if db_connection.vendor == "postgresql":
+            # Each value cast to its column's type: a VALUES list types a column
+            # from its literals, and a column of NULLs alone would be text.
+            values = [f"CAST(v.c{i} AS {field.cast_db_type(db_connection)})" for i, field in enumerate(fields)]  # type: ignore[union-attr]
+        else:
+            # SQLite types values, not columns, and its CAST to a date type
+            # would make a number of a timestamp: the prepared values go as they are.
+            values = [f"v.c{i}" for i in range(len(fields))]
         assignments = ", ".join(
-            f"{_qn(field.column)} = CAST(v.c{i} AS {field.cast_db_type(db_connection)})"  # type: ignore[union-attr, arg-type]
-            for i, field in enumerate(fields)
+            f"{_qn(field.column)} = {value}"  # type: ignore[union-attr, arg-type]
+            for field, value in zip(fields, values, strict=True)
         )
         row = "(" + ", ".join(["%s"] * (len(names) + 1)) + ")"
-        columns = ", ".join(["id", *(f"c{i}" for i in range(len(names)))])
+        columns = ", ".join(["connection_id", *(f"c{i}" for i in range(len(names)))])
+        # A common table expression with named columns: both PostgreSQL and
+        # SQLite (3.33 and later: UPDATE ... FROM, RETURNING from 3.35) read it.
         sql = _sql_cache[key] = (
-            f"UPDATE {_qn(meta.db_table)} AS t SET {assignments} "  # noqa: S608
-            f"FROM (VALUES {', '.join([row] * count)}) AS v({columns}) "
-            "WHERE t.id = v.id AND t.lease_owner = %s RETURNING t.id"
+            f"WITH v({columns}) AS (VALUES {', '.join([row] * count)}) "  # noqa: S608
+            f"UPDATE {_qn(meta.db_table)} AS t SET {assignments} "
+            # SQLite's RETURNING names the updated table's columns without its alias.
+            "FROM v WHERE t.id = v.connection_id AND t.lease_owner = %s RETURNING id"
         )
     return sql
 
@@ -248,20 +257,18 @@ def connections_release(*, owner: str, releases: Sequence[tuple[int, Mapping[str
 
     Each row's release is conditional on ``owner``, as :func:`connection_release`
     is: a claim that changed hands meanwhile is left alone and its id is not
-    returned. On PostgreSQL releases with the same fields are one ``UPDATE ...
-    FROM (VALUES ...)``; elsewhere one statement each.
+    returned. Releases with the same fields are one ``UPDATE ... FROM`` a list
+    of ``VALUES``, on PostgreSQL and SQLite alike.
     """
     released: set[int] = set()
     groups: dict[tuple[str, ...], list[tuple[int, Mapping[str, Any]]]] = {}
     for connection_id, values in releases:
         groups.setdefault(tuple(values), []).append((connection_id, values))
     for names, rows in groups.items():
-        if db_connection.vendor != "postgresql" or len(rows) == 1:
-            released.update(
-                connection_id
-                for connection_id, values in rows
-                if connection_release(connection_id=connection_id, owner=owner, values=values)
-            )
+        if len(rows) == 1:
+            (connection_id, values), = rows
+            if connection_release(connection_id=connection_id, owner=owner, values=values):
+                released.add(connection_id)
             continue
         params: list[Any] = []
         for connection_id, values in rows:
