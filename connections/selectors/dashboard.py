@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import threading
 from typing import Any
 
+from django.contrib.auth.models import User as AuthUser
+from django.db import connections as db_connections
 from django.db.models import (
     Case,
     Count,
@@ -32,9 +36,18 @@ from ..models import (
     Connection,
     ConnectionProblem,
     Household,
+    Membership,
     Status,
 )
-from .scoping import LIVE_STATUSES, NO_SECRETS, STATUS_SEVERITY, User, connection_queryset_for, household_queryset_for
+from .scoping import (
+    LIVE_STATUSES,
+    NO_SECRETS,
+    STATUS_SEVERITY,
+    User,
+    connection_queryset_for,
+    household_queryset_for,
+    membership_for,
+)
 
 # --- Dashboard --------------------------------------------------------------------
 
@@ -165,9 +178,79 @@ def needs_attention_list(*, user: User, now: dt.datetime | None = None, limit: i
     """The ``limit`` most urgent of :func:`needs_attention_queryset`, with what the table shows. One query.
 
     Only :data:`ATTENTION_ROW_FIELDS` are read (a tenth of the columns: the
-    timestamps the page never shows cost as much to load as the query to run).
+    timestamps the page never shows cost as much to load as the query to run),
+    by SQL built once per process (:class:`_AttentionStatement`): the same rows
+    as ``needs_attention_queryset(...).only(*ATTENTION_ROW_FIELDS)[:limit]``.
     """
-    return list(needs_attention_queryset(user=user, now=now).only(*ATTENTION_ROW_FIELDS)[:limit])
+    now = now or timezone.now()
+    membership = membership_for(user=user)
+    if membership is None:
+        return []
+    statement = _attention_statement(is_firm_admin=membership.is_firm_admin, limit=limit)
+    return statement.rows(user_id=membership.user_id, firm_id=membership.firm_id, now=now)
+
+
+# The dashboard's attention statement is the same for every adviser but for the adviser, their firm and
+# the moment: built once per process and shape, it spares each page building and compiling the queryset.
+_MARK_USER = -730_001
+_MARK_FIRM = -730_002
+_MARK_NOW = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+class _AttentionStatement:
+    """:func:`needs_attention_queryset`'s first ``limit`` rows as SQL built once, its values bound per use.
+
+    Built from a queryset made for a stand-in user and firm at a stand-in moment: a parameter equal to
+    the stand-in user or firm is bound to the real one; a moment is bound to the real moment plus the
+    same offset (every moment in the statement is ``now`` give or take a tunable). Everything else in
+    it (statuses, the shape of the scope) is part of the shape it was built for.
+    """
+
+    def __init__(self, *, is_firm_admin: bool, limit: int) -> None:
+        marker = AuthUser(pk=_MARK_USER, username="")
+        role = Membership.Role.FIRM_ADMIN if is_firm_admin else Membership.Role.ADVISER
+        marker.membership = Membership(user_id=_MARK_USER, firm_id=_MARK_FIRM, role=role)
+        queryset = needs_attention_queryset(user=marker, now=_MARK_NOW).only(*ATTENTION_ROW_FIELDS)[:limit]
+        self.db = queryset.db
+        self.query = queryset.query
+        compiler = self.query.get_compiler(using=self.db)
+        self.sql, params = compiler.as_sql()  # also sets up what reading the rows needs (select, klass_info)
+        self.compiler = compiler
+        self.binds: list[tuple[str, Any]] = []
+        for value in params:
+            if value == _MARK_USER:
+                self.binds.append(("user", None))
+            elif value == _MARK_FIRM:
+                self.binds.append(("firm", None))
+            elif isinstance(value, dt.datetime):
+                self.binds.append(("now", value - _MARK_NOW))
+            else:
+                self.binds.append(("constant", value))
+
+    def rows(self, *, user_id: int, firm_id: int, now: dt.datetime) -> list[Connection]:
+        values = {"user": user_id, "firm": firm_id}
+        params = tuple(now + bound if kind == "now" else values.get(kind, bound) for kind, bound in self.binds)
+        compiler = copy.copy(self.compiler)
+        compiler.connection = db_connections[self.db]  # this thread's connection
+        compiler.as_sql = lambda *args, **kwargs: (self.sql, params)
+        query = copy.copy(self.query)
+        query.get_compiler = lambda *args, **kwargs: compiler  # type: ignore[method-assign]
+        return list(QuerySet(model=Connection, query=query, using=self.db))
+
+
+_attention_statements: dict[tuple[Any, ...], _AttentionStatement] = {}
+_attention_lock = threading.Lock()
+
+
+def _attention_statement(*, is_firm_admin: bool, limit: int) -> _AttentionStatement:
+    # The tunables shape the statement (its offsets), and tests and deployments may change them.
+    key = (is_firm_admin, limit, lifecycle.tunables())
+    statement = _attention_statements.get(key)
+    if statement is None:
+        statement = _AttentionStatement(is_firm_admin=is_firm_admin, limit=limit)
+        with _attention_lock:
+            _attention_statements[key] = statement
+    return statement
 
 
 def _severity_case() -> Case:
