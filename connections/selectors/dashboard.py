@@ -187,70 +187,86 @@ def needs_attention_list(*, user: User, now: dt.datetime | None = None, limit: i
     if membership is None:
         return []
     statement = _attention_statement(is_firm_admin=membership.is_firm_admin, limit=limit)
-    return statement.rows(user_id=membership.user_id, firm_id=membership.firm_id, now=now)
+    return statement.rows(now=now, user=membership.user_id, firm=membership.firm_id)
 
 
 # The dashboard's attention statement is the same for every adviser but for the adviser, their firm and
 # the moment: built once per process and shape, it spares each page building and compiling the queryset.
 _MARK_USER = -730_001
 _MARK_FIRM = -730_002
-_MARK_NOW = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+STAND_IN_HOUSEHOLD_ID = -730_003
+STAND_IN_MOMENT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
-class _AttentionStatement:
-    """:func:`needs_attention_queryset`'s first ``limit`` rows as SQL built once, its values bound per use.
+def stand_in_user(*, is_firm_admin: bool) -> AuthUser:
+    """A user (``_MARK_USER``) of a firm (``_MARK_FIRM``) to build a :class:`PrebuiltStatement` for."""
+    marker = AuthUser(pk=_MARK_USER, username="")
+    role = Membership.Role.FIRM_ADMIN if is_firm_admin else Membership.Role.ADVISER
+    marker.membership = Membership(user_id=_MARK_USER, firm_id=_MARK_FIRM, role=role)
+    return marker
 
-    Built from a queryset made for a stand-in user and firm at a stand-in moment: a parameter equal to
-    the stand-in user or firm is bound to the real one; a moment is bound to the real moment plus the
-    same offset (every moment in the statement is ``now`` give or take a tunable). Everything else in
-    it (statuses, the shape of the scope) is part of the shape it was built for.
+
+class PrebuiltStatement:
+    """A queryset's SQL built once, its values bound per use; reads model rows as the queryset would.
+
+    Built from a queryset made for a stand-in user, firm and household (``_MARK_*``) at a stand-in
+    moment (``STAND_IN_MOMENT``): a parameter equal to a stand-in is bound to the real one; a moment is
+    bound to the real moment plus the same offset (every moment in such a statement must be ``now``
+    give or take a tunable, which is part of the caller's key). Everything else in it (statuses, the
+    shape of the scope) is part of the shape it was built for. Prefetches are not part of it.
     """
 
-    def __init__(self, *, is_firm_admin: bool, limit: int) -> None:
-        marker = AuthUser(pk=_MARK_USER, username="")
-        role = Membership.Role.FIRM_ADMIN if is_firm_admin else Membership.Role.ADVISER
-        marker.membership = Membership(user_id=_MARK_USER, firm_id=_MARK_FIRM, role=role)
-        queryset = needs_attention_queryset(user=marker, now=_MARK_NOW).only(*ATTENTION_ROW_FIELDS)[:limit]
+    def __init__(self, queryset: QuerySet[Any]) -> None:
+        self.model = queryset.model
         self.db = queryset.db
         self.query = queryset.query
         compiler = self.query.get_compiler(using=self.db)
         self.sql, params = compiler.as_sql()  # also sets up what reading the rows needs (select, klass_info)
         self.compiler = compiler
+        marks = {_MARK_USER: "user", _MARK_FIRM: "firm", STAND_IN_HOUSEHOLD_ID: "household"}
         self.binds: list[tuple[str, Any]] = []
         for value in params:
-            if value == _MARK_USER:
-                self.binds.append(("user", None))
-            elif value == _MARK_FIRM:
-                self.binds.append(("firm", None))
+            if isinstance(value, int) and value in marks:
+                self.binds.append((marks[value], None))
             elif isinstance(value, dt.datetime):
-                self.binds.append(("now", value - _MARK_NOW))
+                self.binds.append(("now", value - STAND_IN_MOMENT))
             else:
                 self.binds.append(("constant", value))
 
-    def rows(self, *, user_id: int, firm_id: int, now: dt.datetime) -> list[Connection]:
-        values = {"user": user_id, "firm": firm_id}
-        params = tuple(now + bound if kind == "now" else values.get(kind, bound) for kind, bound in self.binds)
+    def rows(self, *, now: dt.datetime, **values: int) -> list[Any]:
+        params = tuple(
+            now + bound if kind == "now" else bound if kind == "constant" else values[kind]
+            for kind, bound in self.binds
+        )
         compiler = copy.copy(self.compiler)
         compiler.connection = db_connections[self.db]  # this thread's connection
         compiler.as_sql = lambda *args, **kwargs: (self.sql, params)
         query = copy.copy(self.query)
         query.get_compiler = lambda *args, **kwargs: compiler  # type: ignore[method-assign]
-        return list(QuerySet(model=Connection, query=query, using=self.db))
+        return list(QuerySet(model=self.model, query=query, using=self.db))
 
 
-_attention_statements: dict[tuple[Any, ...], _AttentionStatement] = {}
-_attention_lock = threading.Lock()
+_statements: dict[tuple[Any, ...], PrebuiltStatement] = {}
+_statements_lock = threading.Lock()
 
 
-def _attention_statement(*, is_firm_admin: bool, limit: int) -> _AttentionStatement:
-    # The tunables shape the statement (its offsets), and tests and deployments may change them.
-    key = (is_firm_admin, limit, lifecycle.tunables())
-    statement = _attention_statements.get(key)
+def prebuilt_statement(key: tuple[Any, ...], build: Any) -> PrebuiltStatement:
+    """The process's statement for ``key``, made from ``build()`` (a queryset) the first time."""
+    statement = _statements.get(key)
     if statement is None:
-        statement = _AttentionStatement(is_firm_admin=is_firm_admin, limit=limit)
-        with _attention_lock:
-            _attention_statements[key] = statement
+        statement = PrebuiltStatement(build())
+        with _statements_lock:
+            _statements[key] = statement
     return statement
+
+
+def _attention_statement(*, is_firm_admin: bool, limit: int) -> PrebuiltStatement:
+    # The tunables shape the statement (its offsets), and tests and deployments may change them.
+    def build() -> QuerySet[Connection]:
+        marker = stand_in_user(is_firm_admin=is_firm_admin)
+        return needs_attention_queryset(user=marker, now=STAND_IN_MOMENT).only(*ATTENTION_ROW_FIELDS)[:limit]
+
+    return prebuilt_statement(("attention", is_firm_admin, limit, lifecycle.tunables()), build)
 
 
 def _severity_case() -> Case:

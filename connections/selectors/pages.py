@@ -16,6 +16,7 @@ from django.db.models import (
     Prefetch,
     QuerySet,
     Subquery,
+    prefetch_related_objects,
 )
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
@@ -34,8 +35,15 @@ from ..models import (
     Status,
 )
 from ..providers.base import CredentialForm
-from .dashboard import deadline_is_near
-from .scoping import NO_SECRETS, STATUS_SEVERITY, User, client_link_queryset_for, connection_queryset_for
+from .dashboard import STAND_IN_HOUSEHOLD_ID, STAND_IN_MOMENT, deadline_is_near, prebuilt_statement, stand_in_user
+from .scoping import (
+    NO_SECRETS,
+    STATUS_SEVERITY,
+    User,
+    client_link_queryset_for,
+    connection_queryset_for,
+    membership_for,
+)
 
 # --- Household page ---------------------------------------------------------------
 
@@ -50,6 +58,11 @@ def credentials_without_values() -> Prefetch:
         "credentials",
         queryset=Credential.objects.only("id", "connection_id", "kind", "issued_at", "expires_at"),
     )
+
+
+def card_prefetches() -> tuple[Prefetch | str, ...]:
+    """What a card reads beside its row: credential expiries (never the values) and accounts."""
+    return (credentials_without_values(), "accounts")
 
 
 def connection_cards_queryset(*, user: User, now: dt.datetime | None = None) -> QuerySet[Connection]:
@@ -67,7 +80,24 @@ def connection_cards_queryset(*, user: User, now: dt.datetime | None = None) -> 
         .select_related("provider_app", "client", "household")
         .defer(*NO_SECRETS)
         .annotate(authorization_open=Exists(open_request))
-        .prefetch_related(credentials_without_values(), "accounts")
+        .prefetch_related(*card_prefetches())
+    )
+
+
+def _household_cards_queryset(*, user: User, household: Household, now: dt.datetime) -> QuerySet[Connection]:
+    """The household's cards (:func:`connection_cards_queryset`) with their open problems' state."""
+    open_problems = ConnectionProblem.objects.filter(connection=OuterRef("pk"), closed_at__isnull=True)
+    snoozed_ahead = (
+        open_problems.filter(snoozed_until__gt=now)
+        .order_by()
+        .values("connection")
+        .annotate(latest=Max("snoozed_until"))
+    )
+    return (
+        connection_cards_queryset(user=user, now=now)
+        .filter(household=household)
+        .annotate(has_open_problem=Exists(open_problems), snoozed_ahead=Subquery(snoozed_ahead.values("latest")))
+        .order_by("client__name", "platform", "id")
     )
 
 
@@ -87,22 +117,26 @@ def household_page(
 
     Each connection also carries what its quiet state needs, read in the same
     statement: ``has_open_problem`` and ``snoozed_ahead`` (the latest snooze of
-    an open problem still after ``now``, or None).
+    an open problem still after ``now``, or None). The cards' statement is
+    built once per process (:class:`PrebuiltStatement`): the same rows as
+    ``_household_cards_queryset`` for this user, household and moment.
     """
     now = now or timezone.now()
-    open_problems = ConnectionProblem.objects.filter(connection=OuterRef("pk"), closed_at__isnull=True)
-    snoozed_ahead = (
-        open_problems.filter(snoozed_until__gt=now)
-        .order_by()
-        .values("connection")
-        .annotate(latest=Max("snoozed_until"))
-    )
-    connections = list(
-        connection_cards_queryset(user=user, now=now)
-        .filter(household=household)
-        .annotate(has_open_problem=Exists(open_problems), snoozed_ahead=Subquery(snoozed_ahead.values("latest")))
-        .order_by("client__name", "platform", "id")
-    )
+    membership = membership_for(user=user)
+    if membership is None:
+        connections: list[Connection] = []
+    else:
+        # Built once per process (the same statement for every household but for its ids and moment).
+        statement = prebuilt_statement(
+            ("household_cards", membership.is_firm_admin),
+            lambda: _household_cards_queryset(
+                user=stand_in_user(is_firm_admin=membership.is_firm_admin),
+                household=Household(pk=STAND_IN_HOUSEHOLD_ID),
+                now=STAND_IN_MOMENT,
+            ),
+        )
+        connections = statement.rows(now=now, user=membership.user_id, firm=membership.firm_id, household=household.pk)
+        prefetch_related_objects(connections, *card_prefetches())
     links = list(
         client_link_queryset_for(user=user)
         # A reconnect request's per-connection links are shown with the request, not here.
