@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from .dashboard import (
     ATTENTION_CANDIDATES,
+    HOUSEHOLD_TABLE_ORDER,
     connection_status_counts,
     connections_by_status,
     deadline_is_near,
     household_table,
+    household_table_first_page,
     households_with_rollups,
     needs_attention_list,
     needs_attention_queryset,
@@ -60,6 +62,7 @@ from .scoping import (
 
 __all__ = [
     "ATTENTION_CANDIDATES",
+    "HOUSEHOLD_TABLE_ORDER",
     "LIVE_STATUSES",
     "NO_SECRETS",
     "SEVERITY_STATUS",
@@ -85,6 +88,7 @@ __all__ = [
     "household_page",
     "household_queryset_for",
     "household_table",
+    "household_table_first_page",
     "households_with_rollups",
     "membership_for",
     "membership_queryset",

@@ -1,0 +1,56 @@
+"""The dashboard's first page of households comes from SQL built once per process: the same rows as the queryset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.urls import reverse
+
+from connections import models as m
+from connections import selectors
+from tests.factories import ClientFactory, ConnectionFactory, HouseholdFactory
+
+from .conftest import World
+
+
+def _shown(rows: list[m.Household]) -> list[tuple[Any, ...]]:
+    return [
+        (h.pk, h.name, h.worst_severity, h.data_as_of, h.connection_count, [c.name for c in h.clients.all()])  # type: ignore[attr-defined]
+        for h in rows
+    ]
+
+
+def _populate(world: World) -> None:
+    for i in range(7):
+        household = HouseholdFactory(firm=world.firm, name=f"Table {i % 3} {i}", advisers=[world.adviser])
+        for j in range(i % 3):
+            ConnectionFactory(
+                client=ClientFactory(household=household, name=f"Client {i}-{j}"),
+                provider_app=world.turnqey,
+                platform=f"p{j}",
+                status=m.Status.NEEDS_RECONNECT if j else m.Status.ACTIVE,
+                reason=m.Reason.REVOKED if j else "",
+            )
+
+
+@pytest.mark.parametrize("who", ["adviser", "other_adviser", "firm_admin"])
+@pytest.mark.parametrize("per_page", [3, 25])
+def test_the_first_page_reads_what_the_queryset_reads(world: World, who: str, per_page: int) -> None:
+    _populate(world)
+    user = getattr(world, who)
+    expected = list(selectors.household_table(user=user).order_by(*selectors.HOUSEHOLD_TABLE_ORDER)[:per_page])
+    assert _shown(selectors.household_table_first_page(user=user, per_page=per_page)) == _shown(expected)
+
+
+def test_the_dashboard_opens_on_the_same_page_as_page_one(adviser_client: Any, world: World) -> None:
+    _populate(world)
+    opened = adviser_client.get(reverse("dashboard"))
+    # Past the last page: the paginator's own path, which answers with the last page, here the only one.
+    paged = adviser_client.get(reverse("dashboard"), {"page": "2"})
+    assert opened.context["page"].number == paged.context["page"].number == 1
+    assert _shown(list(opened.context["page"].object_list)) == _shown(list(paged.context["page"].object_list))
+    assert opened.context["page"].paginator.count == paged.context["page"].paginator.count == 8
+    body = opened.content.decode()
+    for household in opened.context["page"].object_list:
+        assert household.name in body
