@@ -8,12 +8,14 @@ it acts for its firm, and everything it sees derives from that firm.
 
 from __future__ import annotations
 
+from django.db import connection as db_connection
+from django.db import transaction
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
 from connections import wording
 
-from ..keys import api_key_authenticate, api_key_rate_take
+from ..keys import RateDecision, api_key_authenticate, api_key_rate_take
 from ..models import ApiKey
 from .problems import ApiProblem
 
@@ -38,7 +40,7 @@ class ApiKeyAuth(HttpBearer):
         api_key = api_key_authenticate(key=token)
         if api_key is None:
             return None
-        decision = api_key_rate_take(api_key=api_key)
+        decision = _rate_take(api_key)
         if not decision.allowed:
             raise ApiProblem(
                 429,
@@ -49,6 +51,26 @@ class ApiKeyAuth(HttpBearer):
         if not api_key.allows(self.scope):
             raise ApiProblem(403, "scope_required", wording.api_scope_refused(scope=self.scope))
         return api_key
+
+
+def _rate_take(api_key: ApiKey) -> RateDecision:
+    """:func:`api_key_rate_take`, committed without waiting for the disk on PostgreSQL.
+
+    Every request writes the key's row (its count and ``last_used_at``), and
+    waiting for that commit to reach the disk was the largest cost of
+    authenticating: 4.0 ms against 0.5 ms with ``synchronous_commit`` off for
+    that one transaction (``make bench``, "api"), at three more statements
+    (BEGIN, SET LOCAL, COMMIT). A crash may lose the last fraction of a second
+    of counts and stamps, never corrupt them; anything else a request writes
+    still commits as usual. Left alone inside a transaction, where the setting
+    would reach whatever else it holds.
+    """
+    if db_connection.vendor != "postgresql" or db_connection.in_atomic_block:
+        return api_key_rate_take(api_key=api_key)
+    with transaction.atomic():
+        with db_connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        return api_key_rate_take(api_key=api_key)
 
 
 read_key = ApiKeyAuth(ApiKey.Scope.READ)
