@@ -203,6 +203,8 @@ def test_the_advisers_pages_say_the_email_failed_and_keep_nothing(
     assert len(mail.outbox) == 1
 
 
+# A second database connection watches the send: an in-memory SQLite test database has none.
+@pytest.mark.postgres
 def test_the_api_commits_the_link_before_the_mail_server_is_asked_and_announces_it_after(
     api_world: ApiWorld, watching_mail: list[SeenDuringSend]
 ) -> None:
@@ -223,6 +225,8 @@ def test_the_api_commits_the_link_before_the_mail_server_is_asked_and_announces_
     assert m.ClientLink.objects.get().sent_at is not None
 
 
+# A second database connection watches the send: an in-memory SQLite test database has none.
+@pytest.mark.postgres
 def test_the_advisers_page_keeps_the_older_link_live_until_the_new_email_went(
     adviser_page: tuple[WebClient, m.Connection], watching_mail: list[SeenDuringSend]
 ) -> None:
