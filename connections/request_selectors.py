@@ -23,6 +23,7 @@ from .models import (
     ReconnectRequestItem,
 )
 from .selectors import NO_SECRETS, User, household_queryset_for, membership_for
+from .selectors.dashboard import STAND_IN_HOUSEHOLD_ID, prebuilt_statement, stand_in_user
 from .services.reconnect_requests import TRACKED, UNDELIVERABLE, needing_client
 
 
@@ -83,18 +84,36 @@ def household_requests_read(*, user: User, household: Household, limit: int = 10
     Without their items: sync them first (it may close some, and moves items on), then
     :func:`household_request_rows` reads the items of the latest.
     """
+    membership = membership_for(user=user)
+    if membership is None:
+        return HouseholdRequests(latest=[], tracked=[])
+    is_firm_admin = membership.is_firm_admin
+    # Built once per process (:class:`selectors.dashboard.PrebuiltStatement`): the same for every household.
+    statement = prebuilt_statement(
+        ("household_requests", is_firm_admin, limit),
+        lambda: _household_requests_queryset(
+            user=stand_in_user(is_firm_admin=is_firm_admin), household=Household(pk=STAND_IN_HOUSEHOLD_ID), limit=limit
+        ),
+    )
+    rows: list[ReconnectRequest] = statement.rows(
+        now=timezone.now(), user=membership.user_id, firm=membership.firm_id, household=household.pk
+    )
+    # The same total order inside and out: the first ``limit`` of these are exactly the latest.
+    return HouseholdRequests(latest=rows[:limit], tracked=[r for r in rows if r.status in TRACKED])
+
+
+def _household_requests_queryset(*, user: User, household: Household, limit: int) -> QuerySet[ReconnectRequest]:
+    """The household's ``limit`` latest requests and every tracked one, newest first."""
     of_household = ReconnectRequest.objects.filter(household=household)
     newest_first = ("-created_at", "-id")
     # Scoped once, outside: the inner read only picks which of the household's requests are the latest.
     latest_ids = of_household.order_by(*newest_first).values("pk")[:limit]
-    rows = list(
+    return (
         of_household.filter(household__in=household_queryset_for(user=user))
         .filter(Q(status__in=TRACKED) | Q(pk__in=latest_ids))
         .select_related("client", "created_by")
         .order_by(*newest_first)
     )
-    # The same total order inside and out: the first ``limit`` of these are exactly the latest.
-    return HouseholdRequests(latest=rows[:limit], tracked=[r for r in rows if r.status in TRACKED])
 
 
 def household_request_rows(requests: list[ReconnectRequest]) -> list[RequestRow]:

@@ -64,8 +64,17 @@ def connection_status_counts(*, user: User) -> dict[str, int]:
     A household without connections gives one row of no status, left out.
     """
     counts = {status: 0 for status in Status.values}
-    rows = household_queryset_for(user=user).order_by().values_list("connections__status").annotate(n=Count("*"))
-    for status, n in rows:
+    membership = membership_for(user=user)
+    if membership is None:
+        return counts
+
+    def build() -> QuerySet[Any]:
+        marker = stand_in_user(is_firm_admin=membership.is_firm_admin)
+        return household_queryset_for(user=marker).order_by().values_list("connections__status").annotate(n=Count("*"))
+
+    # Built once per process (:class:`PrebuiltStatement`).
+    statement = prebuilt_statement(("status_counts", membership.is_firm_admin), build)
+    for status, n in statement.rows(now=timezone.now(), user=membership.user_id, firm=membership.firm_id):
         if status is not None:
             counts[status] = n
     return counts
@@ -221,6 +230,9 @@ class PrebuiltStatement:
         self.model = queryset.model
         self.db = queryset.db
         self.query = queryset.query
+        # Model rows, or values_list() tuples: read as the queryset would have read them.
+        self.iterable_class = queryset._iterable_class  # noqa: SLF001
+        self.fields = queryset._fields  # type: ignore[attr-defined]
         compiler = self.query.get_compiler(using=self.db)
         self.sql, params = compiler.as_sql()  # also sets up what reading the rows needs (select, klass_info)
         self.compiler = compiler
@@ -244,7 +256,10 @@ class PrebuiltStatement:
         compiler.as_sql = lambda *args, **kwargs: (self.sql, params)
         query = copy.copy(self.query)
         query.get_compiler = lambda *args, **kwargs: compiler  # type: ignore[method-assign]
-        return list(QuerySet(model=self.model, query=query, using=self.db))
+        rows: QuerySet[Any] = QuerySet(model=self.model, query=query, using=self.db)
+        rows._iterable_class = self.iterable_class  # noqa: SLF001
+        rows._fields = self.fields  # type: ignore[attr-defined]
+        return list(rows)
 
 
 _statements: dict[tuple[Any, ...], PrebuiltStatement] = {}

@@ -101,6 +101,18 @@ def _household_cards_queryset(*, user: User, household: Household, now: dt.datet
     )
 
 
+def _household_links_queryset(*, user: User, household: Household) -> QuerySet[ClientLink]:
+    """The household's client links, newest first (a reconnect request's per-connection links are shown
+    with the request, not here)."""
+    return (
+        client_link_queryset_for(user=user)
+        .filter(household=household, reconnect_item__isnull=True)
+        .select_related("client", "connection", "provider_app")
+        .defer(*NO_SECRETS)
+        .order_by("-created_at")
+    )
+
+
 @dataclass(frozen=True)
 class HouseholdPage:
     household: Household
@@ -123,28 +135,29 @@ def household_page(
     """
     now = now or timezone.now()
     membership = membership_for(user=user)
-    if membership is None:
-        connections: list[Connection] = []
-    else:
-        # Built once per process (the same statement for every household but for its ids and moment).
-        statement = prebuilt_statement(
-            ("household_cards", membership.is_firm_admin),
+    connections: list[Connection] = []
+    links: list[ClientLink] = []
+    if membership is not None:
+        # Built once per process (the same statements for every household but for its ids and moment).
+        is_firm_admin = membership.is_firm_admin
+        values = {"user": membership.user_id, "firm": membership.firm_id, "household": household.pk}
+        cards = prebuilt_statement(
+            ("household_cards", is_firm_admin),
             lambda: _household_cards_queryset(
-                user=stand_in_user(is_firm_admin=membership.is_firm_admin),
+                user=stand_in_user(is_firm_admin=is_firm_admin),
                 household=Household(pk=STAND_IN_HOUSEHOLD_ID),
                 now=STAND_IN_MOMENT,
             ),
         )
-        connections = statement.rows(now=now, user=membership.user_id, firm=membership.firm_id, household=household.pk)
+        connections = cards.rows(now=now, **values)
         prefetch_related_objects(connections, *card_prefetches())
-    links = list(
-        client_link_queryset_for(user=user)
-        # A reconnect request's per-connection links are shown with the request, not here.
-        .filter(household=household, reconnect_item__isnull=True)
-        .select_related("client", "connection", "provider_app")
-        .defer(*NO_SECRETS)
-        .order_by("-created_at")[:link_limit]
-    )
+        latest_links = prebuilt_statement(
+            ("household_links", is_firm_admin, link_limit),
+            lambda: _household_links_queryset(
+                user=stand_in_user(is_firm_admin=is_firm_admin), household=Household(pk=STAND_IN_HOUSEHOLD_ID)
+            )[:link_limit],
+        )
+        links = latest_links.rows(now=now, **values)
     return HouseholdPage(
         household=household,
         clients=list(household.clients.all()),
