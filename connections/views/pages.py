@@ -54,16 +54,20 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
     user = request.user
     filter_form = HouseholdFilterForm(request.GET or None)
     search, status = filter_form.search_values()
-    paginator = Paginator(
-        selectors.household_table(user=user, search=search, status=status).order_by(*selectors.HOUSEHOLD_TABLE_ORDER),
-        HOUSEHOLDS_PER_PAGE,
-    )
     if not search and not status and request.GET.get("page") in (None, "1"):
-        # The dashboard as it opens (no filter, first page): its rows by the statement built once per process.
-        rows = selectors.household_table_first_page(user=user, per_page=HOUSEHOLDS_PER_PAGE)
-        page = Page(rows, 1, paginator)
+        # The dashboard as it opens (no filter, first page): its rows by the statement built once per process,
+        # and the paginator only counts (the table's roll-ups neither add households nor leave any out).
+        paginator = Paginator(
+            selectors.household_queryset_for(user=user).order_by(*selectors.HOUSEHOLD_TABLE_ORDER), HOUSEHOLDS_PER_PAGE
+        )
+        page = Page(selectors.household_table_first_page(user=user, per_page=HOUSEHOLDS_PER_PAGE), 1, paginator)
     else:
-        page = paginator.get_page(request.GET.get("page"))
+        page = Paginator(
+            selectors.household_table(user=user, search=search, status=status).order_by(
+                *selectors.HOUSEHOLD_TABLE_ORDER
+            ),
+            HOUSEHOLDS_PER_PAGE,
+        ).get_page(request.GET.get("page"))
     context = {
         "membership": selectors.membership_for(user=user),
         "counts": selectors.connection_status_counts(user=user),

@@ -47,6 +47,7 @@ def test_a_server_error_is_the_portals_500(world: World, production_errors: None
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(views.pages.selectors, "household_table", broken)
+    monkeypatch.setattr(views.pages.selectors, "household_table_first_page", broken)  # the page as it opens
     browser = Client(raise_request_exception=False)
     browser.force_login(world.adviser)
     response = browser.get(reverse("dashboard"))
