@@ -260,19 +260,39 @@ class PrebuiltStatement:
         self.compiler = compiler
         marks = {_MARK_USER: "user", _MARK_FIRM: "firm", STAND_IN_HOUSEHOLD_ID: "household"}
         self.binds: list[tuple[str, Any]] = []
+        db = db_connections[self.db]
         for value in params:
+            moment = self._moment(value, db)
             if isinstance(value, int) and value in marks:
                 self.binds.append((marks[value], None))
-            elif isinstance(value, dt.datetime):
-                self.binds.append(("now", value - STAND_IN_MOMENT))
+            elif moment is not None:
+                # SQLite's parameters are moments already written as text: bound in the same words.
+                self.binds.append(("now" if isinstance(value, dt.datetime) else "now_text", moment - STAND_IN_MOMENT))
             else:
                 self.binds.append(("constant", value))
 
+    @staticmethod
+    def _moment(value: Any, db: Any) -> dt.datetime | None:
+        """The moment a parameter stands for: a datetime, or (SQLite) the text it adapts one to."""
+        if isinstance(value, dt.datetime):
+            return value
+        if not isinstance(value, str) or db.vendor == "postgresql":
+            return None
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return timezone.make_aware(parsed, db.timezone) if timezone.is_naive(parsed) else parsed
+
+    def _bound(self, kind: str, bound: Any, now: dt.datetime, values: dict[str, int]) -> Any:
+        if kind == "now":
+            return now + bound
+        if kind == "now_text":
+            return db_connections[self.db].ops.adapt_datetimefield_value(now + bound)
+        return bound if kind == "constant" else values[kind]
+
     def rows(self, *, now: dt.datetime, **values: int) -> list[Any]:
-        params = tuple(
-            now + bound if kind == "now" else bound if kind == "constant" else values[kind]
-            for kind, bound in self.binds
-        )
+        params = tuple(self._bound(kind, bound, now, values) for kind, bound in self.binds)
         compiler = copy.copy(self.compiler)
         compiler.connection = db_connections[self.db]  # this thread's connection
         compiler.as_sql = lambda *args, **kwargs: (self.sql, params)
