@@ -39,7 +39,8 @@ Every status, reason and failure count is decided by :func:`rules.decide`.
 """
 
 from . import rules
-from .check import CheckResult, LeaseLost, Outcome, connection_check, connections_check
+from .check import CheckResult, LeaseLost, Outcome, connection_check
+from .chunk import connections_check
 from .claims import SWEEP_OWNER_PREFIX, connections_claim_due, deadline_is_near_q, due_queryset
 from .clients import (
     app_config,

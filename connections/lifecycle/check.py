@@ -1,5 +1,8 @@
 """One check of one connection: claim -> renew when due -> probe -> rules -> store.
 
+A chunk of scheduled checks runs the same :class:`Check` for each of its
+connections, sharing its statements (:mod:`.chunk`).
+
 Safe to call any number of times from any number of workers: only the caller
 that claims the connection (:mod:`.claims`) does anything, and every way out
 releases the claim with one conditional UPDATE that also proves the claim was
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import InterfaceError, OperationalError, transaction
 from django.db import connection as db_connection
@@ -47,11 +50,8 @@ from . import clients, rules
 from .claims import (
     connection_claim,
     connection_release,
-    connections_claim,
-    connections_release,
     lease_extend,
     lease_owner_new,
-    rows_in,
     rows_of,
 )
 from .config import tunables
@@ -67,6 +67,9 @@ from .store import (
     events_for,
     renewal_event,
 )
+
+if TYPE_CHECKING:
+    from .chunk import Chunk
 
 logger = logging.getLogger("connections.lifecycle")
 T = TypeVar("T")
@@ -95,155 +98,10 @@ def connection_check(
     )
     if claimed is None:
         return CheckResult(connection_id=connection_id, outcome=Outcome.SKIPPED, message="not claimed")
-    return _Check(claimed, owner=owner, now=now, actor=actor, actor_label=actor_label, tunables=settings_now).result()
+    return Check(claimed, owner=owner, now=now, actor=actor, actor_label=actor_label, tunables=settings_now).result()
 
 
-def connections_check(*, connection_ids: Sequence[int]) -> list[CheckResult]:
-    """Scheduled checks of many connections (the sweep's chunk), sharing what they can; one result per id.
-
-    Each connection gets exactly the check :func:`connection_check` would give
-    it, and the same guarantee: only a connection this call claims is checked,
-    and its claim is released only if it is still ours. What the chunk shares
-    is statements: the claims are one ``UPDATE ... RETURNING`` under one owner,
-    the apps' rows and the credentials are read in one query each, and the
-    routine releases (a success or a deferral with nothing else to store) are
-    written together, at the end or when the oldest has waited a quarter of a
-    claim. Anything else a check stores (renewed tokens first of all) is
-    written at once, as alone. A claim that might run out before a check could
-    finish is extended first; one that changed hands meanwhile is skipped.
-    """
-    ids = list(dict.fromkeys(int(connection_id) for connection_id in connection_ids))
-    settings_now = tunables()
-    chunk = _Chunk(owner=lease_owner_new(), tunables=settings_now)
-    claimed = chunk.claim(ids)
-    results: dict[int, CheckResult] = {}
-    try:
-        _chunk_run(chunk, ids, claimed, results)
-    finally:
-        chunk.releases_write(results)
-    return [results[connection_id] for connection_id in ids]
-
-
-def _chunk_run(chunk: _Chunk, ids: list[int], claimed: dict[int, Connection], results: dict[int, CheckResult]) -> None:
-    for connection_id in ids:
-        connection = claimed.get(connection_id)
-        if connection is None:
-            results[connection_id] = CheckResult(
-                connection_id=connection_id, outcome=Outcome.SKIPPED, message="not claimed"
-            )
-            continue
-        now = timezone.now()
-        if not chunk.claim_holds(connection_id, now=now):
-            results[connection_id] = CheckResult(
-                connection_id=connection_id, outcome=Outcome.SKIPPED, message="claim lost"
-            )
-            continue
-        check = _Check(
-            connection,
-            owner=chunk.owner,
-            now=now,
-            actor=None,
-            actor_label=wording.SCHEDULED_CHECK,
-            tunables=chunk.tunables,
-            chunk=chunk,
-        )
-        results[connection_id] = result = check.result()
-        if result.outcome != Outcome.OK:
-            # This check may have changed the app's row (its breaker, its flag), or another
-            # worker may have: the next check of the app reads it again.
-            chunk.app_forget(connection.provider_app_id)
-        if chunk.releases_waited_too_long():
-            chunk.releases_write(results)
-
-
-class _Chunk:
-    """What a chunk of scheduled checks shares: its owner, the rows read together, the routine releases."""
-
-    # Another worker's change to an app's row (a breaker it opened, an admin's
-    # switch) reaches a chunk's checks at most this late.
-    APP_ROW_MAX_AGE_SECONDS = 5.0
-
-    def __init__(self, *, owner: str, tunables: rules.Tunables) -> None:
-        self.owner = owner
-        self.tunables = tunables
-        self.lease = timedelta(seconds=tunables.check_lease_seconds)
-        self.claimed_until: dict[int, datetime] = {}
-        self.apps: dict[int, tuple[ProviderApp, float]] = {}
-        self.credentials: dict[int, list[Credential]] | None = None
-        self.releases: list[tuple[int, dict[str, Any]]] = []
-        self.first_release_at = 0.0
-
-    def claim(self, ids: list[int]) -> dict[int, Connection]:
-        now = timezone.now()
-        claimed = connections_claim(connection_ids=ids, owner=self.owner, now=now, lease=self.lease)
-        self.claimed_until = {connection_id: now + self.lease for connection_id in claimed}
-        if not claimed:
-            return claimed
-        read_at = time.monotonic()
-        try:
-            app_ids = sorted({connection.provider_app_id for connection in claimed.values()})
-            self.apps = {app.pk: (app, read_at) for app in rows_in(ProviderApp, "id", app_ids)}
-        except DecryptionError:
-            self.apps = {}  # each check reads its app alone; the unreadable one is flagged there
-        try:
-            credentials: dict[int, list[Credential]] = {connection_id: [] for connection_id in claimed}
-            for credential in rows_in(Credential, "connection_id", list(claimed)):
-                credentials[credential.connection_id].append(credential)
-            self.credentials = credentials
-        except DecryptionError:
-            self.credentials = None  # each check reads its own; the unreadable ones fail there
-        return claimed
-
-    def claim_holds(self, connection_id: int, *, now: datetime) -> bool:
-        """Is the claim ours for longer than a check can take? Extended when not; False if it changed hands."""
-        worst = timedelta(seconds=2 * total_timeout() + RENEWAL_LEASE_SLACK_SECONDS)
-        if self.claimed_until[connection_id] - now >= worst:
-            return True
-        until = now + max(self.lease, worst)
-        if not lease_extend(connection_id=connection_id, owner=self.owner, until=until):
-            logger.info("Check of connection %s skipped: its claim changed hands meanwhile.", connection_id)
-            return False
-        self.claimed_until[connection_id] = until
-        return True
-
-    def app(self, app_id: int) -> ProviderApp | None:
-        kept = self.apps.get(app_id)
-        if kept is None or time.monotonic() - kept[1] > self.APP_ROW_MAX_AGE_SECONDS:
-            return None
-        return kept[0]
-
-    def app_keep(self, app: ProviderApp) -> None:
-        self.apps[app.pk] = (app, time.monotonic())
-
-    def app_forget(self, app_id: int) -> None:
-        self.apps.pop(app_id, None)
-
-    def credentials_of(self, connection_id: int) -> list[Credential] | None:
-        return None if self.credentials is None else self.credentials.get(connection_id)
-
-    def release_later(self, connection_id: int, values: dict[str, Any]) -> None:
-        if not self.releases:
-            self.first_release_at = time.monotonic()
-        self.releases.append((connection_id, values))
-
-    def releases_waited_too_long(self) -> bool:
-        return bool(self.releases) and time.monotonic() - self.first_release_at > self.lease.total_seconds() / 4
-
-    def releases_write(self, results: dict[int, CheckResult]) -> None:
-        """Write the routine releases; a check whose claim changed hands meanwhile counts as skipped."""
-        if not self.releases:
-            return
-        pending, self.releases = self.releases, []
-        released = connections_release(owner=self.owner, releases=pending)
-        for connection_id, _values in pending:
-            if connection_id not in released:
-                logger.info("Check of connection %s discarded: the connection changed meanwhile.", connection_id)
-                results[connection_id] = CheckResult(
-                    connection_id=connection_id, outcome=Outcome.SKIPPED, message="claim lost"
-                )
-
-
-class _Check:
+class Check:
     """One claimed check. Holds what the steps share; every exit releases the claim."""
 
     def __init__(
@@ -255,7 +113,7 @@ class _Check:
         actor: Any,
         actor_label: str,
         tunables: Any,
-        chunk: _Chunk | None = None,
+        chunk: Chunk | None = None,
     ) -> None:
         self.connection = connection
         self.connection_id = connection.pk
