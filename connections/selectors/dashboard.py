@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from django.contrib.auth.models import User as AuthUser
+from django.core.paginator import Page, Paginator
 from django.db import connections as db_connections
 from django.db.models import (
     Case,
@@ -385,6 +386,23 @@ def household_table_first_page(*, user: User, per_page: int) -> list[Household]:
     rows: list[Household] = statement.rows(now=timezone.now(), user=membership.user_id, firm=membership.firm_id)
     prefetch_related_objects(rows, _clients_prefetch())
     return rows
+
+
+def household_table_page(
+    *, user: User, search: str = "", status: str = "", page_number: str | None = None, per_page: int
+) -> Page:
+    """One page of :func:`household_table` in ``HOUSEHOLD_TABLE_ORDER``, as the dashboard shows it.
+
+    The dashboard as it opens (no search, no filter, the first page) reads its
+    rows by :func:`household_table_first_page` and counts the user's households
+    without the roll-ups (they neither add households nor leave any out); any
+    other page is the paginator's over the whole queryset.
+    """
+    if not search and not status and page_number in (None, "1"):
+        paginator = Paginator(household_queryset_for(user=user).order_by(*HOUSEHOLD_TABLE_ORDER), per_page)
+        return Page(household_table_first_page(user=user, per_page=per_page), 1, paginator)
+    table = household_table(user=user, search=search, status=status).order_by(*HOUSEHOLD_TABLE_ORDER)
+    return Paginator(table, per_page).get_page(page_number)
 
 
 def _clients_prefetch() -> Prefetch:

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Paginator
 from django.db.models import prefetch_related_objects
 from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import render
@@ -54,20 +54,9 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
     user = request.user
     filter_form = HouseholdFilterForm(request.GET or None)
     search, status = filter_form.search_values()
-    if not search and not status and request.GET.get("page") in (None, "1"):
-        # The dashboard as it opens (no filter, first page): its rows by the statement built once per process,
-        # and the paginator only counts (the table's roll-ups neither add households nor leave any out).
-        paginator = Paginator(
-            selectors.household_queryset_for(user=user).order_by(*selectors.HOUSEHOLD_TABLE_ORDER), HOUSEHOLDS_PER_PAGE
-        )
-        page = Page(selectors.household_table_first_page(user=user, per_page=HOUSEHOLDS_PER_PAGE), 1, paginator)
-    else:
-        page = Paginator(
-            selectors.household_table(user=user, search=search, status=status).order_by(
-                *selectors.HOUSEHOLD_TABLE_ORDER
-            ),
-            HOUSEHOLDS_PER_PAGE,
-        ).get_page(request.GET.get("page"))
+    page = selectors.household_table_page(
+        user=user, search=search, status=status, page_number=request.GET.get("page"), per_page=HOUSEHOLDS_PER_PAGE
+    )
     context = {
         "membership": selectors.membership_for(user=user),
         "counts": selectors.connection_status_counts(user=user),

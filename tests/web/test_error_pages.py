@@ -46,8 +46,7 @@ def test_a_server_error_is_the_portals_500(world: World, production_errors: None
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(views.pages.selectors, "household_table", broken)
-    monkeypatch.setattr(views.pages.selectors, "household_table_first_page", broken)  # the page as it opens
+    monkeypatch.setattr(views.pages.selectors, "household_table_page", broken)
     browser = Client(raise_request_exception=False)
     browser.force_login(world.adviser)
     response = browser.get(reverse("dashboard"))
