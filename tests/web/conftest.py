@@ -259,6 +259,21 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _waiting_assertions_wait_like_pages() -> None:
+    """Playwright's ``expect`` waits as long as the browser tests' pages do (20 s, not 5 s).
+
+    A check made right after a click that submits a form has to wait for the
+    next document: an instant ``is_visible()`` can read the page between the
+    new address and its body on a busy machine.
+    """
+    try:
+        from playwright.sync_api import expect
+    except ImportError:  # the browser suites are skipped without Playwright
+        return
+    expect.set_options(timeout=20_000)
+
+
 @pytest.fixture
 def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
     return {**browser_context_args, "viewport": {"width": 1280, "height": 900}, "locale": "en-GB"}

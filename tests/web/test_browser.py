@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from connections import models as m
 from tests.factories import (
@@ -203,8 +204,8 @@ def test_adviser_repairs_a_revoked_connection_in_the_same_collection(live_world:
     console: list[str] = []
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     _sign_in(page, world)
-    assert page.get_by_role("heading", name="Dashboard").is_visible()
-    assert page.get_by_role("link", name="Nguyen Household").is_visible()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    expect(page.get_by_role("link", name="Nguyen Household")).to_be_visible()
     _screenshot(page, "dashboard.png")
 
     # The client revokes access at Coinbase: the sandbox now answers "revoked".
@@ -220,7 +221,7 @@ def test_adviser_repairs_a_revoked_connection_in_the_same_collection(live_world:
     # no-JavaScript path would reload the page with a message above instead).
     card.locator(".conn__checked").wait_for()
     assert "access was revoked at Coinbase. Ask the client to reconnect." in card.locator(".conn__checked").inner_text()
-    assert card.locator(".badge--needs_reconnect").is_visible()
+    expect(card.locator(".badge--needs_reconnect")).to_be_visible()
     assert page.url == household_url
     assert page.locator(".messages").count() == 0
     assert "access was revoked at Coinbase" in page.locator("#live").inner_text()  # announced
@@ -234,9 +235,9 @@ def test_adviser_repairs_a_revoked_connection_in_the_same_collection(live_world:
     page.get_by_role("button", name="Approve").click()
 
     page.wait_for_url(f"{world.url}/households/{world.household.pk}/")
-    assert page.get_by_text("Coinbase via Turnqey reconnected for Linh Nguyen.").is_visible()
+    expect(page.get_by_text("Coinbase via Turnqey reconnected for Linh Nguyen.")).to_be_visible()
     card = page.locator(f"#connection-{world.connection.pk}")
-    assert card.locator(".badge--active").is_visible()
+    expect(card.locator(".badge--active")).to_be_visible()
     world.connection.refresh_from_db()
     world.household.refresh_from_db()
     assert world.connection.status == m.Status.ACTIVE
@@ -258,8 +259,8 @@ def test_adviser_sees_a_clear_page_when_the_client_denies(live_world: LiveWorld,
     page.wait_for_url(re.compile(r"/sandbox/turnqey/authorize"))
     page.get_by_role("button", name="Deny").click()
     page.wait_for_url(re.compile(r"/connect/turnqey/callback/"))
-    assert page.get_by_role("heading", name="Access was not granted").is_visible()
-    assert page.get_by_text("nothing was connected").is_visible()
+    expect(page.get_by_role("heading", name="Access was not granted")).to_be_visible()
+    expect(page.get_by_text("nothing was connected")).to_be_visible()
     page.get_by_role("link", name="Back to Nguyen Household").click()
     page.wait_for_url(f"{world.url}/households/{world.household.pk}/")
     assert not m.Connection.objects.filter(platform="gemini", status=m.Status.ACTIVE).exists()
@@ -281,7 +282,7 @@ def test_client_reconnects_from_the_emailed_link_without_a_login(
     card.locator(".badge--needs_reconnect").wait_for()
     card.get_by_role("link", name=re.compile("^Send reconnect link")).click()
     page.get_by_role("button", name="Send the link").click()
-    assert page.get_by_text("Reconnect link sent to linh@example.test").is_visible()
+    expect(page.get_by_text("Reconnect link sent to linh@example.test")).to_be_visible()
 
     link_url = re.search(r"https?://\S+/link/\S+/", mail.outbox[-1].body).group(0)
     client_context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
@@ -289,9 +290,9 @@ def test_client_reconnects_from_the_emailed_link_without_a_login(
         visitor = client_context.new_page()
         visitor.set_default_timeout(20_000)
         visitor.goto(link_url)
-        assert visitor.get_by_role("heading", name="Reconnect your Coinbase account").is_visible()
-        assert visitor.get_by_text("Harbour Wealth asks you to reconnect").is_visible()
-        assert visitor.get_by_text("Read-only.").is_visible()
+        expect(visitor.get_by_role("heading", name="Reconnect your Coinbase account")).to_be_visible()
+        expect(visitor.get_by_text("Harbour Wealth asks you to reconnect")).to_be_visible()
+        expect(visitor.get_by_text("Read-only.")).to_be_visible()
         _screenshot(visitor, "client-link.png")
         visitor.get_by_role("button", name="Continue to Turnqey").click()
         visitor.wait_for_url(re.compile(r"/sandbox/turnqey/authorize"))
@@ -305,7 +306,7 @@ def test_client_reconnects_from_the_emailed_link_without_a_login(
     link = m.ClientLink.objects.get()
     assert link.status == m.ClientLink.LinkStatus.COMPLETED
     page.reload()
-    assert page.locator(".link-status--completed").first.is_visible()
+    expect(page.locator(".link-status--completed").first).to_be_visible()
 
 
 def test_adviser_connects_through_dapis_connect_page(live_world: LiveWorld, page: Any) -> None:
@@ -333,7 +334,7 @@ def test_adviser_connects_through_dapis_connect_page(live_world: LiveWorld, page
     page.get_by_label("Username").fill("linh.bitstamp")
     page.get_by_role("button", name="Approve").click()
     page.wait_for_url(f"{world.url}/households/{world.household.pk}/")
-    assert page.get_by_text("Bitstamp via Dapi connected for Linh Nguyen.").is_visible()
+    expect(page.get_by_text("Bitstamp via Dapi connected for Linh Nguyen.")).to_be_visible()
     connection = m.Connection.objects.get(provider="dapi", platform="bitstamp", client=world.client)
     assert connection.status == m.Status.ACTIVE
     assert set(connection.credentials.values_list("kind", flat=True)) >= {"permanent", "user_secret"}
@@ -430,10 +431,10 @@ def test_client_fixes_every_connection_from_one_request_without_javascript(
     _sign_in(page, world)
     page.goto(f"{world.url}/households/{world.household.pk}/")
     page.get_by_role("link", name="Ask the client to reconnect").click()
-    assert page.get_by_role("heading", name="The email, exactly as sent").is_visible()
-    assert page.get_by_text("Coinbase via Turnqey").first.is_visible()
+    expect(page.get_by_role("heading", name="The email, exactly as sent")).to_be_visible()
+    expect(page.get_by_text("Coinbase via Turnqey").first).to_be_visible()
     page.get_by_role("button", name="Send 1 request").click()
-    assert page.get_by_text("Reconnect request sent to Linh Nguyen").is_visible()
+    expect(page.get_by_text("Reconnect request sent to Linh Nguyen")).to_be_visible()
 
     url = re.search(r"https?://\S+/r/\S+/", mail.outbox[-1].body).group(0).replace(settings.PORTAL_BASE_URL, world.url)
     # The audit first, in a browser that runs axe-core on each of the client's pages.
@@ -459,7 +460,7 @@ def test_client_fixes_every_connection_from_one_request_without_javascript(
         visitor = visitor_context.new_page()
         visitor.set_default_timeout(20_000)
         visitor.goto(url)
-        assert visitor.get_by_role("heading", name="Reconnect your accounts").is_visible()
+        expect(visitor.get_by_role("heading", name="Reconnect your accounts")).to_be_visible()
         assert "/r/" not in visitor.url  # the token left the address bar
         assert _audit(visitor) == []
         _screenshot(visitor, "reconnect-request.png")
@@ -470,7 +471,7 @@ def test_client_fixes_every_connection_from_one_request_without_javascript(
         visitor.wait_for_url(re.compile(r"/sandbox/turnqey/authorize"))
         visitor.get_by_role("button", name="Approve").click()
         visitor.get_by_role("link", name="Back to your list").click()
-        assert visitor.get_by_role("heading", name="Thank you, everything is reconnected").is_visible()
+        expect(visitor.get_by_role("heading", name="Thank you, everything is reconnected")).to_be_visible()
         assert _audit(visitor) == []
         visitor.goto(f"{world.url}/requests/{m.ReconnectRequest.objects.get().pk}/stop/")
         assert _audit(visitor) == []
@@ -480,7 +481,7 @@ def test_client_fixes_every_connection_from_one_request_without_javascript(
     world.connection.refresh_from_db()
     assert world.connection.status == m.Status.ACTIVE
     page.reload()
-    assert page.get_by_text("Done: the client fixed 1 of 1.").is_visible()
+    expect(page.get_by_text("Done: the client fixed 1 of 1.")).to_be_visible()
 
 
 def test_the_accessibility_audits_catch_what_they_check(page: Any) -> None:

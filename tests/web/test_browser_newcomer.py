@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from playwright.sync_api import expect
 
 from connections import models as m
 from connections.demo.world import DEMO_PASSWORD
@@ -80,10 +81,10 @@ def test_a_newcomer_fixes_a_bloquo_connection_through_the_outbox_and_the_sandbox
     # The household page: the broken card, and the link sent from it.
     page.get_by_role("link", name="Okafor Household").first.click()
     card = page.locator(f"#connection-{connection.pk}")
-    assert card.locator(".badge--needs_reconnect").is_visible()
+    expect(card.locator(".badge--needs_reconnect")).to_be_visible()
     card.get_by_role("link", name=re.compile("^Send reconnect link")).click()
     page.get_by_role("button", name="Send the link").click()
-    assert page.get_by_text(f"Reconnect link sent to {connection.client.email}").is_visible()
+    expect(page.get_by_text(f"Reconnect link sent to {connection.client.email}")).to_be_visible()
 
     # The email, read in the development outbox: newest first, its link clickable.
     page.get_by_role("link", name="Outbox").click()
@@ -127,7 +128,7 @@ def test_a_newcomer_fixes_a_bloquo_connection_through_the_outbox_and_the_sandbox
     assert connection.status == m.Status.ACTIVE
     assert m.ClientLink.objects.get(connection=connection, status=m.ClientLink.LinkStatus.COMPLETED)
     page.goto(f"{base}/households/{connection.client.household_id}/")
-    assert page.locator(f"#connection-{connection.pk} .badge--active").is_visible()
+    expect(page.locator(f"#connection-{connection.pk} .badge--active")).to_be_visible()
     assert not [line for line in console if "Content Security Policy" in line or line.startswith("error")]
 
 
@@ -146,9 +147,10 @@ def test_a_newcomer_sees_a_clear_page_when_the_client_denies_a_new_connection(de
     page.wait_for_url(re.compile(r"/sandbox/turnqey/authorize"))
     page.get_by_role("button", name="Deny").click()
     page.wait_for_url(re.compile(r"/connect/turnqey/callback/"))
-    assert page.get_by_role("heading", name="Access was not granted").is_visible()
-    assert page.get_by_text("nothing was connected").is_visible()
-    assert page.get_by_role("navigation", name="Main").get_by_role("link", name="Dashboard").is_visible()  # signed in
+    expect(page.get_by_role("heading", name="Access was not granted")).to_be_visible()
+    expect(page.get_by_text("nothing was connected")).to_be_visible()
+    signed_in = page.get_by_role("navigation", name="Main").get_by_role("link", name="Dashboard")
+    expect(signed_in).to_be_visible()
     page.get_by_role("link", name=f"Back to {household.name}").click()
     page.wait_for_url(f"{base}/households/{household.pk}/")
     assert not m.Connection.objects.filter(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.core import mail
+from playwright.sync_api import expect
 
 from connections import models as m
 from tests.factories import (
@@ -79,17 +80,17 @@ def test_adviser_snoozes_mutes_and_asks_the_client_from_the_household_page(
     card.locator("summary", has_text="Snooze").click()
     card.get_by_role("button", name="1 week Kraken for Linh Nguyen").click()
     page.wait_for_url(f"{url}/households/{household.pk}/")
-    assert page.get_by_text("is snoozed until").is_visible()
+    expect(page.get_by_text("is snoozed until")).to_be_visible()
     card = _card(page, kraken)
-    assert card.get_by_text(re.compile(r"^Snoozed until .*wakes by itself\.$")).is_visible()
-    assert card.get_by_role("button", name="Wake now Kraken for Linh Nguyen").is_visible()
+    expect(card.get_by_text(re.compile(r"^Snoozed until .*wakes by itself\.$"))).to_be_visible()
+    expect(card.get_by_role("button", name="Wake now Kraken for Linh Nguyen")).to_be_visible()
 
     # Mute Gemini (say the client closed that account): its card says muted, with Unmute.
     _card(page, gemini).get_by_role("button", name="Mute Gemini for Linh Nguyen").click()
     page.wait_for_url(f"{url}/households/{household.pk}/")
     card = _card(page, gemini)
-    assert card.get_by_text(re.compile(r"^Muted .*until you unmute it\.$")).is_visible()
-    assert card.get_by_role("button", name="Unmute Gemini for Linh Nguyen").is_visible()
+    expect(card.get_by_text(re.compile(r"^Muted .*until you unmute it\.$"))).to_be_visible()
+    expect(card.get_by_role("button", name="Unmute Gemini for Linh Nguyen")).to_be_visible()
     assert card.locator("summary", has_text="Snooze").count() == 0
 
     # Wake Kraken, then ask the client: the preview lists Gemini as skipped, and the email covers Kraken only.
@@ -97,18 +98,18 @@ def test_adviser_snoozes_mutes_and_asks_the_client_from_the_household_page(
     page.wait_for_url(f"{url}/households/{household.pk}/")
     assert _card(page, kraken).get_by_text("Snoozed until").count() == 0
     page.get_by_role("link", name="Ask the client to reconnect").click()
-    assert page.get_by_role("heading", name="The email, exactly as sent").is_visible()
+    expect(page.get_by_role("heading", name="The email, exactly as sent")).to_be_visible()
     email = page.locator("pre.email-preview__body")
     assert "Kraken" in email.inner_text()
     assert "Gemini" not in email.inner_text()
-    assert page.get_by_text(re.compile(r"Gemini.*skipped")).is_visible()
+    expect(page.get_by_text(re.compile(r"Gemini.*skipped"))).to_be_visible()
     page.get_by_role("button", name="Send 1 request").click()
-    assert page.get_by_text("Reconnect request sent to Linh Nguyen").is_visible()
+    expect(page.get_by_text("Reconnect request sent to Linh Nguyen")).to_be_visible()
     (sent,) = mail.outbox
     assert sent.to == ["linh@example.test"]
     assert "Kraken" in sent.body
     assert "Gemini" not in sent.body
-    assert page.get_by_text("Sent, not opened yet.").is_visible()
+    expect(page.get_by_text("Sent, not opened yet.")).to_be_visible()
 
 
 def test_the_ask_all_preview_shows_each_recipients_email_behind_a_disclosure(
@@ -125,8 +126,8 @@ def test_the_ask_all_preview_shows_each_recipients_email_behind_a_disclosure(
     page.get_by_role("button", name=re.compile(r"^Ask all")).click()
 
     email = page.get_by_role("article", name="Email to linh@example.test")
-    assert not email.is_visible()  # folded: the list stays compact
+    expect(email).not_to_be_visible()  # folded: the list stays compact
     page.locator("summary", has_text="Show the email").click()
-    assert email.is_visible()
+    expect(email).to_be_visible()
     assert "Harbour Wealth: please reconnect 2 accounts" in email.inner_text()
     assert mail.outbox == []
