@@ -23,7 +23,7 @@ from .models import (
     ReconnectRequestItem,
 )
 from .selectors import NO_SECRETS, User, household_queryset_for, membership_for
-from .selectors.dashboard import STAND_IN_HOUSEHOLD_ID, prebuilt_statement, stand_in_user
+from .selectors.prebuilt import STAND_IN_HOUSEHOLD_ID, prebuilt_statement, stand_in_user
 from .services.reconnect_requests import TRACKED, UNDELIVERABLE, needing_client
 
 
@@ -88,7 +88,7 @@ def household_requests_read(*, user: User, household: Household, limit: int = 10
     if membership is None:
         return HouseholdRequests(latest=[], tracked=[])
     is_firm_admin = membership.is_firm_admin
-    # Built once per process (:class:`selectors.dashboard.PrebuiltStatement`): the same for every household.
+    # Built once per process (:class:`selectors.prebuilt.PrebuiltStatement`): the same for every household.
     statement = prebuilt_statement(
         ("household_requests", is_firm_admin, limit),
         lambda: _household_requests_queryset(

@@ -7,12 +7,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User as AuthUser
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from connections.models import Membership
 from connections.selectors import membership_queryset
+from connections.selectors.prebuilt import STAND_IN_USER_ID, prebuilt_statement
 
 RECOVERY_CODES = 10
 AUTHENTICATOR_NAME = "Authenticator app"
@@ -44,14 +46,26 @@ def standing(user: AuthUser) -> Standing:
     exists. Every page of an unverified session asks this, so it must not cost three queries; the
     membership it loads is left on ``user`` (pages read ``user.membership.firm`` and the user's time
     zone next: :func:`connections.selectors.membership_queryset`)."""
-    authenticator = TOTPDevice.objects.filter(user_id=OuterRef("user_id"), confirmed=True)
-    membership = membership_queryset(user_id=user.pk).annotate(has_authenticator=Exists(authenticator)).first()
+    rows: list[Any] = prebuilt_statement(("mfa_standing",), _standing_queryset).rows(
+        now=timezone.now(), user=user.pk
+    )
+    membership = rows[0] if rows else None
     if membership is None:  # staff without a firm
         has = has_second_factor(user)
         return Standing(has, bool(user.is_staff and settings.MFA_REQUIRED_FOR_STAFF))
     user.membership = membership  # the reverse one-to-one cache: no second query for it later
     required = bool(user.is_staff and settings.MFA_REQUIRED_FOR_STAFF) or bool(membership.firm.mfa_required)
     return Standing(bool(membership.has_authenticator), required)
+
+
+def _standing_queryset() -> QuerySet[Membership]:
+    """What :func:`standing` reads, built once per process for a stand-in user (:func:`prebuilt_statement`)."""
+    authenticator = TOTPDevice.objects.filter(user_id=OuterRef("user_id"), confirmed=True)
+    return (
+        membership_queryset(user_id=STAND_IN_USER_ID)
+        .annotate(has_authenticator=Exists(authenticator))
+        .order_by("pk")[:1]
+    )
 
 
 def session_verified(user: Any) -> bool:

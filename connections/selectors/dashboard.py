@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
-import threading
 from typing import Any
 
-from django.contrib.auth.models import User as AuthUser
 from django.core.paginator import Page, Paginator
-from django.db import connections as db_connections
 from django.db.models import (
     Case,
     Count,
@@ -38,10 +34,10 @@ from ..models import (
     Connection,
     ConnectionProblem,
     Household,
-    Membership,
     ProviderApp,
     Status,
 )
+from .prebuilt import STAND_IN_MOMENT, PrebuiltStatement, prebuilt_statement, stand_in_user
 from .scoping import (
     LIVE_STATUSES,
     NO_SECRETS,
@@ -223,102 +219,6 @@ _ATTENTION_RELATED: dict[str, tuple[str, str, QuerySet[Any]]] = {
 }
 
 
-# The dashboard's attention statement is the same for every adviser but for the adviser, their firm and
-# the moment: built once per process and shape, it spares each page building and compiling the queryset.
-_MARK_USER = -730_001
-_MARK_FIRM = -730_002
-STAND_IN_HOUSEHOLD_ID = -730_003
-STAND_IN_MOMENT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-
-
-def stand_in_user(*, is_firm_admin: bool) -> AuthUser:
-    """A user (``_MARK_USER``) of a firm (``_MARK_FIRM``) to build a :class:`PrebuiltStatement` for."""
-    marker = AuthUser(pk=_MARK_USER, username="")
-    role = Membership.Role.FIRM_ADMIN if is_firm_admin else Membership.Role.ADVISER
-    marker.membership = Membership(user_id=_MARK_USER, firm_id=_MARK_FIRM, role=role)
-    return marker
-
-
-class PrebuiltStatement:
-    """A queryset's SQL built once, its values bound per use; reads model rows as the queryset would.
-
-    Built from a queryset made for a stand-in user, firm and household (``_MARK_*``) at a stand-in
-    moment (``STAND_IN_MOMENT``): a parameter equal to a stand-in is bound to the real one; a moment is
-    bound to the real moment plus the same offset (every moment in such a statement must be ``now``
-    give or take a tunable, which is part of the caller's key). Everything else in it (statuses, the
-    shape of the scope) is part of the shape it was built for. Prefetches are not part of it.
-    """
-
-    def __init__(self, queryset: QuerySet[Any]) -> None:
-        self.model = queryset.model
-        self.db = queryset.db
-        self.query = queryset.query
-        # Model rows, or values_list() tuples: read as the queryset would have read them.
-        self.iterable_class = queryset._iterable_class  # noqa: SLF001
-        self.fields = queryset._fields  # type: ignore[attr-defined]
-        compiler = self.query.get_compiler(using=self.db)
-        self.sql, params = compiler.as_sql()  # also sets up what reading the rows needs (select, klass_info)
-        self.compiler = compiler
-        marks = {_MARK_USER: "user", _MARK_FIRM: "firm", STAND_IN_HOUSEHOLD_ID: "household"}
-        self.binds: list[tuple[str, Any]] = []
-        db = db_connections[self.db]
-        for value in params:
-            moment = self._moment(value, db)
-            if isinstance(value, int) and value in marks:
-                self.binds.append((marks[value], None))
-            elif moment is not None:
-                # SQLite's parameters are moments already written as text: bound in the same words.
-                self.binds.append(("now" if isinstance(value, dt.datetime) else "now_text", moment - STAND_IN_MOMENT))
-            else:
-                self.binds.append(("constant", value))
-
-    @staticmethod
-    def _moment(value: Any, db: Any) -> dt.datetime | None:
-        """The moment a parameter stands for: a datetime, or (SQLite) the text it adapts one to."""
-        if isinstance(value, dt.datetime):
-            return value
-        if not isinstance(value, str) or db.vendor == "postgresql":
-            return None
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return timezone.make_aware(parsed, db.timezone) if timezone.is_naive(parsed) else parsed
-
-    def _bound(self, kind: str, bound: Any, now: dt.datetime, values: dict[str, int]) -> Any:
-        if kind == "now":
-            return now + bound
-        if kind == "now_text":
-            return db_connections[self.db].ops.adapt_datetimefield_value(now + bound)
-        return bound if kind == "constant" else values[kind]
-
-    def rows(self, *, now: dt.datetime, **values: int) -> list[Any]:
-        params = tuple(self._bound(kind, bound, now, values) for kind, bound in self.binds)
-        compiler = copy.copy(self.compiler)
-        compiler.connection = db_connections[self.db]  # this thread's connection
-        compiler.as_sql = lambda *args, **kwargs: (self.sql, params)
-        query = copy.copy(self.query)
-        query.get_compiler = lambda *args, **kwargs: compiler  # type: ignore[method-assign]
-        rows: QuerySet[Any] = QuerySet(model=self.model, query=query, using=self.db)
-        rows._iterable_class = self.iterable_class  # noqa: SLF001
-        rows._fields = self.fields  # type: ignore[attr-defined]
-        return list(rows)
-
-
-_statements: dict[tuple[Any, ...], PrebuiltStatement] = {}
-_statements_lock = threading.Lock()
-
-
-def prebuilt_statement(key: tuple[Any, ...], build: Any) -> PrebuiltStatement:
-    """The process's statement for ``key``, made from ``build()`` (a queryset) the first time."""
-    statement = _statements.get(key)
-    if statement is None:
-        statement = PrebuiltStatement(build())
-        with _statements_lock:
-            _statements[key] = statement
-    return statement
-
-
 def _attention_statement(*, is_firm_admin: bool, limit: int) -> PrebuiltStatement:
     # The tunables shape the statement (its offsets), and tests and deployments may change them.
     def build() -> QuerySet[Connection]:
@@ -372,19 +272,48 @@ HOUSEHOLD_TABLE_ORDER = ("name", "id")
 
 
 def household_table_first_page(*, user: User, per_page: int) -> list[Household]:
-    """The first ``per_page`` of ``household_table(user=user).order_by(*HOUSEHOLD_TABLE_ORDER)``, clients
-    prefetched: the dashboard as it opens, by SQL built once per process (:class:`PrebuiltStatement`)."""
+    """The first ``per_page`` of ``household_table(user=user).order_by(*HOUSEHOLD_TABLE_ORDER)``, each with
+    its ``client_list``: the dashboard as it opens, by SQL built once per process (:class:`PrebuiltStatement`).
+
+    The clients come from a second such statement that picks the same page of households again (a
+    prefetch would build a query and 25 related managers on every request). Should the two disagree
+    (a household renamed into or out of the page in between), the prefetch reads them instead.
+    """
     membership = membership_for(user=user)
     if membership is None:
         return []
+    is_firm_admin = membership.is_firm_admin
 
     def build() -> QuerySet[Household]:
-        marker = stand_in_user(is_firm_admin=membership.is_firm_admin)
+        marker = stand_in_user(is_firm_admin=is_firm_admin)
         return household_table(user=marker).order_by(*HOUSEHOLD_TABLE_ORDER)[:per_page]
 
-    statement = prebuilt_statement(("household_table", membership.is_firm_admin, per_page), build)
-    rows: list[Household] = statement.rows(now=timezone.now(), user=membership.user_id, firm=membership.firm_id)
-    prefetch_related_objects(rows, _clients_prefetch())
+    def build_clients() -> QuerySet[Any]:
+        marker = stand_in_user(is_firm_admin=is_firm_admin)
+        page = household_queryset_for(user=marker).order_by(*HOUSEHOLD_TABLE_ORDER).values("pk")[:per_page]
+        return (
+            Household.objects.filter(pk__in=page)
+            .order_by("pk", "clients__name", "clients__id")
+            .values_list("pk", "clients__id", "clients__name")
+        )
+
+    now = timezone.now()
+    bound = {"user": membership.user_id, "firm": membership.firm_id}
+    rows: list[Household] = prebuilt_statement(("household_table", is_firm_admin, per_page), build).rows(
+        now=now, **bound
+    )
+    clients: dict[int, list[Client]] = {}
+    for household_id, client_id, name in prebuilt_statement(
+        ("household_table_clients", is_firm_admin, per_page), build_clients
+    ).rows(now=now, **bound):
+        listed = clients.setdefault(household_id, [])
+        if client_id is not None:
+            listed.append(Client(id=client_id, name=name, household_id=household_id))
+    if clients.keys() == {row.pk for row in rows}:
+        for row in rows:
+            row.client_list = clients[row.pk]  # type: ignore[attr-defined]
+    else:
+        prefetch_related_objects(rows, _clients_prefetch())
     return rows
 
 
@@ -406,7 +335,8 @@ def household_table_page(
 
 
 def _clients_prefetch() -> Prefetch:
-    return Prefetch("clients", queryset=Client.objects.only("id", "name", "household_id"))
+    """Each household's clients as ``client_list``, in their own order (by name)."""
+    return Prefetch("clients", queryset=Client.objects.only("id", "name", "household_id"), to_attr="client_list")
 
 
 def household_table(*, user: User, search: str = "", status: str = "") -> QuerySet[Household]:

@@ -35,7 +35,8 @@ from ..models import (
     Status,
 )
 from ..providers.base import CredentialForm
-from .dashboard import STAND_IN_HOUSEHOLD_ID, STAND_IN_MOMENT, deadline_is_near, prebuilt_statement, stand_in_user
+from .dashboard import deadline_is_near
+from .prebuilt import STAND_IN_HOUSEHOLD_ID, STAND_IN_MOMENT, prebuilt_statement, stand_in_user
 from .scoping import (
     NO_SECRETS,
     STATUS_SEVERITY,

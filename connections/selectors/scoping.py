@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
 from django.db.models import OuterRef, QuerySet, Subquery
+from django.utils import timezone
 
 from ..models import (
     Client,
@@ -18,6 +19,7 @@ from ..models import (
     NotificationSettings,
     Status,
 )
+from .prebuilt import STAND_IN_USER_ID, prebuilt_statement
 
 # How bad each status is, for roll-ups and "worst status of the day".
 # Disconnected is deliberate, not a fault, so it never makes a household look worse.
@@ -54,7 +56,7 @@ def membership_for(*, user: User) -> Membership | None:
     if not isinstance(user, AuthUser) or not user.is_authenticated:
         return None
     if not _MEMBERSHIP_OF_USER.is_cached(user):
-        membership = membership_queryset(user_id=user.pk).first()
+        membership = membership_read(user_id=user.pk)
         if membership is None:
             return None
         user.membership = membership
@@ -69,6 +71,16 @@ def membership_queryset(*, user_id: int) -> QuerySet[Membership]:
     ``time_zone_name``, the zone of their digest settings (None without settings)."""
     zone = NotificationSettings.objects.filter(user_id=OuterRef("user_id")).values("time_zone")[:1]
     return Membership.objects.select_related("firm").annotate(time_zone_name=Subquery(zone)).filter(user_id=user_id)
+
+
+def membership_read(*, user_id: int) -> Membership | None:
+    """``membership_queryset(user_id=user_id).first()``, by SQL built once per process
+    (:class:`~connections.selectors.prebuilt.PrebuiltStatement`): every page asks it."""
+    statement = prebuilt_statement(
+        ("membership",), lambda: membership_queryset(user_id=STAND_IN_USER_ID).order_by("pk")[:1]
+    )
+    rows: list[Membership] = statement.rows(now=timezone.now(), user=user_id)
+    return rows[0] if rows else None
 
 
 _MEMBERSHIP_OF_USER = Membership._meta.get_field("user").remote_field  # the User -> Membership accessor

@@ -16,7 +16,7 @@ from .conftest import World
 
 def _shown(rows: list[m.Household]) -> list[tuple[Any, ...]]:
     return [
-        (h.pk, h.name, h.worst_severity, h.data_as_of, h.connection_count, [c.name for c in h.clients.all()])  # type: ignore[attr-defined]
+        (h.pk, h.name, h.worst_severity, h.data_as_of, h.connection_count, [c.name for c in h.client_list])  # type: ignore[attr-defined]
         for h in rows
     ]
 
@@ -54,3 +54,30 @@ def test_the_dashboard_opens_on_the_same_page_as_page_one(adviser_client: Any, w
     body = opened.content.decode()
     for household in opened.context["page"].object_list:
         assert household.name in body
+
+
+def test_a_household_renamed_between_the_two_reads_still_shows_its_clients(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's clients are read by a second statement that picks the page again; when a rename in
+    between makes it pick other households, each household shown still gets its own clients."""
+    _populate(world)
+    first_page = 3
+    expected_before = _shown(
+        list(selectors.household_table(user=world.adviser).order_by(*selectors.HOUSEHOLD_TABLE_ORDER)[:first_page])
+    )
+    from connections.selectors import dashboard
+
+    real = dashboard.prebuilt_statement
+
+    def renaming(key: tuple[Any, ...], build: Any) -> Any:
+        if key[0] == "household_table_clients":
+            # Another adviser renames the first household shown out of the page meanwhile.
+            m.Household.objects.filter(pk=expected_before[0][0]).update(name="Zz renamed")
+        return real(key, build)
+
+    monkeypatch.setattr(dashboard, "prebuilt_statement", renaming)
+    shown = _shown(selectors.household_table_first_page(user=world.adviser, per_page=first_page))
+    assert [row[0] for row in shown] == [row[0] for row in expected_before]
+    assert [row[5] for row in shown] == [row[5] for row in expected_before]
+    assert any(row[5] for row in shown)
