@@ -152,3 +152,21 @@ def test_a_users_membership_and_firm_are_read_once_per_request(world: World, dja
     nobody = UserFactory()
     with django_assert_num_queries(1):
         assert selectors.membership_for(user=nobody) is None
+
+
+def test_connections_scoped_by_joins_are_exactly_those_of_the_visible_households(world: World) -> None:
+    """``connection_queryset_for`` joins the household and the adviser's assignment; it must list what
+    ``household IN household_queryset_for(user)`` lists, once each, for every kind of user."""
+    from tests.factories import ConnectionFactory
+
+    shared = HouseholdFactory(firm=world.firm, name="Shared", advisers=[world.adviser, world.other_adviser])
+    ConnectionFactory(household=shared, provider_app=world.turnqey, platform="kraken")
+    ConnectionFactory(household=shared, provider_app=world.turnqey, platform="gemini")
+    HouseholdFactory(firm=world.firm, name="Nobody's")
+    loner = UserFactory()
+    for user in (world.adviser, world.other_adviser, world.firm_admin, loner):
+        joined = list(selectors.connection_queryset_for(user=user).values_list("pk", flat=True))
+        by_households = m.Connection.objects.filter(household__in=selectors.household_queryset_for(user=user))
+        assert sorted(joined) == sorted(by_households.values_list("pk", flat=True))
+        assert len(joined) == len(set(joined))
+    assert selectors.connection_queryset_for(user=world.adviser).filter(household=shared).count() == 2
