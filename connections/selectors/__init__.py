@@ -57,6 +57,7 @@ from .scoping import (
     firm_connection_queryset,
     firm_household_queryset,
     household_queryset_for,
+    household_read,
     membership_for,
     membership_queryset,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "firm_household_queryset",
     "household_page",
     "household_queryset_for",
+    "household_read",
     "household_table",
     "household_table_first_page",
     "household_table_page",

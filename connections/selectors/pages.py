@@ -16,13 +16,13 @@ from django.db.models import (
     Prefetch,
     QuerySet,
     Subquery,
-    prefetch_related_objects,
 )
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from .. import lifecycle
 from ..models import (
+    Account,
     AuthorizationRequest,
     Client,
     ClientLink,
@@ -36,7 +36,7 @@ from ..models import (
 )
 from ..providers.base import CredentialForm
 from .dashboard import deadline_is_near
-from .prebuilt import STAND_IN_HOUSEHOLD_ID, STAND_IN_MOMENT, prebuilt_statement, stand_in_user
+from .prebuilt import STAND_IN_HOUSEHOLD_ID, STAND_IN_MOMENT, prebuilt_statement, prefetched, stand_in_user
 from .scoping import (
     NO_SECRETS,
     STATUS_SEVERITY,
@@ -151,7 +151,7 @@ def household_page(
             ),
         )
         connections = cards.rows(now=now, **values)
-        prefetch_related_objects(connections, *card_prefetches())
+        _card_relations_read(connections, is_firm_admin=is_firm_admin, now=now, values=values)
         latest_links = prebuilt_statement(
             ("household_links", is_firm_admin, link_limit),
             lambda: _household_links_queryset(
@@ -159,13 +159,41 @@ def household_page(
             )[:link_limit],
         )
         links = latest_links.rows(now=now, **values)
+    clients: list[Client] = prebuilt_statement(
+        ("household_clients",), lambda: Client.objects.filter(household_id=STAND_IN_HOUSEHOLD_ID)
+    ).rows(now=now, household=household.pk)
     return HouseholdPage(
         household=household,
-        clients=list(household.clients.all()),
+        clients=clients,
         connections=[c for c in connections if c.status != Status.DISCONNECTED],
         disconnected=[c for c in connections if c.status == Status.DISCONNECTED],
         links=links,
     )
+
+
+def _card_relations_read(
+    connections: list[Connection], *, is_firm_admin: bool, now: dt.datetime, values: dict[str, int]
+) -> None:
+    """The cards' :func:`card_prefetches` (credential expiries, accounts), each by a statement built once per
+    process over the household's connections in the user's scope: what the prefetch reads for these cards
+    (a connection added in between has no card, and its rows are left out)."""
+
+    def of_household() -> QuerySet[Any]:
+        marker = stand_in_user(is_firm_admin=is_firm_admin)
+        return connection_queryset_for(user=marker).filter(household_id=STAND_IN_HOUSEHOLD_ID).values("pk")
+
+    by_id = {connection.pk: connection for connection in connections}
+    for name, related in (("credentials", credentials_without_values().queryset), ("accounts", Account.objects.all())):
+        statement = prebuilt_statement(
+            ("household_card_" + name, is_firm_admin),
+            lambda related=related: related.filter(connection__in=of_household()),
+        )
+        grouped: dict[int, list[Any]] = {pk: [] for pk in by_id}
+        for row in statement.rows(now=now, **values):
+            if row.connection_id in grouped:
+                grouped[row.connection_id].append(row)
+        for pk, rows in grouped.items():
+            prefetched(by_id[pk], name, rows, back="connection")
 
 
 def client_link_effective_status(*, link: ClientLink, now: dt.datetime | None = None) -> str:

@@ -115,3 +115,21 @@ def prebuilt_statement(key: tuple[Any, ...], build: Any) -> PrebuiltStatement:
         with _statements_lock:
             _statements[key] = statement
     return statement
+
+
+def prefetched(instance: Any, name: str, rows: list[Any], *, back: str) -> None:
+    """Leave ``rows`` on ``instance`` as the reverse relation ``name``'s prefetch would (``instance.<name>.all()``
+    answers them without a query), each row pointing ``back`` to ``instance``.
+
+    For rows a :class:`PrebuiltStatement` read for many instances at once: the prefetch itself would build
+    and compile its query on every request, and a related manager's queryset per instance.
+    """
+    manager = getattr(type(instance), name)
+    cached: QuerySet[Any] = QuerySet(model=manager.rel.related_model)
+    cached._result_cache = rows  # noqa: SLF001
+    cached._prefetch_done = True  # type: ignore[attr-defined]  # noqa: SLF001
+    for row in rows:
+        setattr(row, back, instance)
+    if not hasattr(instance, "_prefetched_objects_cache"):
+        instance._prefetched_objects_cache = {}  # noqa: SLF001
+    instance._prefetched_objects_cache[manager.field.remote_field.cache_name] = cached  # noqa: SLF001

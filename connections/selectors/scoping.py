@@ -19,7 +19,7 @@ from ..models import (
     NotificationSettings,
     Status,
 )
-from .prebuilt import STAND_IN_USER_ID, prebuilt_statement
+from .prebuilt import STAND_IN_HOUSEHOLD_ID, STAND_IN_USER_ID, prebuilt_statement, stand_in_user
 
 # How bad each status is, for roll-ups and "worst status of the day".
 # Disconnected is deliberate, not a fault, so it never makes a household look worse.
@@ -97,6 +97,30 @@ def household_queryset_for(*, user: User) -> QuerySet[Household]:
         # this join never duplicates rows.
         households = households.filter(advisers=user.pk)
     return households
+
+
+_ID_RANGE = (-(2**63), 2**63 - 1)  # a BigAutoField's
+
+
+def household_read(*, user: User, pk: int) -> Household | None:
+    """The household ``pk`` with its firm, if ``user`` may see it (:func:`household_queryset_for`), else None.
+
+    By SQL built once per process (:class:`~connections.selectors.prebuilt.PrebuiltStatement`): every
+    household page and action starts here.
+    """
+    membership = membership_for(user=user)
+    if membership is None or not _ID_RANGE[0] <= pk <= _ID_RANGE[1]:
+        return None  # an id no row can have (the ORM's lookup finds nothing for it; SQL would refuse it)
+    is_firm_admin = membership.is_firm_admin
+
+    def build() -> QuerySet[Household]:
+        marker = stand_in_user(is_firm_admin=is_firm_admin)
+        return household_queryset_for(user=marker).select_related("firm").filter(pk=STAND_IN_HOUSEHOLD_ID)
+
+    rows: list[Household] = prebuilt_statement(("household", is_firm_admin), build).rows(
+        now=timezone.now(), user=membership.user_id, firm=membership.firm_id, household=pk
+    )
+    return rows[0] if rows else None
 
 
 def firm_household_queryset(*, firm_id: int) -> QuerySet[Household]:

@@ -10,7 +10,7 @@ from urllib.parse import urljoin
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -116,7 +116,10 @@ def household_url(household: Household | int) -> str:
 
 
 def scoped_household(request: HttpRequest, pk: int) -> Household:
-    return get_object_or_404(selectors.household_queryset_for(user=request.user).select_related("firm"), pk=pk)
+    household = selectors.household_read(user=request.user, pk=pk)
+    if household is None:
+        raise Http404("No household matches the given query.")
+    return household
 
 
 def scoped_connection(request: HttpRequest, pk: int) -> Connection:

@@ -58,3 +58,33 @@ def test_another_users_household_shows_no_cards(world: World) -> None:
     page = selectors.household_page(user=world.other_adviser, household=world.household)
     assert page.connections == []
     assert page.disconnected == []
+
+
+def test_the_cards_relations_are_read_with_the_cards_and_point_back_to_them(
+    world: World, django_assert_num_queries: Any
+) -> None:
+    connection = ConnectionFactory(client=world.client, provider_app=world.coinify, platform="kraken")
+    CredentialFactory(connection=connection, kind="access")
+    AccountFactory(connection=connection)
+    page = selectors.household_page(user=world.adviser, household=world.household)
+    card = next(c for c in page.connections if c.pk == connection.pk)
+    client_names = sorted(c.name for c in world.household.clients.all())
+    with django_assert_num_queries(0):
+        credentials = list(card.credentials.all())
+        accounts = list(card.accounts.all())
+        assert [c.connection for c in credentials] == [card]
+        assert [a.connection for a in accounts] == [card]
+        assert [c.name for c in page.clients] == client_names
+
+
+def test_a_household_is_read_only_by_those_who_may_see_it(world: World) -> None:
+    assert selectors.household_read(user=world.adviser, pk=world.household.pk) == world.household
+    assert selectors.household_read(user=world.adviser, pk=world.household.pk).firm.name == world.firm.name  # type: ignore[union-attr]
+    assert selectors.household_read(user=world.firm_admin, pk=world.other_household.pk) == world.other_household
+    assert selectors.household_read(user=world.adviser, pk=world.other_household.pk) is None
+    assert selectors.household_read(user=world.firm_admin, pk=world.foreign_household.pk) is None
+    assert selectors.household_read(user=world.adviser, pk=2**64) is None
+
+
+def test_a_household_id_no_row_can_have_is_a_404(adviser_client: Any, world: World) -> None:
+    assert adviser_client.get(f"/households/{2**70}/").status_code == 404
