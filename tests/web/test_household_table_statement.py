@@ -81,3 +81,23 @@ def test_a_household_renamed_between_the_two_reads_still_shows_its_clients(
     assert [row[0] for row in shown] == [row[0] for row in expected_before]
     assert [row[5] for row in shown] == [row[5] for row in expected_before]
     assert any(row[5] for row in shown)
+
+
+@pytest.mark.parametrize("who", ["adviser", "firm_admin"])
+def test_the_first_page_counts_every_household_of_the_user_without_a_count_query(world: World, who: str) -> None:
+    _populate(world)
+    user = getattr(world, who)
+    page = selectors.household_table_page(user=user, per_page=3)
+    assert len(page.object_list) == 3
+    assert page.paginator.count == selectors.household_queryset_for(user=user).count()
+    assert page.paginator.num_pages == -(-page.paginator.count // 3)
+
+
+def test_an_adviser_without_households_opens_an_empty_first_page(world: World) -> None:
+    from tests.factories import MembershipFactory
+
+    newcomer = MembershipFactory(firm=world.firm, role=m.Membership.Role.ADVISER).user
+    page = selectors.household_table_page(user=newcomer, per_page=25)
+    assert list(page.object_list) == []
+    assert page.paginator.count == 0
+    assert page.number == page.paginator.num_pages == 1
