@@ -33,7 +33,7 @@ from api.keys import api_key_create
 from connections import crypto
 from connections.models import Firm
 
-from .data import BenchWorld, _exec, _insert_connections, _insert_households
+from .data import BenchWorld, _exec, _insert_connections, _insert_households, tables_settle
 from .pages import _percentile
 from .results import Results
 
@@ -69,7 +69,7 @@ def api_firm_build(world: BenchWorld, *, connections: int, log: Any = print) -> 
         """,
         [first, last],
     )
-    _exec("ANALYZE")
+    tables_settle()
     log(f"  API firm: {made:,} connections")
     return firm, api_key_create(firm=firm, name="bench").key
 

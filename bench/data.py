@@ -6,8 +6,9 @@ shaped exactly like the ones the portal writes (same tables, same columns).
 
 The world: one firm of ``firm_connections`` connections in which one adviser
 ("bench-big") has ``big_households`` households and another ("bench-small")
-``small_households``, five connections per household over the four
-providers; then other firms in chunks of 100,000 connections up to
+``small_households``, each adviser's spread evenly through the firm's (never a
+run of consecutive ids, as in a real firm), five connections per household over
+the four providers; then other firms in chunks of 100,000 connections up to
 ``total_connections`` (:func:`world_grow`). ``due_fraction`` of the scheduled
 connections are due now; the rest are scheduled hours ahead, so that nothing
 else becomes due while a benchmark runs (the sweep's cost depends on the due
@@ -100,10 +101,13 @@ def _insert_connections(*, first_household: int, last_household: int, app_ids: d
     """Five connections per household, spread over providers and statuses.
 
     ``due_fraction`` of them get ``next_check_at`` in the past (due now); the
-    rest are scheduled hours ahead (see the module docstring); one in fifty
-    needs a reconnect (unscheduled), one in 37 is degraded.
+    rest are scheduled hours ahead (see the module docstring); about one in
+    fifty needs a reconnect (unscheduled), one in 37 is degraded.
     """
     apps = list(app_ids.items())
+    # Which connection is broken or degraded: a hash of its place, so that any selection of households
+    # (every tenth, say) has its share of them, which a plain modulus of the ids would not.
+    spread = "abs(hashint4((c.id * 5 + g)::int)::bigint)"
     case_provider = "CASE (g %% 4) " + " ".join(f"WHEN {i} THEN '{p}'" for i, (p, _) in enumerate(apps)) + " END"
     case_app = "CASE (g %% 4) " + " ".join(f"WHEN {i} THEN {a}" for i, (_, a) in enumerate(apps)) + " END"
     count = _exec(
@@ -115,13 +119,13 @@ def _insert_connections(*, first_household: int, last_household: int, app_ids: d
             connected_at, disconnected_at, created_by_id, created_at, updated_at)
         SELECT c.household_id, c.id, {case_app}, {case_provider},
                (ARRAY['coinbase','gemini','kraken','binance','bitstamp'])[1 + (g %% 5)], '',
-               CASE WHEN (c.id * 5 + g) %% 50 = 0 THEN 'needs_reconnect'
-                    WHEN (c.id * 5 + g) %% 37 = 0 THEN 'degraded' ELSE 'active' END,
-               CASE WHEN (c.id * 5 + g) %% 50 = 0 THEN 'revoked'
-                    WHEN (c.id * 5 + g) %% 37 = 0 THEN 'transient' ELSE '' END,
+               CASE WHEN {spread} %% 50 = 0 THEN 'needs_reconnect'
+                    WHEN {spread} %% 37 = 0 THEN 'degraded' ELSE 'active' END,
+               CASE WHEN {spread} %% 50 = 0 THEN 'revoked'
+                    WHEN {spread} %% 37 = 0 THEN 'transient' ELSE '' END,
                'acct-' || c.id || '-' || g, '{{}}'::jsonb,
                now() - interval '10 minutes', now() - interval '10 minutes', '',
-               CASE WHEN (c.id * 5 + g) %% 50 = 0 THEN NULL
+               CASE WHEN {spread} %% 50 = 0 THEN NULL
                     WHEN random() < %s THEN now() - interval '1 minute'
                     ELSE now() + interval '{NOT_DUE_AFTER_HOURS} hours' + random() * interval '1 hour' END,
                NULL, false, 0, NULL, NULL, '', now() - interval '30 days', NULL, NULL, now(), now()
@@ -144,6 +148,24 @@ def _insert_connections(*, first_household: int, last_household: int, app_ids: d
             [first_household, last_household],
         )
     return count
+
+
+def _advisers_households(households: list[int], *, big: int, small: int) -> tuple[list[int], list[int]]:
+    """The big and the small adviser's households, spread evenly through the firm's and never shared.
+
+    As in a real firm, where advisers' clients arrived over years: an adviser's households are not a
+    run of consecutive ids, so no page may owe its speed to reading one range of an index.
+    """
+    stride = len(households) // big
+    assert stride >= 2, "the firm needs at least twice as many households as the big adviser has"
+    big_ids = households[::stride][:big]
+    # Halfway between two of the big adviser's, every so many of those gaps.
+    gaps = households[stride // 2 :: stride]
+    small_ids = gaps[:: max(1, len(gaps) // small)][:small]
+    assert len(big_ids) == big, f"the firm has too few households for {big} of the big adviser's"
+    assert len(small_ids) == small, f"the firm has too few households for {small} of the small adviser's"
+    assert not set(big_ids) & set(small_ids)
+    return big_ids, small_ids
 
 
 def _bench_app(provider: str, *, name: str, base_url: str, **fields) -> ProviderApp:
@@ -181,21 +203,17 @@ def world_build(*, firm_connections: int = 100_000, big_households: int = 2_000,
         for user in (big, small):
             Membership.objects.create(user=user, firm=firm, role=Membership.Role.ADVISER)
 
-        made = 0
-        for count, adviser in ((big_households, big), (small_households, small)):
-            first, last = _insert_households(
-                firm_id=firm.pk, count=count, adviser_id=adviser.pk, prefix=adviser.username
-            )
-            made += _insert_connections(first_household=first, last_household=last, app_ids=app_ids,
-                                        due_fraction=due_fraction, with_accounts=True)
-        # The rest of the firm: households no bench adviser is assigned to.
-        rest_of_firm = (firm_connections - made) // CONNECTIONS_PER_HOUSEHOLD
-        if rest_of_firm > 0:
-            first, last = _insert_households(firm_id=firm.pk, count=rest_of_firm, adviser_id=None, prefix="firm")
-            made += _insert_connections(first_household=first, last_household=last, app_ids=app_ids,
-                                        due_fraction=due_fraction, with_accounts=False)
-    _exec("VACUUM ANALYZE connections_connection")
-    _exec("ANALYZE")
+        first, last = _insert_households(
+            firm_id=firm.pk, count=firm_connections // CONNECTIONS_PER_HOUSEHOLD, adviser_id=None, prefix="firm"
+        )
+        made = _insert_connections(first_household=first, last_household=last, app_ids=app_ids,
+                                   due_fraction=due_fraction, with_accounts=True)
+        big_ids, small_ids = _advisers_households(list(range(first, last + 1)), big=big_households,
+                                                  small=small_households)
+        for adviser, ids in ((big, big_ids), (small, small_ids)):
+            _exec("INSERT INTO connections_household_advisers (household_id, user_id) "
+                  "SELECT unnest(%s::bigint[]), %s", [ids, adviser.pk])
+    tables_settle()
     log(f"  firm built: {made:,} connections in {time.perf_counter() - started:.1f} s")
     return BenchWorld(
         firm_id=firm.pk,
@@ -221,10 +239,15 @@ def world_grow(world: BenchWorld, *, total_connections: int, log: Log = print) -
             made += _insert_connections(first_household=first, last_household=last, app_ids=world.app_ids,
                                         due_fraction=world.due_fraction, with_accounts=False)
         log(f"  {made:,} connections ({time.perf_counter() - started:.0f} s)")
-    # What autovacuum would have done by the time a real table got this big.
-    _exec("VACUUM ANALYZE connections_connection")
-    _exec("ANALYZE")
+    tables_settle()
     return BenchWorld(**{**world.__dict__, "total_connections": made})
+
+
+def tables_settle() -> None:
+    """What autovacuum would have done by the time real tables got this big, on every table: the
+    planner's statistics, and the visibility map without which no index can answer alone (an
+    index-only scan visits each row it finds while the map says nothing of the row's page)."""
+    _exec("VACUUM ANALYZE")
 
 
 def connections_count() -> int:

@@ -22,6 +22,7 @@ import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.database import DEFAULT_RANDOM_PAGE_COST, planner_options
 from portal.email_url import EmailUrlError, email_settings_from_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -232,6 +233,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # The planner's price of reading out of order, for where the portal's data lives (portal.database).
+    DATABASES["default"]["OPTIONS"] = planner_options(
+        DATABASES["default"].get("OPTIONS", {}),
+        random_page_cost=env.str("DATABASE_RANDOM_PAGE_COST", default=DEFAULT_RANDOM_PAGE_COST),
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
