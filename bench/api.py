@@ -45,7 +45,7 @@ FLOOR_RATIO_TARGET = 2.0
 def api_firm_build(world: BenchWorld, *, connections: int, log: Any = print) -> tuple[Firm, str]:
     """A firm of ``connections`` connections (five per household), a credential and an event each, and a key."""
     firm, _ = Firm.objects.get_or_create(slug="bench-api", defaults={"name": "Bench API firm"})
-    first, last = _insert_households(firm_id=firm.pk, count=connections // 5, adviser_id=None, prefix="api")
+    first, last = _insert_households(firm_id=firm.pk, count=connections // 5, prefix="api")
     made = _insert_connections(
         first_household=first, last_household=last, app_ids=world.app_ids, due_fraction=0.0, with_accounts=False
     )

@@ -63,7 +63,7 @@ def _scalar(sql: str, params: list | tuple | None = None):
     return row[0] if row else None
 
 
-def _insert_households(*, firm_id: int, count: int, adviser_id: int | None, prefix: str) -> tuple[int, int]:
+def _insert_households(*, firm_id: int, count: int, prefix: str) -> tuple[int, int]:
     """Insert ``count`` households (each with one client); returns (first_id, last_id)."""
     with connection.cursor() as cursor:
         cursor.execute(
@@ -85,14 +85,6 @@ def _insert_households(*, firm_id: int, count: int, adviser_id: int | None, pref
         """,
         [first, last],
     )
-    if adviser_id is not None:
-        _exec(
-            """
-            INSERT INTO connections_household_advisers (household_id, user_id)
-            SELECT h.id, %s FROM connections_household h WHERE h.id BETWEEN %s AND %s
-            """,
-            [adviser_id, first, last],
-        )
     return first, last
 
 
@@ -204,7 +196,7 @@ def world_build(*, firm_connections: int = 100_000, big_households: int = 2_000,
             Membership.objects.create(user=user, firm=firm, role=Membership.Role.ADVISER)
 
         first, last = _insert_households(
-            firm_id=firm.pk, count=firm_connections // CONNECTIONS_PER_HOUSEHOLD, adviser_id=None, prefix="firm"
+            firm_id=firm.pk, count=firm_connections // CONNECTIONS_PER_HOUSEHOLD, prefix="firm"
         )
         made = _insert_connections(first_household=first, last_household=last, app_ids=app_ids,
                                    due_fraction=due_fraction, with_accounts=True)
@@ -235,7 +227,7 @@ def world_grow(world: BenchWorld, *, total_connections: int, log: Log = print) -
         with transaction.atomic():
             other_firm = Firm.objects.create(name=f"Other firm {other}", slug=f"bench-other-{other}")
             households = min(CHUNK_CONNECTIONS, total_connections - made) // CONNECTIONS_PER_HOUSEHOLD
-            first, last = _insert_households(firm_id=other_firm.pk, count=households, adviser_id=None, prefix="other")
+            first, last = _insert_households(firm_id=other_firm.pk, count=households, prefix="other")
             made += _insert_connections(first_household=first, last_household=last, app_ids=world.app_ids,
                                         due_fraction=world.due_fraction, with_accounts=False)
         log(f"  {made:,} connections ({time.perf_counter() - started:.0f} s)")
@@ -290,7 +282,7 @@ def load_connections_insert(*, app: ProviderApp, count: int, platform: str, labe
     linked one source. The caller stores credentials and then schedules them.
     """
     firm, _ = Firm.objects.get_or_create(slug=f"bench-load-{label}", defaults={"name": f"Bench load ({label})"})
-    first, last = _insert_households(firm_id=firm.pk, count=count, adviser_id=None, prefix=f"load-{label}")
+    first, last = _insert_households(firm_id=firm.pk, count=count, prefix=f"load-{label}")
     with connection.cursor() as cursor:
         cursor.execute(
             """
