@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from connections import models as m
@@ -56,31 +58,40 @@ def test_the_dashboard_opens_on_the_same_page_as_page_one(adviser_client: Any, w
         assert household.name in body
 
 
-def test_a_household_renamed_between_the_two_reads_still_shows_its_clients(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The page's clients are read by a second statement that picks the page again; when a rename in
-    between makes it pick other households, each household shown still gets its own clients."""
+def test_a_household_renamed_between_the_two_reads_still_shows_its_clients(world: World) -> None:
+    """The page's clients are read by a second statement, for the households the first one picked;
+    a rename in between that moves a household out of the page leaves each shown household its own clients."""
     _populate(world)
     first_page = 3
     expected_before = _shown(
         list(selectors.household_table(user=world.adviser).order_by(*selectors.HOUSEHOLD_TABLE_ORDER)[:first_page])
     )
-    from connections.selectors import dashboard
+    renamed: list[str] = []
 
-    real = dashboard.prebuilt_statement
-
-    def renaming(key: tuple[Any, ...], build: Any) -> Any:
-        if key[0] == "household_table_clients":
+    def renaming(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if '"connections_client"' in sql and not renamed:
             # Another adviser renames the first household shown out of the page meanwhile.
+            renamed.append(sql)
             m.Household.objects.filter(pk=expected_before[0][0]).update(name="Zz renamed")
-        return real(key, build)
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr(dashboard, "prebuilt_statement", renaming)
-    shown = _shown(selectors.household_table_first_page(user=world.adviser, per_page=first_page))
+    with connection.execute_wrapper(renaming):
+        shown = _shown(selectors.household_table_first_page(user=world.adviser, per_page=first_page))
+    assert renamed, "the clients were not read by a statement of their own"
     assert [row[0] for row in shown] == [row[0] for row in expected_before]
     assert [row[5] for row in shown] == [row[5] for row in expected_before]
     assert any(row[5] for row in shown)
+    assert selectors.household_table_first_page(user=world.adviser, per_page=first_page)[0].pk != shown[0][0]
+
+
+def test_the_first_pages_clients_are_read_by_the_pages_own_households_not_by_sorting_them_again(world: World) -> None:
+    _populate(world)
+    with CaptureQueriesContext(connection) as captured:
+        selectors.household_table_first_page(user=world.adviser, per_page=3)
+    clients_reads = [q["sql"] for q in captured.captured_queries if '"connections_client"' in q["sql"]]
+    assert len(clients_reads) == 1
+    assert "ORDER BY" in clients_reads[0]
+    assert '"connections_household"' not in clients_reads[0]
 
 
 @pytest.mark.parametrize("who", ["adviser", "firm_admin"])
