@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.core import signing
 from django.db import transaction
 from django.db.models import F
@@ -137,9 +138,9 @@ def client_link_create(
     client as far as the portal knows, nothing was announced, the older
     links were never touched, the sender's attempt is given back, and a
     retry starts clean. If the server took the message but said it did not,
-    or the process dies between the email and the second transaction, the
-    client has an email whose link opens as not valid, or that works without
-    its event: both say no more than the portal knows.
+    the client has an email whose link opens as not valid; if the process
+    dies between the email and the second transaction, the send goes on the
+    record when the client opens the link (:func:`link_email_confirm`).
     """
     now = now or timezone.now()
     if client.household_id != household.pk:
@@ -200,14 +201,37 @@ def client_link_create(
         if taken is not None:
             attempts.attempts_give_back(taken=taken)
         raise LinkEmailFailed(link_email_failed(email=client.email)) from exc
-    link.sent_at = now
-    with transaction.atomic():
-        link.save(update_fields=["sent_at"])
-        _link_sent_record(link=link, user=user, actor_label=actor_label, emailed=True)
+    if not link_email_confirm(link=link, user=user, actor_label=actor_label, at=now):
+        link.refresh_from_db(fields=["sent_at", "status", "opened_at"])  # the client opened it first
     return ClientLinkCreated(link=link, url=url)
 
 
-def _link_sent_record(*, link: ClientLink, user: User, actor_label: str, emailed: bool) -> None:
+def link_email_confirm(
+    *, link: ClientLink, user: User, actor_label: str, at: dt.datetime, at_open: bool = False
+) -> bool:
+    """Put an emailed link's send on the record (its ``sent_at``, its audit row, ``LINK_SENT``), once.
+
+    Two callers may know the email went: the sender, once the mail server
+    took it, and :func:`client_link_open`, when the client opens a link whose
+    send is not on the record (its sender died between the email and this,
+    or is still on its way here). The row is locked and its ``sent_at``
+    looked at first, so whichever comes second records nothing; True for the
+    one that recorded it. ``at_open``: the send came to be known from the
+    client's opening the link, not from the mail server (its event says so).
+    """
+    with transaction.atomic():
+        unconfirmed = ClientLink.objects.select_for_update().filter(pk=link.pk, sent_at__isnull=True)
+        if not unconfirmed.exists():
+            return False
+        link.sent_at = at
+        link.save(update_fields=["sent_at"])  # the audit row (reports.receivers_outbox)
+        _link_sent_record(link=link, user=user, actor_label=actor_label, emailed=True, at_open=at_open)
+    return True
+
+
+def _link_sent_record(
+    *, link: ClientLink, user: User, actor_label: str, emailed: bool, at_open: bool = False
+) -> None:
     """The link reached its client (or its firm's system): it replaces the connection's older ones, on the record.
 
     Only older links are replaced, so of two sends at once for one connection the newer stays live.
@@ -223,13 +247,13 @@ def _link_sent_record(*, link: ClientLink, user: User, actor_label: str, emailed
         connection=connection,
         kind=ConnectionEvent.Kind.LINK_SENT,
         message=(
-            wording.link_sent(email=link.sent_to, expires_at=link.expires_at)
+            wording.link_sent(email=link.sent_to, expires_at=link.expires_at, at_open=at_open)
             if emailed
             else wording.link_issued(expires_at=link.expires_at)
         ),
         actor=actor_user(user),
         actor_label=actor_label,
-        details={"client_link_id": str(link.pk), "emailed": emailed},
+        details={"client_link_id": str(link.pk), "emailed": emailed, **({"recorded_at_open": True} if at_open else {})},
     )
 
 
@@ -298,6 +322,10 @@ def client_link_resolve(*, token: str, now: dt.datetime | None = None) -> Client
 def client_link_open(*, link: ClientLink, now: dt.datetime | None = None) -> ClientLink:
     """Record that the client opened the link (first time only: a conditional UPDATE)."""
     now = now or timezone.now()
+    if link.sent_at is None:
+        # The client holds the emailed token, so the email went: its send goes on the record first.
+        sender = link.created_by or AnonymousUser()
+        link_email_confirm(link=link, user=sender, actor_label="", at=now, at_open=True)
     opened = ClientLink.objects.filter(pk=link.pk, status=ClientLink.LinkStatus.SENT).update(
         status=ClientLink.LinkStatus.OPENED, opened_at=now
     )

@@ -187,8 +187,12 @@ def link_issued(*, expires_at: datetime) -> str:
     )
 
 
-def link_sent(*, email: str, expires_at: datetime) -> str:
-    return f"Reconnect link sent to {email}; valid until {timezone.localtime(expires_at):%d %b %Y %H:%M}."
+def link_sent(*, email: str, expires_at: datetime, at_open: bool = False) -> str:
+    sent = f"Reconnect link sent to {email}; valid until {timezone.localtime(expires_at):%d %b %Y %H:%M}."
+    if at_open:
+        # The sender stopped between the email and its record; the client's opening the link shows it went.
+        return f"{sent} (Recorded when the client opened it: the portal had not recorded the email going out.)"
+    return sent
 
 
 def link_opened(*, email: str) -> str:
